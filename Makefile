@@ -1,0 +1,60 @@
+# One entry point for people, VS Code tasks and CI. `make run` and `make test` set everything up from nothing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.setup-done
+
+SOLUTION := iot-edge-solution
+LIB := $(SOLUTION)/libs/edgevision
+EMULATOR := tools/edgehub-emulator
+MODULE_REQS := $(wildcard $(SOLUTION)/modules/*/requirements.txt)
+SETUP_INPUTS := requirements-dev.txt $(LIB)/pyproject.toml $(MODULE_REQS) $(wildcard $(EMULATOR)/pyproject.toml)
+
+# Local defaults for `make run`; override on the command line, e.g. `make run CAMERA_PATH=/dev/video0`.
+CAMERA_PATH ?= $(SOLUTION)/media/demo.mp4
+MODEL_NAME ?= efficientnet-lite0
+MODEL_REPOSITORY ?= $(SOLUTION)/models
+USE_TENSOR_RT ?= False
+
+PY_SOURCES := $(LIB)/src $(LIB)/tests $(SOLUTION)/modules tools bench tests
+
+.PHONY: help setup run test lint coverage format clean
+
+help:
+	@echo "make run       set up, then run the classifier on the demo video (Ctrl-C stops it)"
+	@echo "make test      set up, then run every test"
+	@echo "make lint      pylint on all Python code"
+	@echo "make coverage  tests with coverage: terminal, htmlcov/ and coverage.xml"
+	@echo "make format    ruff format"
+	@echo "make clean     remove the virtual environment and caches"
+
+setup: $(STAMP)
+
+$(STAMP): $(SETUP_INPUTS)
+	@echo "== setting up $(VENV) with $$($(PYTHON) --version)"
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -r requirements-dev.txt -e "$(LIB)[dev]" $(addprefix -r ,$(MODULE_REQS)) \
+		$(if $(wildcard $(EMULATOR)/pyproject.toml),-e "$(EMULATOR)")
+	@touch $@
+
+run: setup
+	CAMERA_PATH="$(CAMERA_PATH)" MODEL_NAME="$(MODEL_NAME)" MODEL_REPOSITORY="$(MODEL_REPOSITORY)" \
+	USE_TENSOR_RT="$(USE_TENSOR_RT)" $(PY) $(SOLUTION)/modules/classifier/main.py
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+coverage: setup
+	$(PY) -m pytest --cov --cov-report=term --cov-report=html --cov-report=xml $(PYTEST_ARGS)
+
+lint: setup
+	$(PY) -m pylint $(PY_SOURCES)
+
+format: setup
+	$(PY) -m ruff format $(PY_SOURCES)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache htmlcov coverage.xml .coverage
