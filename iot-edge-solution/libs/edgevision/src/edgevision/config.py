@@ -1,0 +1,131 @@
+"""Typed settings, read once from the environment. A bad value stops start-up with a message that names the
+variable and what it accepts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from edgevision.errors import EdgeVisionError
+
+_TRUE = {"true", "1"}
+_FALSE = {"false", "0"}
+BOOL_ACCEPTED = "True or False (any case), 1 or 0"
+
+
+class SettingsError(EdgeVisionError):
+    """One or more environment variables hold values the module cannot start with."""
+
+
+def parse_bool(value: Any) -> bool:
+    """The seeds' boolean convention: True/False in any case, or 1/0. Anything else is refused."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"accepted values are {BOOL_ACCEPTED}")
+
+
+class ModuleSettings(BaseSettings):
+    """Settings every module shares."""
+
+    model_config = SettingsConfigDict(extra="forbid", case_sensitive=False, validate_default=True)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description="LOG_LEVEL: DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)."
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+
+class VisionSettings(ModuleSettings):
+    """Camera, model and engine settings of a module that runs a model on frames."""
+
+    camera_path: str = Field(
+        description="CAMERA_PATH: a video file, a GStreamer pipeline, an rtsp:// or http(s):// URL, "
+        "/dev/videoN or csi://N."
+    )
+    use_tensor_rt: bool = Field(False, description="USE_TENSOR_RT: run the model with TensorRT on the GPU.")
+    tensorrt_fallback: bool = Field(
+        False, description="TENSORRT_FALLBACK: use ONNX Runtime when USE_TENSOR_RT is set but TensorRT is missing."
+    )
+    model_name: str = Field("efficientnet-lite0", min_length=1, description="MODEL_NAME: model folder name.")
+    model_repository: Path | None = Field(
+        None, description="MODEL_REPOSITORY: folder of <name>/<version>/model.json; default: the bundled models."
+    )
+    model_version: str | None = Field(None, description="MODEL_VERSION: a version folder; default: the newest.")
+    intra_op_threads: int = Field(
+        0, ge=0, le=256, description="INTRA_OP_THREADS: ONNX Runtime threads; 0 = one less than the CPU count."
+    )
+    engine_cache_dir: Path | None = Field(
+        None, description="ENGINE_CACHE_DIR: where TensorRT engines are cached; default: beside the model."
+    )
+    loop_video: bool = Field(True, description="LOOP_VIDEO: restart a video file at its end (else stop).")
+    video_realtime: bool = Field(False, description="VIDEO_REALTIME: read a video file at its own frame rate.")
+    process_every_frame: bool = Field(
+        True, description="PROCESS_EVERY_FRAME: for files, infer every frame (else the newest, like a camera)."
+    )
+    frame_watchdog_seconds: float = Field(
+        10.0, gt=0, description="FRAME_WATCHDOG_SECONDS: warn when a live source gives no frame this long."
+    )
+
+    @field_validator(
+        "use_tensor_rt", "tensorrt_fallback", "loop_video", "video_realtime", "process_every_frame", mode="before"
+    )
+    @classmethod
+    def _strict_bool(cls, value: Any) -> bool:
+        return parse_bool(value)
+
+    @field_validator("model_repository")
+    @classmethod
+    def _existing_folder(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"{value} is not a folder")
+        return value
+
+    @field_validator("camera_path")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    def resolved_threads(self) -> int:
+        """INTRA_OP_THREADS, with 0 meaning one less than the CPU count (leaves a core for capture)."""
+        return self.intra_op_threads or max(1, (os.cpu_count() or 1) - 1)
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    name = "_".join(str(part) for part in error["loc"]).upper() or "(settings)"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "missing":
+        return f"{name} is required but not set"
+    if error["type"] == "literal_error":
+        message = f"accepted values are {message.removeprefix('Input should be ')}"
+    value = error.get("input")
+    shown = f"={value!r}" if isinstance(value, (str, int, float)) else ""
+    return f"{name}{shown}: {message}"
+
+
+def load_settings(settings_class: type[SettingsT], **overrides: Any) -> SettingsT:
+    """Read `settings_class` from the environment; raise SettingsError naming every bad variable."""
+    try:
+        return settings_class(**overrides)
+    except ValidationError as e:
+        problems = "; ".join(_describe(err) for err in e.errors())
+        raise SettingsError(f"invalid configuration: {problems}") from e

@@ -1,0 +1,234 @@
+"""Capture thread -> inference thread -> consumers.
+
+Files (every frame): the capture thread reads *and* pre-processes into a short queue, so decoding and
+pre-processing overlap with inference. Live sources (and files with every_frame off): the capture thread only
+keeps the newest frame; inference takes it when ready, pre-processes and runs, so results are never stale."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgevision.errors import EdgeVisionError
+from edgevision.frames import EndOfStreamError, Frame, FrameSource, FrameSourceError
+from edgevision.pipeline.fanout import Consumer, Fanout
+from edgevision.pipeline.stats import PipelineStats
+from edgevision.tasks import Geometry, Task
+
+log = logging.getLogger(__name__)
+
+_END = object()
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """How frames flow. `every_frame` None means: every frame for files, the newest for live sources."""
+
+    every_frame: bool | None = None
+    queue_size: int = 4
+    max_results: int | None = None
+    consumer_queue_size: int = 8
+    max_consecutive_errors: int = 50
+
+
+@dataclass
+class _Prepared:
+    frame: Frame
+    inputs: dict[str, np.ndarray]
+    geometry: Geometry
+    preprocess_ms: float
+
+
+class _LatestSlot:
+    """Holds only the newest frame; a put replaces what inference has not taken yet."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: object | None = None
+
+    def put(self, item: object) -> int:
+        with self._cond:
+            replaced = int(self._item is not None and self._item is not _END)
+            self._item = item
+            self._cond.notify()
+            return replaced
+
+    def get(self, timeout: float) -> object | None:
+        with self._cond:
+            if self._item is None:
+                self._cond.wait(timeout)
+            item, self._item = self._item, None
+            return item
+
+
+class Pipeline:
+    """Runs `task` on frames from `source` and hands each result to every consumer."""
+
+    def __init__(self, source: FrameSource, task: Task, consumers: list[Consumer] | None = None,
+                 options: PipelineOptions | None = None) -> None:
+        self.source = source
+        self.task = task
+        self.options = options or PipelineOptions()
+        self.stats = PipelineStats()
+        self.error: BaseException | None = None
+        every = self.options.every_frame
+        self.every_frame = (not source.live) if every is None else every
+        self._fanout = Fanout(list(consumers or []), self.options.consumer_queue_size)
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._queue: queue.Queue | _LatestSlot = (
+            queue.Queue(maxsize=self.options.queue_size) if self.every_frame else _LatestSlot()
+        )
+        self._threads = [
+            threading.Thread(target=self._capture_loop, name="capture", daemon=True),
+            threading.Thread(target=self._inference_loop, name="inference", daemon=True),
+        ]
+
+    # -- control ---------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Open the source (errors raise here) and start the threads."""
+        self.source.open()
+        self._fanout.start()
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Ask every thread to finish; safe from any thread or a signal handler."""
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the pipeline ends (source exhausted, max_results, stop or error); True when ended."""
+        return self._done.wait(timeout)
+
+    def close(self) -> None:
+        """Stop, join the threads, drain the consumers and close the source."""
+        self.stop()
+        self.source.close()
+        for thread in self._threads:
+            thread.join(10)
+        self._fanout.close()
+        self.task.engine.close()
+
+    def run(self) -> PipelineStats:
+        """start, wait until done, close; re-raises a capture or inference error."""
+        self.start()
+        try:
+            while not self.wait(0.2):
+                pass
+        finally:
+            self.close()
+        if self.error is not None:
+            raise self.error
+        return self.stats
+
+    @property
+    def consumer_stats(self) -> dict[str, dict[str, int]]:
+        """Per consumer: dropped results and failures."""
+        return self._fanout.stats()
+
+    # -- threads ---------------------------------------------------------------------------------------------
+    def _put(self, item: object) -> bool:
+        if isinstance(self._queue, _LatestSlot):
+            self.stats.count_capture(skipped=self._queue.put(item))
+            return True
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                self.stats.count_capture()
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _capture_loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                started = time.perf_counter()
+                try:
+                    frame = self.source.read()
+                except EndOfStreamError:
+                    log.info("end of %s", self.source.description)
+                    break
+                self.stats.add_latency("capture", (time.perf_counter() - started) * 1000)
+                item: object = frame
+                if self.every_frame:
+                    item = self._prepare(frame)
+                if not self._put(item):
+                    break
+        except FrameSourceError as e:
+            if not self._stop.is_set():
+                log.error("frame source failed: %s", e)
+                self.error = e
+        except BaseException as e:  # pylint: disable=broad-exception-caught
+            log.exception("capture thread crashed")
+            self.error = e
+        finally:
+            self._put_end()
+
+    def _put_end(self) -> None:
+        if isinstance(self._queue, _LatestSlot):
+            self._queue.put(_END)
+            return
+        while True:
+            try:
+                self._queue.put(_END, timeout=0.1)
+                return
+            except queue.Full:
+                if self._stop.is_set() or self._done.is_set():
+                    return
+
+    def _prepare(self, frame: Frame) -> _Prepared:
+        started = time.perf_counter()
+        inputs, geometry = self.task.pre_process(frame.image)
+        elapsed = (time.perf_counter() - started) * 1000
+        self.stats.add_latency("preprocess", elapsed)
+        return _Prepared(frame, inputs, geometry, elapsed)
+
+    def _next_item(self) -> object | None:
+        if isinstance(self._queue, _LatestSlot):
+            return self._queue.get(timeout=0.1)
+        try:
+            return self._queue.get(timeout=0.1)
+        except queue.Empty:
+            return None
+
+    def _inference_loop(self) -> None:
+        consecutive_errors = 0
+        try:
+            while not self._stop.is_set():
+                item = self._next_item()
+                if item is None:
+                    continue
+                if item is _END:
+                    break
+                prepared = item if isinstance(item, _Prepared) else self._prepare(item)  # type: ignore[arg-type]
+                try:
+                    result = self.task.infer(prepared.inputs, prepared.geometry, prepared.preprocess_ms)
+                except EdgeVisionError as e:
+                    consecutive_errors += 1
+                    self.stats.count_error()
+                    log.error("inference failed on frame %d: %s", prepared.frame.index, e)
+                    if consecutive_errors >= self.options.max_consecutive_errors:
+                        self.error = e
+                        break
+                    continue
+                consecutive_errors = 0
+                now = time.monotonic()
+                self.stats.add_latency("inference", result.inference_ms)
+                self.stats.add_latency("postprocess", result.postprocess_ms)
+                self.stats.add_latency("end_to_end", (now - prepared.frame.timestamp) * 1000)
+                self.stats.count_result(now)
+                self._fanout.publish(prepared.frame, result)
+                if self.options.max_results and self.stats.results >= self.options.max_results:
+                    break
+        except BaseException as e:  # pylint: disable=broad-exception-caught
+            log.exception("inference thread crashed")
+            self.error = e
+        finally:
+            self._stop.set()
+            self._done.set()

@@ -1,0 +1,113 @@
+"""Pre-processing from a model's manifest: colour order, resize, centre crop, normalisation, layout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from edgevision.errors import EdgeVisionError
+from edgevision.models.manifest import InputSpec, PreprocessSpec
+
+_INTERPOLATION = {
+    "nearest": cv2.INTER_NEAREST,
+    "linear": cv2.INTER_LINEAR,
+    "cubic": cv2.INTER_CUBIC,
+    "area": cv2.INTER_AREA,
+}
+
+
+class ImageError(EdgeVisionError):
+    """An image cannot be used as model input (empty, wrong shape or type, undecodable)."""
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How source pixels map to model-input pixels: input = source * scale - offset."""
+
+    source_size: tuple[int, int]  # (width, height)
+    scale_x: float
+    scale_y: float
+    offset_x: float = 0.0
+    offset_y: float = 0.0
+
+    def to_source(self, x: np.ndarray | float, y: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+        """Map model-input coordinates back to the source image, clipped to it."""
+        width, height = self.source_size
+        sx = np.clip((np.asarray(x, dtype=np.float64) + self.offset_x) / self.scale_x, 0, width)
+        sy = np.clip((np.asarray(y, dtype=np.float64) + self.offset_y) / self.scale_y, 0, height)
+        return sx, sy
+
+
+def check_image(image: object) -> np.ndarray:
+    """An HxWx3 uint8 BGR image, or ImageError saying what is wrong."""
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"expected an image array, got {type(image).__name__}")
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim != 3 or image.shape[2] not in (3, 4) or image.shape[0] < 2 or image.shape[1] < 2:
+        raise ImageError(f"expected an HxWx3 image at least 2x2, got shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise ImageError(f"expected 8-bit pixels, got {image.dtype}")
+    if image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Decode JPEG/PNG/... bytes into a BGR image; ImageError when they are not an image."""
+    if not data:
+        raise ImageError("image data is empty")
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ImageError("data is not a decodable image (JPEG, PNG, BMP, ... expected)")
+    return image
+
+
+class Preprocessor:
+    """Turns a BGR frame into the model's input tensor, remembering the geometry to map results back."""
+
+    def __init__(self, spec: PreprocessSpec, input_spec: InputSpec) -> None:
+        self.spec = spec
+        self.input_spec = input_spec
+        self._mean = np.asarray(spec.mean, dtype=np.float32)
+        self._inv_std = 1.0 / np.asarray(spec.std, dtype=np.float32)
+        self._interpolation = _INTERPOLATION[spec.resize.interpolation]
+
+    def _target_size(self, width: int, height: int) -> tuple[int, int]:
+        resize = self.spec.resize
+        if resize.mode == "stretch":
+            return int(resize.width), int(resize.height)  # type: ignore[arg-type]
+        if resize.mode == "shorter_side":
+            scale = resize.size / min(width, height)  # type: ignore[operator]
+            return max(1, round(width * scale)), max(1, round(height * scale))
+        scale = 1.0
+        if resize.limit_shorter_side and min(width, height) < resize.limit_shorter_side:
+            scale = resize.limit_shorter_side / min(width, height)
+        if resize.max_side_len and max(width, height) * scale > resize.max_side_len:
+            scale = resize.max_side_len / max(width, height)
+        multiple = resize.multiple
+        return (max(multiple, round(width * scale / multiple) * multiple),
+                max(multiple, round(height * scale / multiple) * multiple))
+
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, Geometry]:
+        image = check_image(image)
+        height, width = image.shape[:2]
+        new_w, new_h = self._target_size(width, height)
+        resized = cv2.resize(image, (new_w, new_h), interpolation=self._interpolation)
+        offset_x = offset_y = 0
+        crop = self.spec.center_crop
+        if crop:
+            if crop > new_w or crop > new_h:
+                raise ImageError(f"centre crop {crop} is larger than the resized image {new_w}x{new_h}")
+            offset_x, offset_y = (new_w - crop) // 2, (new_h - crop) // 2
+            resized = resized[offset_y:offset_y + crop, offset_x:offset_x + crop]
+        if self.spec.color == "RGB":
+            resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+        tensor = (resized.astype(np.float32) - self._mean) * self._inv_std
+        if self.spec.layout == "NCHW":
+            tensor = tensor.transpose(2, 0, 1)
+        tensor = np.ascontiguousarray(tensor[np.newaxis], dtype=self.input_spec.dtype)
+        geometry = Geometry((width, height), new_w / width, new_h / height, offset_x, offset_y)
+        return tensor, geometry
