@@ -1,0 +1,37 @@
+"""One small error hierarchy for the emulator; the CLI and the HTTP layer translate it at the boundary."""
+
+
+class EmulatorError(Exception):
+    """Base class of every error the emulator raises on purpose."""
+
+
+class ConfigError(EmulatorError):
+    """A setting, the state folder or a CLI argument is invalid."""
+
+
+class ManifestError(EmulatorError):
+    """The deployment manifest cannot be used (bad JSON, bad route syntax, missing sections)."""
+
+
+class RouteSyntaxError(ManifestError):
+    """A route string does not follow `FROM <source> [WHERE <condition>] INTO <sink>`."""
+
+
+class AuthError(EmulatorError):
+    """A SAS token is malformed, expired, for another resource or signed with the wrong key."""
+
+
+class NotFoundError(EmulatorError):
+    """A device, module or method target does not exist or is not connected."""
+
+
+class PreconditionFailedError(EmulatorError):
+    """An `If-Match` etag did not match the current one."""
+
+
+class BadRequestError(EmulatorError):
+    """A request body or payload is malformed (bad JSON, wrong shape, too large)."""
+
+
+class GatewayTimeoutError(EmulatorError):
+    """A module did not answer a direct method within the requested time."""

@@ -1,0 +1,129 @@
+"""The IoT Edge deployment manifest (deployment.template.json or a generated deployment.json).
+
+Read: `modulesContent.$edgeAgent.properties.desired.modules.<name>.{settings.image, settings.createOptions,
+env.<NAME>.value, restartPolicy, status}`, `$edgeHub.properties.desired.routes` (and
+`storeAndForwardConfiguration.timeToLiveSecs`), and `modulesContent.<module>.properties.desired`.
+Template placeholders (`${MODULES.x}`, `$VAR`) in image fields are kept as text: nothing here pulls images.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgehub_emulator.errors import ManifestError
+from edgehub_emulator.routes import Route, parse_route
+
+RESTART_POLICIES = ("always", "on-failure", "on-unhealthy", "never")
+_PLACEHOLDER_RE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+
+
+@dataclass
+class ModuleSpec:
+    """One custom module of `$edgeAgent`."""
+
+    name: str
+    image: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    restart_policy: str = "always"
+    status: str = "running"
+    create_options: Any = None
+
+
+@dataclass
+class Manifest:
+    """What the emulator uses from a manifest."""
+
+    path: Path | None
+    modules: dict[str, ModuleSpec]
+    routes: list[Route]
+    desired: dict[str, dict[str, Any]]
+    ttl_secs: int
+
+    @property
+    def solution_dir(self) -> Path:
+        """The folder that holds `modules/<name>/main.py` (the manifest's folder)."""
+        return self.path.parent if self.path else Path.cwd()
+
+
+def _expand_env(value: str) -> str:
+    """`$VAR` / `${VAR}` from the environment (as the IoT Edge tooling does with .env); unknown ones stay."""
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        return os.environ.get(name, match.group(0))
+    return _PLACEHOLDER_RE.sub(replace, value)
+
+
+def _section(root: dict[str, Any], *keys: str) -> dict[str, Any]:
+    node: Any = root
+    walked = []
+    for key in keys:
+        walked.append(key)
+        if not isinstance(node, dict) or not isinstance(node.get(key), dict):
+            raise ManifestError(f"manifest lacks the object {'.'.join(walked)}")
+        node = node[key]
+    return node
+
+
+def parse_manifest(data: Any, path: Path | None = None) -> Manifest:
+    """Validate and read a manifest already loaded from JSON."""
+    if not isinstance(data, dict):
+        raise ManifestError("a manifest is a JSON object with 'modulesContent'")
+    content = _section(data, "modulesContent")
+    agent = _section(content, "$edgeAgent", "properties.desired")
+    hub = _section(content, "$edgeHub", "properties.desired")
+    raw_modules = agent.get("modules", {}) or {}
+    if not isinstance(raw_modules, dict):
+        raise ManifestError("$edgeAgent.properties.desired.modules must be an object")
+    modules: dict[str, ModuleSpec] = {}
+    for name, spec in raw_modules.items():
+        if not isinstance(spec, dict):
+            raise ManifestError(f"module {name!r} must be an object")
+        settings = spec.get("settings", {}) or {}
+        env: dict[str, str] = {}
+        for var, holder in (spec.get("env") or {}).items():
+            if not isinstance(holder, dict) or "value" not in holder:
+                raise ManifestError(f"module {name!r}: env {var!r} must be {{\"value\": ...}}")
+            value = holder["value"]
+            env[var] = _expand_env(value if isinstance(value, str) else json.dumps(value))
+        policy = spec.get("restartPolicy", "always")
+        if policy not in RESTART_POLICIES:
+            raise ManifestError(f"module {name!r}: restartPolicy {policy!r} is not one of {RESTART_POLICIES}")
+        modules[name] = ModuleSpec(name=name, image=str(settings.get("image", "")), env=env,
+                                   restart_policy=policy, status=spec.get("status", "running"),
+                                   create_options=settings.get("createOptions"))
+    ttl = (hub.get("storeAndForwardConfiguration") or {}).get("timeToLiveSecs", 7200)
+    if not isinstance(ttl, int) or ttl < 0:
+        raise ManifestError("storeAndForwardConfiguration.timeToLiveSecs must be a non-negative integer")
+    raw_routes = hub.get("routes", {}) or {}
+    if not isinstance(raw_routes, dict):
+        raise ManifestError("$edgeHub.properties.desired.routes must be an object of name: route")
+    routes = [parse_route(name, value, ttl) for name, value in raw_routes.items()]
+    desired: dict[str, dict[str, Any]] = {}
+    for name, section in content.items():
+        if name.startswith("$"):
+            continue
+        props = section.get("properties.desired") if isinstance(section, dict) else None
+        if not isinstance(props, dict):
+            raise ManifestError(f"modulesContent.{name} needs a 'properties.desired' object")
+        desired[name] = props
+    return Manifest(path=path, modules=modules, routes=routes, desired=desired, ttl_secs=ttl)
+
+
+def load_manifest(path: Path | str) -> Manifest:
+    """Read a manifest file; errors name the file."""
+    file = Path(path)
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ManifestError(f"cannot read manifest {file}: {e.strerror}") from e
+    except ValueError as e:
+        raise ManifestError(f"manifest {file} is not valid JSON: {e}") from e
+    try:
+        return parse_manifest(data, file.resolve())
+    except ManifestError as e:
+        raise ManifestError(f"{file}: {e}") from e

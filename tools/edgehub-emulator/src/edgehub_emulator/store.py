@@ -1,0 +1,208 @@
+"""Persistent state in one SQLite file: identities, twins, MQTT sessions, queued and upstream messages.
+
+Every write commits before the emulator acknowledges it, so a restart loses nothing that was acknowledged.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS identities (
+    device_id TEXT NOT NULL, module_id TEXT NOT NULL, primary_key TEXT NOT NULL, secondary_key TEXT NOT NULL,
+    managed_by TEXT, generation_id TEXT NOT NULL, PRIMARY KEY (device_id, module_id));
+CREATE TABLE IF NOT EXISTS twins (
+    device_id TEXT NOT NULL, module_id TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (device_id, module_id));
+CREATE TABLE IF NOT EXISTS sessions (client_id TEXT PRIMARY KEY, subscriptions TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS queue (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, client_id TEXT NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0, expires_at REAL);
+CREATE INDEX IF NOT EXISTS queue_client ON queue (client_id, priority, seq);
+CREATE TABLE IF NOT EXISTS upstream (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, enqueued_at REAL NOT NULL, device_id TEXT NOT NULL, module_id TEXT,
+    output TEXT, properties TEXT NOT NULL, body BLOB NOT NULL);
+"""
+
+
+@dataclass
+class Identity:
+    """A device (module_id "") or module identity with its SAS keys."""
+
+    device_id: str
+    module_id: str
+    primary_key: str
+    secondary_key: str
+    managed_by: str | None = None
+    generation_id: str = "1"
+
+    @property
+    def client_id(self) -> str:
+        """The MQTT client id: `dev` or `dev/mod`."""
+        return f"{self.device_id}/{self.module_id}" if self.module_id else self.device_id
+
+
+@dataclass
+class Twin:
+    """A module twin; `version` counts every change, desired and reported have their own `$version`."""
+
+    desired: dict[str, Any] = field(default_factory=dict)
+    desired_version: int = 1
+    reported: dict[str, Any] = field(default_factory=dict)
+    reported_version: int = 1
+    tags: dict[str, Any] = field(default_factory=dict)
+    version: int = 1
+
+    @property
+    def etag(self) -> str:
+        """Changes with every update, like IoT Hub's opaque etag."""
+        return base64.b64encode(f"v{self.version}".encode()).decode()
+
+
+@dataclass
+class QueuedMessage:
+    """A message waiting for (or in flight to) one client."""
+
+    seq: int
+    client_id: str
+    topic: str
+    payload: bytes
+    priority: int
+    expires_at: float | None
+
+
+@dataclass
+class UpstreamMessage:
+    """A message routed to `$upstream`, kept so that `monitor` can read it."""
+
+    seq: int
+    enqueued_at: float
+    device_id: str
+    module_id: str | None
+    output: str | None
+    properties: dict[str, str]
+    body: bytes
+
+
+class Store:
+    """Thread-safe access to the state database (the HTTP and MQTT servers share one loop, the CLI may read)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+    # identities
+    def put_identity(self, identity: Identity) -> None:
+        """Insert or replace an identity."""
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO identities VALUES (?,?,?,?,?,?)",
+                             (identity.device_id, identity.module_id, identity.primary_key,
+                              identity.secondary_key, identity.managed_by, identity.generation_id))
+
+    def get_identity(self, device_id: str, module_id: str = "") -> Identity | None:
+        """The identity or None."""
+        with self._lock:
+            row = self._db.execute("SELECT * FROM identities WHERE device_id=? AND module_id=?",
+                                   (device_id, module_id)).fetchone()
+        return Identity(*row) if row else None
+
+    def list_identities(self, device_id: str) -> list[Identity]:
+        """All identities of a device (the device's own first)."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM identities WHERE device_id=? ORDER BY module_id",
+                                    (device_id,)).fetchall()
+        return [Identity(*row) for row in rows]
+
+    # twins
+    def get_twin(self, device_id: str, module_id: str) -> Twin | None:
+        """The twin or None."""
+        with self._lock:
+            row = self._db.execute("SELECT doc FROM twins WHERE device_id=? AND module_id=?",
+                                   (device_id, module_id)).fetchone()
+        return Twin(**json.loads(row[0])) if row else None
+
+    def put_twin(self, device_id: str, module_id: str, twin: Twin) -> None:
+        """Insert or replace a twin."""
+        doc = json.dumps(twin.__dict__)
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO twins VALUES (?,?,?)", (device_id, module_id, doc))
+
+    # sessions
+    def get_subscriptions(self, client_id: str) -> list[str]:
+        """Topic filters a client subscribed to (kept across reconnects and restarts)."""
+        with self._lock:
+            row = self._db.execute("SELECT subscriptions FROM sessions WHERE client_id=?", (client_id,)).fetchone()
+        return list(json.loads(row[0])) if row else []
+
+    def put_subscriptions(self, client_id: str, filters: list[str]) -> None:
+        """Replace a client's subscriptions."""
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO sessions VALUES (?,?)", (client_id, json.dumps(filters)))
+
+    def delete_session(self, client_id: str) -> None:
+        """Forget a session (clean_session=1)."""
+        with self._lock:
+            self._db.execute("DELETE FROM sessions WHERE client_id=?", (client_id,))
+
+    # queue
+    def enqueue(self, client_id: str, topic: str, payload: bytes, priority: int = 0,
+                expires_at: float | None = None) -> int:
+        """Store a message for a client; returns its sequence number."""
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT INTO queue (client_id, topic, payload, priority, expires_at) VALUES (?,?,?,?,?)",
+                (client_id, topic, payload, priority, expires_at))
+        return int(cursor.lastrowid or 0)
+
+    def pending(self, client_id: str, now: float | None = None) -> list[QueuedMessage]:
+        """Unexpired messages for a client, by priority then arrival; drops the expired ones."""
+        now = time.time() if now is None else now
+        with self._lock:
+            self._db.execute("DELETE FROM queue WHERE expires_at IS NOT NULL AND expires_at < ?", (now,))
+            rows = self._db.execute("SELECT * FROM queue WHERE client_id=? ORDER BY priority, seq",
+                                    (client_id,)).fetchall()
+        return [QueuedMessage(*row) for row in rows]
+
+    def ack(self, seq: int) -> None:
+        """The client acknowledged the message: forget it."""
+        with self._lock:
+            self._db.execute("DELETE FROM queue WHERE seq=?", (seq,))
+
+    def queue_length(self, client_id: str | None = None) -> int:
+        """How many messages wait (for one client or in all)."""
+        with self._lock:
+            if client_id is None:
+                return int(self._db.execute("SELECT COUNT(*) FROM queue").fetchone()[0])
+            return int(self._db.execute("SELECT COUNT(*) FROM queue WHERE client_id=?", (client_id,)).fetchone()[0])
+
+    # upstream
+    def add_upstream(self, device_id: str, module_id: str | None, output: str | None,
+                     properties: dict[str, str], body: bytes) -> int:
+        """Keep a message routed to `$upstream`."""
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT INTO upstream (enqueued_at, device_id, module_id, output, properties, body) "
+                "VALUES (?,?,?,?,?,?)", (time.time(), device_id, module_id, output, json.dumps(properties), body))
+        return int(cursor.lastrowid or 0)
+
+    def upstream_after(self, seq: int, limit: int = 500) -> list[UpstreamMessage]:
+        """Upstream messages with a sequence number above `seq`."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM upstream WHERE seq > ? ORDER BY seq LIMIT ?",
+                                    (seq, limit)).fetchall()
+        return [UpstreamMessage(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6]) for r in rows]
