@@ -70,11 +70,11 @@ class Pipeline:
     """Runs `task` on frames from `source` and hands each result to every consumer."""
 
     def __init__(self, source: FrameSource, task: Task, consumers: list[Consumer] | None = None,
-                 options: PipelineOptions | None = None) -> None:
+                 options: PipelineOptions | None = None, stats: PipelineStats | None = None) -> None:
         self.source = source
         self.task = task
         self.options = options or PipelineOptions()
-        self.stats = PipelineStats()
+        self.stats = stats or PipelineStats()
         self.error: BaseException | None = None
         every = self.options.every_frame
         self.every_frame = (not source.live) if every is None else every

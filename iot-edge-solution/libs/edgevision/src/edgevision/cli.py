@@ -1,0 +1,110 @@
+"""`edgevision` command line: run a bundled model on images, and benchmark the pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from edgevision.engines import BACKENDS
+from edgevision.errors import EdgeVisionError
+from edgevision.models import ModelRepository
+from edgevision.tasks import ImageError, decode_image
+from edgevision.vision import build_task
+
+log = logging.getLogger("edgevision.cli")
+
+
+def default_repository() -> Path:
+    """The bundled models when running from the repository, else ./models."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent / "iot-edge-solution" / "models"
+        if candidate.is_dir():
+            return candidate
+    return Path("models")
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="model name in the repository, e.g. efficientnet-lite0")
+    parser.add_argument("--version", default=None, help="model version (default: the newest)")
+    parser.add_argument("--repository", type=Path, default=None, help="model repository folder")
+    parser.add_argument("--backend", choices=sorted(BACKENDS), default="onnxruntime")
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: CPU count - 1)")
+
+
+def _threads(value: int) -> int:
+    return value or max(1, (os.cpu_count() or 1) - 1)
+
+
+def _load(args: argparse.Namespace):
+    repository = ModelRepository(args.repository or default_repository())
+    model = repository.load(args.model, args.version)
+    return build_task(model, args.backend, _threads(args.threads))
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    """One JSON object per image on stdout; unreadable images get an `error` object and exit status 1."""
+    task = _load(args)
+    status = 0
+    for image_path in args.images:
+        try:
+            image = decode_image(Path(image_path).read_bytes())
+            result = task.run(image)
+            record = {"image": image_path, **result.to_dict()}
+        except (OSError, ImageError) as e:
+            status = 1
+            record = {"image": image_path, "error": str(e)}
+        print(json.dumps(record), flush=True)
+    return status
+
+
+def cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    """Pipeline vs engine-only throughput, one JSON object."""
+    from edgevision.bench import bench_pipeline  # pylint: disable=import-outside-toplevel
+
+    task = _load(args)
+    print(json.dumps(bench_pipeline(task, args.video, args.frames)), flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `edgevision` command."""
+    parser = argparse.ArgumentParser(prog="edgevision", description=__doc__)
+    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    infer = commands.add_parser("infer", help="run a model on image files, one JSON line per image")
+    _add_model_args(infer)
+    infer.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
+    infer.set_defaults(handler=cmd_infer)
+
+    bench = commands.add_parser("bench", help="benchmarks")
+    bench_kinds = bench.add_subparsers(dest="bench", required=True)
+    pipeline = bench_kinds.add_parser("pipeline", help="pipeline FPS vs inference-only FPS on a video")
+    _add_model_args(pipeline)
+    pipeline.add_argument("--video", type=Path, required=True)
+    pipeline.add_argument("--frames", type=int, default=300)
+    pipeline.set_defaults(handler=cmd_bench_pipeline)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `edgevision` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if getattr(args, "frames", 1) <= 0:
+        print("edgevision: error: --frames must be > 0", file=sys.stderr)
+        return 2
+    try:
+        return args.handler(args)
+    except EdgeVisionError as e:
+        print(f"edgevision: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
