@@ -45,6 +45,7 @@ from edgevision.frames.capture import build_has_gstreamer, to_bgr
     ],
 )
 def test_parse_camera_path_kinds(camera_path: str, kind: SourceKind, target: str, device: int | None) -> None:
+    """Each CAMERA_PATH form maps to its kind, the target to open and the device number."""
     parsed = parse_camera_path(camera_path)
     assert (parsed.kind, parsed.target, parsed.device) == (kind, target, device)
 
@@ -66,6 +67,7 @@ def test_parse_camera_path_kinds(camera_path: str, kind: SourceKind, target: str
     ],
 )
 def test_bad_camera_path_is_rejected_by_open_source(camera_path: str, error: type, message: str) -> None:
+    """CAMERA_PATH that is not understood fails in open_source, with a redacted message."""
     with pytest.raises(error) as excinfo:
         open_source(camera_path)
     assert message in str(excinfo.value)
@@ -85,8 +87,9 @@ def test_bad_camera_path_is_rejected_by_open_source(camera_path: str, error: typ
     ],
 )
 def test_open_source_chooses_class_without_opening(camera_path: str, source_class: type, live: bool) -> None:
+    """open_source picks the class and liveness but opens nothing."""
     source = open_source(camera_path)
-    assert type(source) is source_class
+    assert type(source) is source_class  # pylint: disable=unidiomatic-typecheck
     assert source.live is live
     assert source.stats["frames_read"] == 0
     assert source.stats["last_frame_age_s"] is None
@@ -94,6 +97,7 @@ def test_open_source_chooses_class_without_opening(camera_path: str, source_clas
 
 
 def test_csi_expansion_defaults() -> None:
+    """csi://0 expands to the Argus pipeline at 1280x720@30 with a drop-old appsink."""
     assert parse_camera_path("csi://0").target == (
         "nvarguscamerasrc sensor-id=0 ! video/x-raw(memory:NVMM), width=1280, height=720, framerate=30/1 ! "
         "nvvidconv ! video/x-raw, format=BGRx ! videoconvert ! video/x-raw, format=BGR ! "
@@ -102,6 +106,7 @@ def test_csi_expansion_defaults() -> None:
 
 
 def test_csi_expansion_uses_options() -> None:
+    """The CSI pipeline takes width, height and fps from the options; the description stays short."""
     options = SourceOptions(csi_width=1920, csi_height=1080, csi_fps=60)
     source = open_source("csi://1", options)
     assert isinstance(source, GStreamerSource)
@@ -130,10 +135,12 @@ def test_csi_expansion_uses_options() -> None:
     ],
 )
 def test_redact_hides_credentials(text: str, expected: str) -> None:
+    """URL user info, secret query values and GStreamer password properties are hidden."""
     assert redact(text) == expected
 
 
 def test_source_description_is_redacted() -> None:
+    """A source's description and repr never carry the RTSP password."""
     source = open_source(" rtsp://admin:hunter2@cam:554/live ")
     assert source.description == "rtsp://***@cam:554/live"
     assert "hunter2" not in repr(source)
@@ -155,6 +162,7 @@ def test_source_description_is_redacted() -> None:
     ],
 )
 def test_source_options_validation(overrides: dict, error: type | None) -> None:
+    """Out-of-range options are a SourceOptionsError (also a ValueError) naming the field."""
     if error is None:
         assert SourceOptions(**overrides).loop is True
     else:
@@ -164,6 +172,7 @@ def test_source_options_validation(overrides: dict, error: type | None) -> None:
 
 
 def test_backoff_grows_exponentially_up_to_the_cap_and_resets() -> None:
+    """Delays double up to the cap and start over after reset()."""
     backoff = Backoff(0.5, 30.0)
     assert [backoff.next_delay() for _ in range(9)] == [0.5, 1, 2, 4, 8, 16, 30, 30, 30]
     backoff.reset()
@@ -175,6 +184,7 @@ def test_backoff_grows_exponentially_up_to_the_cap_and_resets() -> None:
     [(0.0, 1.0, 2.0, ValueError), (2.0, 1.0, 2.0, ValueError), (1.0, 2.0, 0.5, ValueError)],
 )
 def test_backoff_rejects_bad_settings(initial: float, maximum: float, factor: float, error: type) -> None:
+    """A backoff that could not grow or would start at zero is refused."""
     with pytest.raises(error):
         Backoff(initial, maximum, factor)
 
@@ -189,6 +199,7 @@ def test_backoff_rejects_bad_settings(initial: float, maximum: float, factor: fl
     ],
 )
 def test_build_has_gstreamer(build_information: str, expected: bool) -> None:
+    """GStreamer support is read from OpenCV's build information, version suffix or not."""
     assert build_has_gstreamer(build_information) is expected
 
 
@@ -203,6 +214,7 @@ def test_build_has_gstreamer(build_information: str, expected: bool) -> None:
     ],
 )
 def test_to_bgr_normalises_backend_images(image: np.ndarray, expected_pixel: list[int]) -> None:
+    """Grey, single-channel, BGRA and 16-bit images become HxWx3 uint8 BGR."""
     bgr = to_bgr(image)
     assert bgr.shape == (4, 6, 3)
     assert bgr.dtype == np.uint8

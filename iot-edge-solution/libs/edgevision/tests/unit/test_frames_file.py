@@ -34,6 +34,7 @@ def shade(index: int) -> int:
 
 
 def write_video(path: Path, frames: int, fps: float = 25.0) -> Path:
+    """Write an MJPEG .avi whose frame i is a flat grey of shade(i)."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (WIDTH, HEIGHT))
     assert writer.isOpened()
     for i in range(frames):
@@ -43,15 +44,18 @@ def write_video(path: Path, frames: int, fps: float = 25.0) -> Path:
 
 
 def frame_shade(image: np.ndarray) -> int:
+    """The mean grey level of a decoded frame, rounded."""
     return int(round(float(image.mean())))
 
 
 @pytest.fixture(name="video")
 def video_fixture(tmp_path: Path) -> Path:
+    """A five-frame MJPEG video at 25 fps."""
     return write_video(tmp_path / "clip.avi", 5)
 
 
 def test_stop_at_end_yields_exactly_n_frames_then_end_of_stream(video: Path) -> None:
+    """With loop=False a 5-frame file yields frames 0..4 in order, then EndOfStreamError."""
     with open_source(str(video), SourceOptions(loop=False)) as source:
         frames = [source.read() for _ in range(5)]
         with pytest.raises(EndOfStreamError, match="after 5 frames"):
@@ -64,6 +68,7 @@ def test_stop_at_end_yields_exactly_n_frames_then_end_of_stream(video: Path) -> 
 
 
 def test_loop_rewinds_and_indexes_keep_counting(video: Path) -> None:
+    """Looping replays the file while the index keeps counting across loops."""
     with open_source(str(video)) as source:
         assert source.live is False
         assert source.fps == pytest.approx(25.0)
@@ -77,6 +82,7 @@ def test_loop_rewinds_and_indexes_keep_counting(video: Path) -> None:
 
 
 def test_frames_are_bgr_uint8_with_source_and_monotonic_timestamps(video: Path) -> None:
+    """Frames are HxWx3 uint8, name their source, and are stamped in order."""
     with open_source(str(video), SourceOptions(loop=False)) as source:
         frames = [source.read() for _ in range(5)]
     for frame in frames:
@@ -88,6 +94,7 @@ def test_frames_are_bgr_uint8_with_source_and_monotonic_timestamps(video: Path) 
 
 
 def test_zero_frame_video_is_an_open_error(tmp_path: Path) -> None:
+    """A valid container with no frames fails at open, naming the file."""
     empty = write_video(tmp_path / "empty.avi", 0)
     with pytest.raises(SourceOpenError, match="empty.avi"):
         open_source(str(empty)).open()
@@ -131,6 +138,7 @@ def make_bad_path(tmp_path: Path, kind: str) -> str:
     ],
 )
 def test_bad_camera_path_fails_at_open(tmp_path: Path, kind: str, error: type, message: str) -> None:
+    """Every bad CAMERA_PATH fails at open (or earlier) with its own error class and a clear message."""
     camera_path = make_bad_path(tmp_path, kind)
     with pytest.raises(error) as excinfo:
         with open_source(camera_path, SourceOptions(io_timeout_s=5.0)) as source:
@@ -141,6 +149,7 @@ def test_bad_camera_path_fails_at_open(tmp_path: Path, kind: str, error: type, m
 @pytest.mark.skipif(gstreamer_available(), reason="this OpenCV has GStreamer")
 @pytest.mark.parametrize("camera_path", ["videotestsrc ! videoconvert ! appsink", "csi://0"])
 def test_gstreamer_source_without_gstreamer_says_how_to_get_it(camera_path: str) -> None:
+    """On an OpenCV without GStreamer, pipelines fail at open with instructions to get it."""
     source = open_source(camera_path)
     with pytest.raises(GStreamerUnavailableError) as excinfo:
         source.open()
@@ -152,6 +161,7 @@ def test_gstreamer_source_without_gstreamer_says_how_to_get_it(camera_path: str)
 
 
 def test_read_before_open_and_after_close(video: Path) -> None:
+    """read() needs open(); open() and close() are idempotent; a closed source stays closed."""
     source = open_source(str(video))
     with pytest.raises(FrameSourceError, match="not opened"):
         source.read()
@@ -167,6 +177,7 @@ def test_read_before_open_and_after_close(video: Path) -> None:
 
 
 def test_realtime_paces_reads_to_the_file_fps(tmp_path: Path) -> None:
+    """realtime=True delivers frames no faster than the file's fps."""
     video = write_video(tmp_path / "ten-fps.avi", 4, fps=10.0)
     with open_source(str(video), SourceOptions(realtime=True, loop=False)) as source:
         start = time.monotonic()
@@ -178,6 +189,7 @@ def test_realtime_paces_reads_to_the_file_fps(tmp_path: Path) -> None:
 
 
 def test_close_from_another_thread_unblocks_a_paced_read(tmp_path: Path) -> None:
+    """close() from another thread wakes a read() waiting for its frame's due time."""
     video = write_video(tmp_path / "slow.avi", 3, fps=0.5)  # the second frame is due 2 s after the first
     source = open_source(str(video), SourceOptions(realtime=True))
     source.open()
@@ -191,6 +203,7 @@ def test_close_from_another_thread_unblocks_a_paced_read(tmp_path: Path) -> None
 
 
 def test_file_truncated_while_looping_is_an_open_error_not_a_spin(tmp_path: Path) -> None:
+    """A file that vanishes while looping raises SourceOpenError instead of spinning."""
     video = tmp_path / "vanishing.avi"
     # Noise frames defeat JPEG compression, so the file is far larger than FFmpeg's read buffer.
     rng = np.random.default_rng(2)
@@ -209,6 +222,7 @@ def test_file_truncated_while_looping_is_an_open_error_not_a_spin(tmp_path: Path
 
 
 def test_file_source_can_be_built_directly(video: Path) -> None:
+    """VideoFileSource works without open_source, describing itself by its path."""
     with VideoFileSource(os.fspath(video), SourceOptions(loop=False)) as source:
         assert source.description == str(video)
         assert source.read().index == 0
@@ -216,6 +230,7 @@ def test_file_source_can_be_built_directly(video: Path) -> None:
 
 @pytest.mark.skipif(not BUNDLED_VIDEO.exists(), reason="iot-edge-solution/media/vtest.avi not present")
 def test_bundled_sample_video_reads_and_loops() -> None:
+    """The bundled sample video decodes to BGR frames and loops with continuous indexes."""
     with open_source(str(BUNDLED_VIDEO), SourceOptions(loop=False)) as source:
         count = 0
         with pytest.raises(EndOfStreamError):
