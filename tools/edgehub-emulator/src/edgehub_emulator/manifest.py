@@ -126,4 +126,4 @@ def load_manifest(path: Path | str) -> Manifest:
     try:
         return parse_manifest(data, file.resolve())
     except ManifestError as e:
-        raise ManifestError(f"{file}: {e}") from e
+        raise type(e)(f"{file}: {e}") from e

@@ -1,0 +1,298 @@
+"""`edgehub-emulator`: start the hub, run a manifest's modules, and talk to the hub as the service does."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from edgehub_emulator.config import STATE_DIR_ENV, EmulatorConfig
+from edgehub_emulator.errors import EmulatorError
+from edgehub_emulator.identity import SERVICE_POLICY, derive_key, generate_sas
+
+logger = logging.getLogger(__name__)
+
+
+def _json_arg(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise EmulatorError(f"{what} is not valid JSON: {e}") from e
+
+
+def _config_from_args(args: argparse.Namespace) -> EmulatorConfig:
+    base = EmulatorConfig.from_state_dir(args.state)
+    overrides = {
+        "hostname": args.hostname, "gateway_hostname": args.gateway_hostname, "device_id": args.device_id,
+        "service_port": args.service_port, "workload_port": args.workload_port,
+        "max_message_bytes": args.max_message_bytes, "seed": args.seed,
+    }
+    values = {**base.__dict__, **{k: v for k, v in overrides.items() if v is not None}}
+    if args.module_method_port is not None:
+        values["module_method_port"] = args.module_method_port or None
+    if args.cert_name:
+        values["extra_cert_names"] = tuple(args.cert_name)
+    return EmulatorConfig(**values)
+
+
+def _wait_for_signal(stop: threading.Event) -> None:
+    def handler(_signum: int, _frame: Any) -> None:
+        stop.set()
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def cmd_start(args: argparse.Namespace, manifest_path: str | None = None) -> int:
+    """Run the hub until Ctrl-C / SIGTERM; with `up`, the modules too."""
+    # pylint: disable=import-outside-toplevel
+    from edgehub_emulator.emulator import EmulatorThread
+    from edgehub_emulator.environment import service_connection_string
+    from edgehub_emulator.manifest import load_manifest
+
+    config = _config_from_args(args)
+    path = manifest_path or args.manifest
+    manifest = load_manifest(path) if path else None
+    stop = threading.Event()
+    _wait_for_signal(stop)
+    hub = EmulatorThread(config, manifest).start()
+    logger.info("hub %s, device %s, state in %s", config.hostname, config.device_id, config.state_dir.resolve())
+    print(f"IOTHUB_CONNECTION_STRING={service_connection_string(config)}", flush=True)
+    print(f"REQUESTS_CA_BUNDLE={hub.ca_cert.resolve()}", flush=True)
+    try:
+        if manifest_path and manifest is not None:
+            from edgehub_emulator.agent import LocalEdgeAgent
+            env_file = Path(args.env_file) if args.env_file else None
+            agent = LocalEdgeAgent(manifest, config, hub.emulator.store, env_file)
+            agent.run(should_stop=stop.is_set)
+        else:
+            while not stop.wait(0.5):
+                pass
+    finally:
+        hub.stop()
+    return 0
+
+
+def _registry(config: EmulatorConfig) -> Any:
+    # pylint: disable=import-outside-toplevel
+    from azure.iot.hub import IoTHubRegistryManager
+    from edgehub_emulator.environment import ca_path, service_connection_string
+    os.environ.setdefault("REQUESTS_CA_BUNDLE", str(ca_path(config)))
+    return IoTHubRegistryManager.from_connection_string(service_connection_string(config))
+
+
+def _service_request(config: EmulatorConfig, method: str, path: str, **kwargs: Any) -> Any:
+    import requests  # pylint: disable=import-outside-toplevel
+    from edgehub_emulator.environment import ca_path  # pylint: disable=import-outside-toplevel
+    token = generate_sas(config.service_hostname, derive_key(config.seed, f"service:{SERVICE_POLICY}"),
+                         policy=SERVICE_POLICY)
+    url = f"https://{config.service_hostname}{path}"
+    try:
+        response = requests.request(method, url, headers={"Authorization": token}, verify=str(ca_path(config)),
+                                    timeout=30, **kwargs)
+    except requests.RequestException as e:
+        raise EmulatorError(f"cannot reach the emulator at {url}: is it running? ({type(e).__name__})") from e
+    if response.status_code >= 400:
+        raise EmulatorError(f"{method} {path}: {response.status_code} {response.text}")
+    return response.json()
+
+
+def _http_error(e: Exception) -> EmulatorError:
+    response = getattr(e, "response", None)
+    status = getattr(response, "status_code", None)
+    text = getattr(response, "text", "") or str(e)
+    return EmulatorError(f"the hub answered {status}: {text}" if status else f"request failed: {e}")
+
+
+def cmd_invoke(args: argparse.Namespace) -> int:
+    """Invoke a direct method and print `{status, payload}`."""
+    from azure.iot.hub.models import CloudToDeviceMethod  # pylint: disable=import-outside-toplevel
+    from msrest.exceptions import HttpOperationError  # pylint: disable=import-outside-toplevel
+    payload = _json_arg(args.payload, "--payload")
+    registry = _registry(_config_from_args(args))
+    request = CloudToDeviceMethod(method_name=args.method, payload=payload,
+                                  response_timeout_in_seconds=args.timeout, connect_timeout_in_seconds=0)
+    try:
+        if args.module:
+            result = registry.invoke_device_module_method(args.device, args.module, request)
+        else:
+            result = registry.invoke_device_method(args.device, request)
+    except HttpOperationError as e:
+        raise _http_error(e) from e
+    print(json.dumps({"status": result.status, "payload": result.payload}))
+    return 0
+
+
+def cmd_twin(args: argparse.Namespace) -> int:
+    """Print a module twin, or patch its desired properties."""
+    from azure.iot.hub.models import Twin, TwinProperties  # pylint: disable=import-outside-toplevel
+    from msrest.exceptions import HttpOperationError  # pylint: disable=import-outside-toplevel
+    registry = _registry(_config_from_args(args))
+    try:
+        if args.action == "get":
+            twin = registry.get_module_twin(args.device, args.module)
+        else:
+            if args.patch is None:
+                raise EmulatorError("twin patch needs a JSON object of desired properties")
+            desired = _json_arg(args.patch, "the desired patch")
+            if not isinstance(desired, dict):
+                raise EmulatorError("the desired patch must be a JSON object")
+            twin = registry.update_module_twin(args.device, args.module,
+                                               Twin(properties=TwinProperties(desired=desired)))
+    except HttpOperationError as e:
+        raise _http_error(e) from e
+    print(json.dumps(twin.as_dict(), indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    """Follow `$upstream` messages, one JSON object per line."""
+    config = _config_from_args(args)
+    after = 0
+    if not args.from_start:
+        existing = _service_request(config, "GET", "/emulator/upstream", params={"after": 0, "limit": 5000})
+        while existing:
+            after = existing[-1]["seq"]
+            existing = _service_request(config, "GET", "/emulator/upstream", params={"after": after, "limit": 5000})
+    deadline = time.monotonic() + args.duration if args.duration else None
+    while True:
+        batch = _service_request(config, "GET", "/emulator/upstream", params={"after": after})
+        for item in batch:
+            print(json.dumps(item), flush=True)
+            after = item["seq"]
+        if args.once or (deadline and time.monotonic() > deadline):
+            return 0
+        if not batch:
+            time.sleep(0.3)
+
+
+def cmd_send_input(args: argparse.Namespace) -> int:
+    """Put a JSON message on a module input, as a route would."""
+    _json_arg(args.message, "the message")
+    path = f"/emulator/modules/{args.module}/inputs/{args.input}"
+    result = _service_request(_config_from_args(args), "POST", path, data=args.message.encode("utf-8"))
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    """Print the environment a module needs (dotenv lines by default)."""
+    # pylint: disable=import-outside-toplevel
+    from edgehub_emulator.environment import module_environment, module_identity
+    from edgehub_emulator.store import Store
+    config = _config_from_args(args)
+    db = config.state_dir / "state.sqlite3"
+    store = Store(db) if db.exists() else None
+    try:
+        identity = module_identity(config, store, args.module) if store else _derived(config, args.module)
+    finally:
+        if store:
+            store.close()
+    env = module_environment(config, identity, workload=args.workload)
+    if args.format == "json":
+        print(json.dumps(env, indent=2))
+    else:
+        prefix = "export " if args.format == "shell" else ""
+        for name, value in env.items():
+            quoted = "'" + value.replace("'", "'\\''") + "'" if args.format == "shell" else value
+            print(f"{prefix}{name}={quoted}")
+    return 0
+
+
+def _derived(config: EmulatorConfig, module_id: str) -> Any:
+    from edgehub_emulator.store import Identity  # pylint: disable=import-outside-toplevel
+    purpose = f"{config.device_id}/{module_id}"
+    return Identity(config.device_id, module_id, derive_key(config.seed, f"primary:{purpose}"),
+                    derive_key(config.seed, f"secondary:{purpose}"))
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    """Delete the state folder (identities keep their keys: they derive from the seed)."""
+    folder = Path(args.state or os.environ.get(STATE_DIR_ENV, ".edgehub-emulator"))
+    if not (folder / "state.sqlite3").exists() and not (folder / "certs").exists():
+        print(f"nothing to reset in {folder}")
+        return 0
+    shutil.rmtree(folder)
+    print(f"removed {folder}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--state", help=f"state folder (default ${STATE_DIR_ENV} or ./.edgehub-emulator)")
+    common.add_argument("--hostname", help="IoT Hub host name the SDKs see (default localhost)")
+    common.add_argument("--gateway-hostname", help="host name modules connect to (default localhost)")
+    common.add_argument("--device-id", help="the edge device id (default edge-device)")
+    common.add_argument("--service-port", type=int, help="service HTTPS port (default 8443)")
+    common.add_argument("--workload-port", type=int, help="workload API HTTP port (default 15580)")
+    common.add_argument("--module-method-port", type=int, help="module-to-module method port (443; 0 = off)")
+    common.add_argument("--max-message-bytes", type=int, help="largest message payload (default 262144)")
+    common.add_argument("--cert-name", action="append", help="extra name for the server certificate")
+    common.add_argument("--seed", help="seed the keys derive from (stable connection strings)")
+    common.add_argument("--log-level", default=os.environ.get("EDGEHUB_EMULATOR_LOG_LEVEL", "INFO"))
+
+    parser = argparse.ArgumentParser(prog="edgehub-emulator", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    start = sub.add_parser("start", parents=[common], help="run the hub (Ctrl-C stops it)")
+    start.add_argument("--manifest", help="deployment manifest: identities, routes, desired properties")
+    up = sub.add_parser("up", parents=[common], help="run the hub and every module of a manifest")
+    up.add_argument("manifest", help="deployment.template.json")
+    up.add_argument("--env-file", help=".env file for the modules (default: next to the manifest)")
+    env = sub.add_parser("env", parents=[common], help="print the environment a module needs")
+    env.add_argument("module")
+    env.add_argument("--workload", action="store_true", help="the IOTEDGE_* (workload API) path")
+    env.add_argument("--format", choices=("dotenv", "shell", "json"), default="dotenv")
+    invoke = sub.add_parser("invoke", parents=[common], help="invoke a direct method")
+    invoke.add_argument("device")
+    invoke.add_argument("module", nargs="?", default="", help="module id (omit for a device method)")
+    invoke.add_argument("method")
+    invoke.add_argument("--payload", default="null", help="JSON payload")
+    invoke.add_argument("--timeout", type=int, default=30, help="response timeout in seconds")
+    twin = sub.add_parser("twin", parents=[common], help="get a module twin or patch its desired properties")
+    twin.add_argument("action", choices=("get", "patch"))
+    twin.add_argument("device")
+    twin.add_argument("module")
+    twin.add_argument("patch", nargs="?", help="JSON object of desired properties (patch only)")
+    monitor = sub.add_parser("monitor", parents=[common], help="follow $upstream messages as JSON lines")
+    monitor.add_argument("--from-start", action="store_true", help="print stored messages first")
+    monitor.add_argument("--once", action="store_true", help="print what is there and exit")
+    monitor.add_argument("--duration", type=float, help="stop after this many seconds")
+    send = sub.add_parser("send-input", parents=[common], help="send a JSON message to a module input")
+    send.add_argument("module")
+    send.add_argument("input")
+    send.add_argument("message", help="JSON message body")
+    sub.add_parser("reset", parents=[common], help="delete the state folder")
+    return parser
+
+
+COMMANDS = {"start": cmd_start, "env": cmd_env, "invoke": cmd_invoke, "twin": cmd_twin, "monitor": cmd_monitor,
+            "send-input": cmd_send_input, "reset": cmd_reset}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; errors become one line on stderr and exit code 2."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("azure", "paho", "urllib3", "msrest"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        if args.command == "up":
+            return cmd_start(args, manifest_path=args.manifest)
+        return COMMANDS[args.command](args)
+    except EmulatorError as e:
+        print(f"edgehub-emulator {args.command}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

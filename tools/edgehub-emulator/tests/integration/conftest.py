@@ -1,0 +1,145 @@
+"""One emulator process for the integration tests, driven through the CLI and the unmodified SDK clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+from azure.iot.device import IoTHubModuleClient
+from azure.iot.hub import IoTHubRegistryManager
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+EDGE_VARS = ("EdgeHubConnectionString", "EdgeModuleCACertificateFile", "IOTEDGE_IOTHUBHOSTNAME",
+             "IOTEDGE_GATEWAYHOSTNAME", "IOTEDGE_MODULEGENERATIONID", "IOTEDGE_WORKLOADURI", "IOTEDGE_APIVERSION",
+             "IOTEDGE_DEVICEID", "IOTEDGE_MODULEID", "IOTEDGE_AUTHSCHEME")
+MAX_MESSAGE_BYTES = 8192
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EmulatorProcess:
+    """`edgehub-emulator start` in a subprocess; restartable on the same state folder and ports."""
+
+    def __init__(self, state: Path, manifest: Path) -> None:
+        self.state = state
+        self.manifest = manifest
+        self.service_port = free_port()
+        self.workload_port = free_port()
+        self.process: subprocess.Popen[str] | None = None
+        self.log = state.parent / "emulator.log"
+
+    @property
+    def args(self) -> list[str]:
+        """Options every CLI call shares."""
+        return ["--state", str(self.state), "--service-port", str(self.service_port),
+                "--workload-port", str(self.workload_port), "--max-message-bytes", str(MAX_MESSAGE_BYTES)]
+
+    def start(self) -> None:
+        """Start and wait until it prints its connection string (all servers listen then)."""
+        log = self.log.open("a", encoding="utf-8")
+        self.process = subprocess.Popen(  # pylint: disable=consider-using-with
+            [sys.executable, "-m", "edgehub_emulator.cli", "start", "--manifest", str(self.manifest),
+             "--log-level", "DEBUG", *self.args],
+            stdout=subprocess.PIPE, stderr=log, text=True)
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if line.startswith("REQUESTS_CA_BUNDLE="):
+                return
+            if not line and self.process.poll() is not None:
+                break
+        raise RuntimeError(f"emulator did not start; log:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        """SIGTERM and wait."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(15)
+
+    def cli(self, *argv: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run a CLI command against this instance."""
+        result = subprocess.run([sys.executable, "-m", "edgehub_emulator.cli", *argv, *self.args],
+                                capture_output=True, text=True, timeout=timeout, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(f"CLI {argv} failed: {result.stderr}")
+        return result
+
+    def env(self, module: str, workload: bool = False) -> dict[str, str]:
+        """`edgehub-emulator env MODULE --format json`."""
+        return json.loads(self.cli("env", module, "--format", "json", *(["--workload"] if workload else [])).stdout)
+
+    def log_text(self) -> str:
+        """What the emulator logged so far."""
+        return self.log.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+    """The shared emulator (port 8883 is fixed by the SDK, so there is one at a time)."""
+    root = tmp_path_factory.mktemp("emulator")
+    proc = EmulatorProcess(root / "state", FIXTURES / "deployment.json")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def registry(emulator: EmulatorProcess) -> IoTHubRegistryManager:  # pylint: disable=redefined-outer-name
+    """The service SDK client with the emulator's CA trusted."""
+    env = emulator.env("receiver")
+    os.environ["REQUESTS_CA_BUNDLE"] = env["REQUESTS_CA_BUNDLE"]
+    return IoTHubRegistryManager.from_connection_string(env["IOTHUB_CONNECTION_STRING"])
+
+
+@pytest.fixture
+def module_client(emulator: EmulatorProcess,  # pylint: disable=redefined-outer-name
+                  monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., IoTHubModuleClient]]:
+    """A factory of connected-later module clients: how='simulator' | 'workload' | 'connection_string'."""
+    clients: list[IoTHubModuleClient] = []
+
+    def make(module: str, how: str = "simulator", **kwargs: Any) -> IoTHubModuleClient:
+        env = emulator.env(module, workload=how == "workload")
+        kwargs.setdefault("connection_retry_interval", 1)
+        if how == "connection_string":
+            ca = Path(env["REQUESTS_CA_BUNDLE"]).read_text(encoding="utf-8")
+            client = IoTHubModuleClient.create_from_connection_string(
+                env["EdgeHubConnectionString"], server_verification_cert=ca, **kwargs)
+        else:
+            for name in EDGE_VARS:
+                monkeypatch.delenv(name, raising=False)
+            for name, value in env.items():
+                monkeypatch.setenv(name, value)
+            client = IoTHubModuleClient.create_from_edge_environment(**kwargs)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        try:
+            client.shutdown()
+        except Exception:  # pylint: disable=broad-exception-caught
+            pass
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll until predicate() is truthy; returns its value or fails the test with the timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
