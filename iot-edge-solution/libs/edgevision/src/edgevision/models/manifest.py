@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 
 class _Strict(BaseModel):
@@ -125,7 +125,13 @@ class ModelManifest(_Strict):
             "detection": DetectionPostprocess,
             "text_detection": TextDetectionPostprocess,
         }[self.task]
-        parsed = schema.model_validate(self.postprocess)
+        try:
+            parsed = schema.model_validate(self.postprocess)
+        except ValidationError as e:
+            details = "; ".join(
+                f"postprocess.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+            )
+            raise ValueError(f"postprocess does not fit task {self.task!r}: {details}") from e
         if self.task != "text_detection" and not self.labels:
             raise ValueError(f"a {self.task} model needs a labels file")
         if isinstance(parsed, DetectionPostprocess):

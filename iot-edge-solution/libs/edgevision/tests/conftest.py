@@ -1,0 +1,74 @@
+"""Shared fixtures: where the bundled models and media are, and real images loaded from them."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[4]
+SOLUTION = REPO_ROOT / "iot-edge-solution"
+MODELS = SOLUTION / "models"
+MEDIA = SOLUTION / "media"
+
+
+class Media:
+    """The bundled media; a missing file fails the test (never skips), so CI notices."""
+
+    root = MEDIA
+
+    def path(self, name: str) -> Path:
+        """A bundled media file."""
+        path = MEDIA / name
+        assert path.is_file(), f"bundled media file {path} is missing (see tools/models/README.md)"
+        return path
+
+    def image(self, name: str) -> np.ndarray:
+        """A bundled photo as a BGR array."""
+        image = cv2.imread(str(self.path(name)), cv2.IMREAD_COLOR)
+        assert image is not None, f"{name} did not decode"
+        return image
+
+
+@pytest.fixture(scope="session")
+def media() -> Media:
+    """Access to the bundled photos and videos."""
+    return Media()
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """The bundled model repository."""
+    return MODELS
+
+
+@pytest.fixture()
+def model_copy(tmp_path: Path):
+    """Copy one bundled model version into a scratch repository, to break it on purpose."""
+
+    def copy(name: str = "efficientnet-lite0", version: str = "1") -> Path:
+        target = tmp_path / "repo" / name / version
+        shutil.copytree(MODELS / name / version, target)
+        return target
+
+    return copy
+
+
+@pytest.fixture()
+def make_video(tmp_path: Path):
+    """Write an MJPG .avi of the given BGR frames (all the same size) into tmp_path."""
+    return lambda frames, name="clip.avi", fps=10.0: write_video(tmp_path / name, frames, fps)
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
+    """An MJPG .avi of the given BGR frames (all the same size)."""
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    assert writer.isOpened(), "OpenCV cannot write MJPG here"
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path

@@ -1,0 +1,165 @@
+"""The capture -> inference -> consumers pipeline, with the real classification model on real video files."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgevision.frames import Frame, FrameSource, FrameSourceError, SourceOptions, open_source
+from edgevision.models import ModelRepository
+from edgevision.pipeline import ConsoleReporter, Pipeline, PipelineOptions, PipelineStats, format_summary
+from edgevision.vision import build_task
+
+
+@pytest.fixture(scope="module")
+def model(models_dir):
+    return ModelRepository(models_dir).load("efficientnet-lite0")
+
+
+@pytest.fixture()
+def task(model):
+    return build_task(model, threads=1)
+
+
+def gradient_frames(count: int, width: int = 320, height: int = 240) -> list[np.ndarray]:
+    frames = []
+    for i in range(count):
+        frame = np.zeros((height, width, 3), np.uint8)
+        frame[:, :, 0] = np.linspace(0, 255, width, dtype=np.uint8)[None, :]
+        frame[:, :, 1] = (i * 20) % 256
+        frame[:, :, 2] = np.linspace(255, 0, height, dtype=np.uint8)[:, None]
+        frames.append(frame)
+    return frames
+
+
+class Collector:
+    def __init__(self, delay_s: float = 0.0, fail: bool = False) -> None:
+        self.indexes: list[int] = []
+        self.delay_s = delay_s
+        self.fail = fail
+        self.name = f"collector-{id(self)}"
+
+    def __call__(self, frame: Frame, result: Any) -> None:
+        if self.fail:
+            raise RuntimeError("consumer bug")
+        time.sleep(self.delay_s)
+        self.indexes.append(frame.index)
+
+
+class InMemoryCamera(FrameSource):
+    """A stand-in for a live camera: yields generated frames as fast as asked, like a camera faster than the
+    model. (Cameras cannot be attached here; the real live sources are tested in the frames tests.)"""
+
+    live = True
+
+    def __init__(self, frames: list[np.ndarray], fail_after: int | None = None) -> None:
+        super().__init__("in-memory camera")
+        self._frames = frames
+        self._index = 0
+        self._closed = threading.Event()
+        self._fail_after = fail_after
+
+    def open(self) -> None:
+        self._closed.clear()
+
+    def read(self) -> Frame:
+        if self._closed.is_set():
+            raise FrameSourceError("source closed")
+        if self._fail_after is not None and self._index >= self._fail_after:
+            raise FrameSourceError("camera unplugged")
+        time.sleep(0.001)
+        frame = Frame(self._frames[self._index % len(self._frames)], self._index, time.monotonic(), "mem")
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        self._closed.set()
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return {"frames_read": self._index}
+
+
+def test_every_frame_of_a_file_in_order(task, make_video) -> None:
+    video = make_video(gradient_frames(12))
+    collector = Collector()
+    pipeline = Pipeline(open_source(str(video), SourceOptions(loop=False)), task, [collector])
+    stats = pipeline.run()
+    assert collector.indexes == list(range(12))
+    snapshot = stats.snapshot()
+    assert snapshot["results"] == 12 and snapshot["frames_skipped"] == 0 and snapshot["errors"] == 0
+    for stage in ("capture", "preprocess", "inference", "end_to_end"):
+        assert snapshot[f"{stage}_ms"] > 0, stage
+    assert snapshot["mean_fps"] > 0
+    assert "processed 12 frames" in format_summary(stats, 1.0)
+
+
+def test_max_results_stops_a_looping_file(task, make_video) -> None:
+    video = make_video(gradient_frames(5))
+    collector = Collector()
+    pipeline = Pipeline(open_source(str(video), SourceOptions(loop=True)), task, [collector],
+                        PipelineOptions(max_results=13))
+    pipeline.run()
+    assert collector.indexes == list(range(13))  # indexes keep counting across loops
+
+
+def test_slow_and_failing_consumers_do_not_stall_the_pipeline(task, make_video) -> None:
+    video = make_video(gradient_frames(30))
+    fast, slow, broken = Collector(), Collector(delay_s=0.2), Collector(fail=True)
+    pipeline = Pipeline(open_source(str(video), SourceOptions(loop=False)), task, [fast, slow, broken],
+                        PipelineOptions(consumer_queue_size=2))
+    stats = pipeline.run()
+    assert stats.results == 30
+    assert fast.indexes == list(range(30))
+    consumer_stats = pipeline.consumer_stats
+    assert consumer_stats[slow.name]["dropped"] > 0
+    assert len(slow.indexes) + consumer_stats[slow.name]["dropped"] == 30
+    assert consumer_stats[broken.name]["failures"] == 30
+    assert slow.indexes == sorted(slow.indexes)
+
+
+def test_live_source_always_gets_the_newest_frame(task) -> None:
+    collector = Collector()
+    camera = InMemoryCamera(gradient_frames(4))
+    pipeline = Pipeline(camera, task, [collector], PipelineOptions(max_results=15))
+    assert pipeline.every_frame is False
+    pipeline.run()
+    assert len(collector.indexes) == 15
+    assert collector.indexes == sorted(set(collector.indexes))
+    assert pipeline.stats.frames_skipped > 0  # the camera outran the model and old frames were dropped
+    assert collector.indexes[-1] > 15
+
+
+def test_capture_error_ends_the_run_with_that_error(task) -> None:
+    pipeline = Pipeline(InMemoryCamera(gradient_frames(2), fail_after=3), task, [])
+    with pytest.raises(FrameSourceError, match="camera unplugged"):
+        pipeline.run()
+
+
+def test_stop_from_another_thread(task, make_video) -> None:
+    video = make_video(gradient_frames(5))
+    pipeline = Pipeline(open_source(str(video), SourceOptions(loop=True)), task, [])
+    pipeline.start()
+    threading.Timer(0.5, pipeline.stop).start()
+    assert pipeline.wait(30), "pipeline did not stop"
+    pipeline.close()
+    assert pipeline.error is None
+    assert pipeline.stats.results > 0
+
+
+def test_console_reporter_prints_a_line_per_result(task, make_video) -> None:
+    import io  # pylint: disable=import-outside-toplevel
+
+    stream = io.StringIO()
+    stats = PipelineStats()
+    video = make_video(gradient_frames(6))
+    pipeline = Pipeline(open_source(str(video), SourceOptions(loop=False)), task,
+                        [ConsoleReporter(stats, stream)], stats=stats)
+    pipeline.run()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 6
+    assert lines[0].startswith("frame      0 | classification: ") and "fps" in lines[0]

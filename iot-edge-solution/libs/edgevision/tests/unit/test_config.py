@@ -1,0 +1,95 @@
+"""Settings from the environment: accepted values, defaults, and errors that name the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgevision.config import SettingsError, VisionSettings, load_settings, parse_bool
+
+ENV_NAMES = [
+    "CAMERA_PATH", "USE_TENSOR_RT", "TENSORRT_FALLBACK", "MODEL_NAME", "MODEL_REPOSITORY", "MODEL_VERSION",
+    "LOG_LEVEL", "INTRA_OP_THREADS", "LOOP_VIDEO", "VIDEO_REALTIME", "PROCESS_EVERY_FRAME",
+    "FRAME_WATCHDOG_SECONDS", "ENGINE_CACHE_DIR",
+]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ENV_NAMES:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("True", True), ("true", True), ("TRUE", True), ("1", True), ("False", False), ("false", False),
+     ("FALSE", False), ("0", False), (" true ", True), (True, True), (0, False)],
+)
+def test_bool_values_accepted(text: object, expected: bool) -> None:
+    assert parse_bool(text) is expected
+
+
+@pytest.mark.parametrize("text", ["yes", "no", "2", "", "on", "truthy", 5])
+def test_bool_values_refused(text: object) -> None:
+    with pytest.raises(ValueError, match="True or False"):
+        parse_bool(text)
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAMERA_PATH", "video.mp4")
+    settings = load_settings(VisionSettings)
+    assert settings.camera_path == "video.mp4"
+    assert settings.use_tensor_rt is False and settings.tensorrt_fallback is False
+    assert settings.model_name == "efficientnet-lite0"
+    assert settings.loop_video is True
+    assert settings.log_level == "INFO"
+    assert settings.resolved_threads() >= 1
+
+
+def test_values_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("CAMERA_PATH", "/dev/video0")
+    monkeypatch.setenv("USE_TENSOR_RT", "TRUE")
+    monkeypatch.setenv("LOG_LEVEL", "debug")
+    monkeypatch.setenv("MODEL_REPOSITORY", str(tmp_path))
+    monkeypatch.setenv("INTRA_OP_THREADS", "3")
+    monkeypatch.setenv("LOOP_VIDEO", "0")
+    settings = load_settings(VisionSettings)
+    assert settings.use_tensor_rt is True
+    assert settings.log_level == "DEBUG"
+    assert settings.model_repository == tmp_path
+    assert settings.resolved_threads() == 3
+    assert settings.loop_video is False
+
+
+@pytest.mark.parametrize(
+    "env, expected_fragments",
+    [
+        ({}, ["CAMERA_PATH is required"]),
+        ({"CAMERA_PATH": "   "}, ["CAMERA_PATH", "must not be empty"]),
+        ({"CAMERA_PATH": "x", "USE_TENSOR_RT": "maybe"}, ["USE_TENSOR_RT='maybe'", "True or False", "1 or 0"]),
+        ({"CAMERA_PATH": "x", "TENSORRT_FALLBACK": "yes"}, ["TENSORRT_FALLBACK", "True or False"]),
+        ({"CAMERA_PATH": "x", "LOG_LEVEL": "loud"}, ["LOG_LEVEL", "DEBUG", "CRITICAL"]),
+        ({"CAMERA_PATH": "x", "INTRA_OP_THREADS": "-1"}, ["INTRA_OP_THREADS", "greater than or equal to 0"]),
+        ({"CAMERA_PATH": "x", "INTRA_OP_THREADS": "many"}, ["INTRA_OP_THREADS", "integer"]),
+        ({"CAMERA_PATH": "x", "MODEL_REPOSITORY": "/no/such/folder"}, ["MODEL_REPOSITORY", "not a folder"]),
+        ({"CAMERA_PATH": "x", "FRAME_WATCHDOG_SECONDS": "0"}, ["FRAME_WATCHDOG_SECONDS", "greater than 0"]),
+        ({"CAMERA_PATH": "x", "MODEL_NAME": ""}, ["MODEL_NAME"]),
+    ],
+)
+def test_bad_values_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected_fragments: list[str]
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(VisionSettings)
+    for fragment in expected_fragments:
+        assert fragment in str(caught.value)
+
+
+def test_every_bad_variable_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("USE_TENSOR_RT", "perhaps")
+    monkeypatch.setenv("LOOP_VIDEO", "sometimes")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(VisionSettings)
+    message = str(caught.value)
+    assert "CAMERA_PATH" in message and "USE_TENSOR_RT" in message and "LOOP_VIDEO" in message

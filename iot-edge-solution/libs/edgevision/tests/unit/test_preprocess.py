@@ -1,0 +1,92 @@
+"""Pre-processing from manifests: sizes, crops, colour, normalisation, mapping back, and bad images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgevision.models import InputSpec, PreprocessSpec, ResizeSpec
+from edgevision.tasks import ImageError, Preprocessor, decode_image
+
+
+def make(resize: dict, crop: int | None = None, color: str = "RGB", layout: str = "NCHW",
+         mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)) -> Preprocessor:
+    spec = PreprocessSpec(color=color, resize=ResizeSpec(**resize), center_crop=crop, mean=mean, std=std,
+                          layout=layout)
+    return Preprocessor(spec, InputSpec(name="x", shape=(-1, 3, -1, -1)))
+
+
+def test_shorter_side_then_centre_crop_and_geometry() -> None:
+    image = np.zeros((480, 640, 3), np.uint8)
+    tensor, geometry = make({"mode": "shorter_side", "size": 256}, crop=224)(image)
+    assert tensor.shape == (1, 3, 224, 224) and tensor.dtype == np.float32
+    assert geometry.scale_x == pytest.approx(341 / 640)
+    assert (geometry.offset_x, geometry.offset_y) == ((341 - 224) // 2, 16)
+    # the centre of the crop maps back to the centre of the image
+    x, y = geometry.to_source(112.0, 112.0)
+    assert float(x) == pytest.approx(320, abs=2) and float(y) == pytest.approx(240, abs=2)
+
+
+def test_stretch_maps_corners_back_and_clips() -> None:
+    image = np.zeros((576, 768, 3), np.uint8)
+    tensor, geometry = make({"mode": "stretch", "width": 416, "height": 416})(image)
+    assert tensor.shape == (1, 3, 416, 416)
+    x, y = geometry.to_source(np.array([0.0, 416.0, 500.0]), np.array([0.0, 416.0, -5.0]))
+    np.testing.assert_allclose(x, [0, 768, 768])
+    np.testing.assert_allclose(y, [0, 576, 0])
+
+
+@pytest.mark.parametrize(
+    "size, limit, expected",
+    [((100, 200), 736, (736, 1472)), ((1000, 1500), 736, (992, 1504)), ((33, 50), None, (32, 64))],
+)
+def test_multiple_of_rounds_each_side(size, limit, expected) -> None:
+    height, width = size
+    resize = {"mode": "multiple_of", "multiple": 32}
+    if limit:
+        resize["limit_shorter_side"] = limit
+    tensor, _ = make(resize, color="BGR")(np.zeros((height, width, 3), np.uint8))
+    assert tensor.shape[2:] == expected
+
+
+def test_colour_order_normalisation_and_nhwc() -> None:
+    image = np.zeros((4, 4, 3), np.uint8)
+    image[..., 0], image[..., 1], image[..., 2] = 10, 20, 30  # B, G, R
+    stretch = {"mode": "stretch", "width": 4, "height": 4}
+    rgb, _ = make(stretch, mean=(30, 20, 10), std=(2, 2, 2))(image)
+    np.testing.assert_allclose(rgb[0, :, 0, 0], [0, 0, 0])
+    bgr, _ = make(stretch, color="BGR", layout="NHWC", mean=(0, 0, 0), std=(10, 10, 10))(image)
+    assert bgr.shape == (1, 4, 4, 3)
+    np.testing.assert_allclose(bgr[0, 0, 0], [1, 2, 3])
+
+
+def test_grey_and_bgra_images_are_converted() -> None:
+    pre = make({"mode": "stretch", "width": 8, "height": 8})
+    assert pre(np.zeros((10, 10), np.uint8))[0].shape == (1, 3, 8, 8)
+    assert pre(np.zeros((10, 10, 4), np.uint8))[0].shape == (1, 3, 8, 8)
+
+
+@pytest.mark.parametrize(
+    "image, fragment",
+    [
+        ("not an array", "expected an image array"),
+        (np.zeros((10, 10, 3), np.float32), "8-bit"),
+        (np.zeros((1, 10, 3), np.uint8), "at least 2x2"),
+        (np.zeros((10, 10, 2), np.uint8), "HxWx3"),
+        (np.zeros((2, 10, 10, 3), np.uint8), "HxWx3"),
+    ],
+)
+def test_bad_images_are_refused(image, fragment: str) -> None:
+    with pytest.raises(ImageError, match=fragment):
+        make({"mode": "stretch", "width": 8, "height": 8})(image)
+
+
+def test_crop_larger_than_image_is_an_error() -> None:
+    with pytest.raises(ImageError, match="centre crop"):
+        make({"mode": "stretch", "width": 100, "height": 100}, crop=224)(np.zeros((50, 50, 3), np.uint8))
+
+
+@pytest.mark.parametrize("data", [b"", b"definitely not a jpeg", b"\x89PNG\r\n\x1a\n" + b"\x00" * 20])
+def test_decode_image_refuses_non_images(data: bytes) -> None:
+    with pytest.raises(ImageError):
+        decode_image(data)
