@@ -20,6 +20,14 @@ USE_TENSOR_RT ?= False
 
 PY_SOURCES := $(LIB)/src $(LIB)/tests $(SOLUTION)/modules tools bench tests
 
+# iotedgedev (deployment manifests, module images) pins old dependencies: it gets its own environment.
+IOTEDGEDEV_VENV ?= .venv-iotedgedev
+IOTEDGEDEV_STAMP := $(IOTEDGEDEV_VENV)/.setup-done
+DOCKERFILES := .devcontainer/Dockerfile $(wildcard $(SOLUTION)/modules/*/Dockerfile.*)
+PLATFORM ?=
+
+.PHONY: iotedgedev-setup genconfig
+
 .PHONY: help setup run test lint coverage format clean
 
 help:
@@ -29,6 +37,8 @@ help:
 	@echo "make coverage  tests with coverage: terminal, htmlcov/ and coverage.xml"
 	@echo "make format    ruff format"
 	@echo "make clean     remove the virtual environment and caches"
+	@echo "make iotedgedev-setup  iotedgedev in its own environment, $(IOTEDGEDEV_VENV)"
+	@echo "make genconfig [PLATFORM=amd64|arm64v8]  expand both deployment templates into iot-edge-solution/config/"
 
 setup: $(STAMP)
 
@@ -44,14 +54,26 @@ run: setup
 	CAMERA_PATH="$(CAMERA_PATH)" MODEL_NAME="$(MODEL_NAME)" MODEL_REPOSITORY="$(MODEL_REPOSITORY)" \
 	USE_TENSOR_RT="$(USE_TENSOR_RT)" $(PY) $(SOLUTION)/modules/classifier/main.py
 
-test: setup
+iotedgedev-setup: $(IOTEDGEDEV_STAMP)
+
+$(IOTEDGEDEV_STAMP): tools/iotedgedev/requirements.txt
+	@echo "== setting up $(IOTEDGEDEV_VENV) (iotedgedev)"
+	$(PYTHON) -m venv $(IOTEDGEDEV_VENV)
+	$(IOTEDGEDEV_VENV)/bin/python -m pip install --quiet -r tools/iotedgedev/requirements.txt
+	@touch $@
+
+genconfig: iotedgedev-setup
+	IOTEDGEDEV_VENV="$(IOTEDGEDEV_VENV)" tools/iotedgedev/genconfig.sh $(PLATFORM)
+
+test: setup iotedgedev-setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-coverage: setup
+coverage: setup iotedgedev-setup
 	$(PY) -m pytest --cov --cov-report=term --cov-report=html --cov-report=xml $(PYTEST_ARGS)
 
 lint: setup
 	$(PY) -m pylint $(PY_SOURCES)
+	$(VENV)/bin/hadolint $(DOCKERFILES)
 
 format: setup
 	$(PY) -m ruff format $(PY_SOURCES)
