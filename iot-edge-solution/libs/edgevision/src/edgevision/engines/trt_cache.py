@@ -128,10 +128,14 @@ class EngineCache:
         return self.directory / f"{key}{CACHE_SUFFIX}"
 
     def read(self, key: str) -> bytes | None:
-        """The stored plan, or None when there is none."""
+        """The stored plan, or None when there is none or it cannot be read (then it is rebuilt)."""
+        path = self.path_for(key)
         try:
-            return self.path_for(key).read_bytes()
-        except FileNotFoundError:
+            return path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as e:
+            log.warning("cannot read the cached TensorRT engine %s: %s", path, e)
             return None
 
     def write(self, key: str, data: PlanBytes) -> Path:
@@ -141,8 +145,13 @@ class EngineCache:
         return path
 
     def discard(self, key: str) -> None:
-        """Remove the plan for `key` if there is one."""
-        self.path_for(key).unlink(missing_ok=True)
+        """Remove the plan for `key` if there is one; a plan that cannot be removed is only logged, since the
+        rebuilt one replaces it anyway when the directory is writable."""
+        path = self.path_for(key)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as e:
+            log.warning("cannot delete the cached TensorRT engine %s: %s", path, e)
 
     def load_or_build(
         self,
