@@ -224,3 +224,24 @@ def test_close_from_another_thread_unblocks_read() -> None:
         source.close()  # idempotent
     finally:
         server.stop()
+
+
+def test_hung_stream_is_flagged_then_reconnected_after_the_read_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A camera that keeps the connection open but stops sending: the watchdog flags the stall while the
+    grabber is blocked in OpenCV, the read timeout turns the hang into a reconnect, and frames come again."""
+    caplog.set_level(logging.INFO, logger="edgevision.frames")
+    server = MjpegServer(frames_per_connection=3)
+    server.start()
+    options = SourceOptions(reconnect_initial_s=0.05, watchdog_s=0.3, io_timeout_s=1.0)
+    try:
+        with open_source(server.url(), options) as source:
+            read_or_close(source)
+            assert wait_until(lambda: source.stats["stalls"] >= 1 and source.stats["reconnects"] >= 1)
+            assert wait_until(lambda: source.stats["frames_read"] > 3)
+    finally:
+        server.stop()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("lost live source" in m for m in messages)
+    assert any("no frames from" in m for m in messages)

@@ -221,10 +221,12 @@ class LiveSource(FrameSource):
 
     def _grab_until_closed(self, capture: Capture | None) -> None:
         backoff = Backoff(self.options.reconnect_initial_s, self.options.reconnect_max_s)
+        attempt = 0  # within the current outage
         try:
             while not self._closed.is_set():
                 if capture is None:
-                    capture = self._reconnect(backoff)
+                    attempt += 1
+                    capture = self._reconnect(backoff, attempt)
                     continue
                 try:
                     ok, image = capture.read()
@@ -241,15 +243,14 @@ class LiveSource(FrameSource):
                 capture.release()
                 capture = None
                 backoff.reset()
+                attempt = 0
         finally:
             if capture is not None:
                 capture.release()
 
-    def _reconnect(self, backoff: Backoff) -> Capture | None:
+    def _reconnect(self, backoff: Backoff, attempt: int) -> Capture | None:
         """One reconnect attempt after the next backoff delay; the new capture, or None to try again."""
         delay = backoff.next_delay()
-        with self._cond:
-            attempt = self._state.reconnect_attempts + 1
         logger.info("reconnecting to %s in %.2f s (attempt %d)", self.description, delay, attempt)
         if self._closed.wait(delay):
             return None
