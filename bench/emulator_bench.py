@@ -27,11 +27,18 @@ from edgehub_emulator.emulator import EmulatorThread
 from edgehub_emulator.environment import module_connection_string, module_identity, service_connection_string
 from edgehub_emulator.manifest import parse_manifest
 
-MANIFEST = {"modulesContent": {
-    "$edgeAgent": {"properties.desired": {"modules": {"sender": {}, "receiver": {}}}},
-    "$edgeHub": {"properties.desired": {"routes": {
-        "r": 'FROM /messages/modules/sender/outputs/out INTO BrokeredEndpoint("/modules/receiver/inputs/in")'}}},
-}}
+MANIFEST = {
+    "modulesContent": {
+        "$edgeAgent": {"properties.desired": {"modules": {"sender": {}, "receiver": {}}}},
+        "$edgeHub": {
+            "properties.desired": {
+                "routes": {
+                    "r": 'FROM /messages/modules/sender/outputs/out INTO BrokeredEndpoint("/modules/receiver/inputs/in")'
+                }
+            }
+        },
+    }
+}
 
 
 def main() -> int:
@@ -42,8 +49,9 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
-        config = EmulatorConfig(state_dir=Path(tmp), service_port=18443, workload_port=18580,
-                                module_method_port=None)
+        config = EmulatorConfig(
+            state_dir=Path(tmp), service_port=18443, workload_port=18580, module_method_port=None
+        )
         hub = EmulatorThread(config, parse_manifest(MANIFEST)).start()
         ca = hub.ca_cert.read_text(encoding="utf-8")
         os.environ["REQUESTS_CA_BUNDLE"] = str(hub.ca_cert)
@@ -61,9 +69,11 @@ def main() -> int:
             count[0] += 1
             if count[0] >= args.messages:
                 done.set()
+
         receiver.on_message_received = on_message
         receiver.on_method_request_received = lambda r: receiver.send_method_response(
-            MethodResponse.create_from_method_request(r, 200, r.payload))
+            MethodResponse.create_from_method_request(r, 200, r.payload)
+        )
         receiver.connect()
         sender.connect()
 
@@ -77,15 +87,19 @@ def main() -> int:
         latencies = []
         for index in range(args.calls):
             t0 = time.perf_counter()
-            registry.invoke_device_module_method(config.device_id, "receiver", CloudToDeviceMethod(
-                method_name="echo", payload={"i": index}, response_timeout_in_seconds=10))
+            registry.invoke_device_module_method(
+                config.device_id,
+                "receiver",
+                CloudToDeviceMethod(method_name="echo", payload={"i": index}, response_timeout_in_seconds=10),
+            )
             latencies.append((time.perf_counter() - t0) * 1000)
         sender.shutdown()
         receiver.shutdown()
         hub.stop()
     latencies.sort()
     result = {
-        "messages": args.messages, "messages_received": count[0],
+        "messages": args.messages,
+        "messages_received": count[0],
         "routed_messages_per_second": round(count[0] / routed_secs, 1),
         "method_calls": args.calls,
         "method_round_trip_ms_p50": round(statistics.median(latencies), 2),

@@ -61,9 +61,15 @@ class ModuleProcess:
 class LocalEdgeAgent:
     """Starts, watches and stops module processes; output lines are prefixed with the module name."""
 
-    def __init__(self, manifest: Manifest, config: EmulatorConfig, store: Store,
-                 env_file: Path | None = None, output: TextIO | None = None,
-                 python: str | None = None) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        config: EmulatorConfig,
+        store: Store,
+        env_file: Path | None = None,
+        output: TextIO | None = None,
+        python: str | None = None,
+    ) -> None:
         self.manifest = manifest
         self.config = config
         self.store = store
@@ -104,10 +110,17 @@ class LocalEdgeAgent:
             module.finished = True
             return
         module.process = subprocess.Popen(  # pylint: disable=consider-using-with
-            [self.python, str(module.script)], cwd=module.script.parent, env=self.environment(module.spec),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-        reader = threading.Thread(target=self._pump, args=(module.spec.name, module.process.stdout),
-                                  daemon=True)
+            [self.python, str(module.script)],
+            cwd=module.script.parent,
+            env=self.environment(module.spec),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        reader = threading.Thread(
+            target=self._pump, args=(module.spec.name, module.process.stdout), daemon=True
+        )
         reader.start()
         module.readers = [reader]
         logger.info("module %s started (pid %d)", module.spec.name, module.process.pid)
@@ -143,13 +156,22 @@ class LocalEdgeAgent:
             if self._should_restart(module.spec.restart_policy, code):
                 module.restarts += 1
                 module.next_start = now + module.backoff
-                logger.warning("module %s exited with %d; restarting in %.0f s (restartPolicy %s)",
-                               name, code, module.backoff, module.spec.restart_policy)
+                logger.warning(
+                    "module %s exited with %d; restarting in %.0f s (restartPolicy %s)",
+                    name,
+                    code,
+                    module.backoff,
+                    module.spec.restart_policy,
+                )
                 module.backoff = min(module.backoff * 2, MAX_BACKOFF_SECS)
                 module.process = None
             else:
-                logger.info("module %s exited with %d; not restarted (restartPolicy %s)",
-                            name, code, module.spec.restart_policy)
+                logger.info(
+                    "module %s exited with %d; not restarted (restartPolicy %s)",
+                    name,
+                    code,
+                    module.spec.restart_policy,
+                )
                 module.finished = True
 
     def run(self, should_stop: Callable[[], bool] | None = None, interval: float = 0.2) -> None:

@@ -45,7 +45,8 @@ class ClientSession:
         self.closed = False
         self.keepalive = 0
         self._base = f"devices/{identity.device_id}" + (
-            f"/modules/{identity.module_id}" if identity.module_id else "")
+            f"/modules/{identity.module_id}" if identity.module_id else ""
+        )
 
     def close(self) -> None:
         """Close the connection (another connection of the same identity replaced it)."""
@@ -75,7 +76,9 @@ class ClientSession:
         for message in self.hub.store.pending(self.client_id):
             if len(self.inflight) >= MAX_INFLIGHT:
                 break
-            if message.seq in sent or not any(mqtt.topic_matches(f, message.topic) for f in self.subscriptions):
+            if message.seq in sent or not any(
+                mqtt.topic_matches(f, message.topic) for f in self.subscriptions
+            ):
                 continue
             packet_id = self._next_packet_id()
             self.inflight[packet_id] = message.seq
@@ -97,7 +100,9 @@ class ClientSession:
                     self.subscriptions.append(topic_filter)
                 codes.append(min(qos, 1))
             else:
-                logger.warning("%s may not subscribe to %r (another identity's topic)", self.client_id, topic_filter)
+                logger.warning(
+                    "%s may not subscribe to %r (another identity's topic)", self.client_id, topic_filter
+                )
                 codes.append(mqtt.SUBACK_FAILURE)
         self.hub.store.put_subscriptions(self.client_id, self.subscriptions)
         return codes
@@ -112,11 +117,15 @@ class ClientSession:
         events = self._base + "/messages/events/"
         if topic.startswith(events) or topic == events[:-1]:
             if len(payload) > self.hub.config.max_message_bytes:
-                logger.error("%s sent a message of %d bytes, over the limit of %d bytes: dropped",
-                             self.client_id, len(payload), self.hub.config.max_message_bytes)
+                logger.error(
+                    "%s sent a message of %d bytes, over the limit of %d bytes: dropped",
+                    self.client_id,
+                    len(payload),
+                    self.hub.config.max_message_bytes,
+                )
                 self.hub.stats["dropped"] += 1
                 return
-            message = parse_properties(topic[len(events):])
+            message = parse_properties(topic[len(events) :])
             message.body = payload
             self.hub.handle_message(self.identity, message)
         elif topic.startswith("$iothub/methods/res/"):
@@ -169,9 +178,13 @@ class MqttServer:
             while not session.closed:
                 timeout = keepalive * 1.5 if keepalive else None
                 try:
-                    kind, flags, body = await asyncio.wait_for(mqtt.read_packet(reader, self.max_remaining), timeout)
+                    kind, flags, body = await asyncio.wait_for(
+                        mqtt.read_packet(reader, self.max_remaining), timeout
+                    )
                 except asyncio.TimeoutError:
-                    logger.warning("%s sent nothing for 1.5 x keepalive (%s s): closing", session.client_id, keepalive)
+                    logger.warning(
+                        "%s sent nothing for 1.5 x keepalive (%s s): closing", session.client_id, keepalive
+                    )
                     break
                 if not self._dispatch(session, kind, flags, body):
                     break
@@ -181,8 +194,12 @@ class MqttServer:
         except asyncio.CancelledError:
             pass  # the emulator is stopping; finishing normally keeps asyncio from logging the cancellation
         except mqtt.MalformedPacketError as e:
-            logger.warning("malformed MQTT packet from %s (%s): %s; closing", peer,
-                           session.client_id if session else "not connected", e)
+            logger.warning(
+                "malformed MQTT packet from %s (%s): %s; closing",
+                peer,
+                session.client_id if session else "not connected",
+                e,
+            )
         except ProtocolViolationError as e:
             logger.warning("protocol violation: %s; closing the connection", e)
         finally:
@@ -194,7 +211,9 @@ class MqttServer:
             if task:
                 self._tasks.discard(task)
 
-    async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> ClientSession | None:
+    async def _connect(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> ClientSession | None:
         kind, _, body = await asyncio.wait_for(mqtt.read_packet(reader, 64 * 1024), 30)
         if kind != mqtt.CONNECT:
             raise mqtt.MalformedPacketError("the first packet must be CONNECT")
@@ -202,8 +221,11 @@ class MqttServer:
         if packet.protocol_level != 4:
             writer.write(mqtt.connack(mqtt.CONNACK_BAD_PROTOCOL))
             await writer.drain()
-            logger.warning("client %r asked for MQTT level %d; only 3.1.1 (4) is served",
-                           packet.client_id, packet.protocol_level)
+            logger.warning(
+                "client %r asked for MQTT level %d; only 3.1.1 (4) is served",
+                packet.client_id,
+                packet.protocol_level,
+            )
             return None
         try:
             identity = self.hub.authenticate_client(packet.client_id, packet.username, packet.password)
@@ -229,7 +251,9 @@ class MqttServer:
         if kind == mqtt.PUBLISH:
             topic, qos, packet_id, payload = mqtt.parse_publish(flags, body)
             if qos == 2:
-                raise ProtocolViolationError(f"{session.client_id} published with QoS 2 (IoT Hub serves 0 and 1)")
+                raise ProtocolViolationError(
+                    f"{session.client_id} published with QoS 2 (IoT Hub serves 0 and 1)"
+                )
             session.on_publish(topic, payload)
             if qos == 1 and packet_id is not None:
                 session.write(mqtt.puback(packet_id))

@@ -31,9 +31,13 @@ def _json_arg(text: str, what: str) -> Any:
 def _config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     base = EmulatorConfig.from_state_dir(args.state)
     overrides = {
-        "hostname": args.hostname, "gateway_hostname": args.gateway_hostname, "device_id": args.device_id,
-        "service_port": args.service_port, "workload_port": args.workload_port,
-        "max_message_bytes": args.max_message_bytes, "seed": args.seed,
+        "hostname": args.hostname,
+        "gateway_hostname": args.gateway_hostname,
+        "device_id": args.device_id,
+        "service_port": args.service_port,
+        "workload_port": args.workload_port,
+        "max_message_bytes": args.max_message_bytes,
+        "seed": args.seed,
     }
     values = {**base.__dict__, **{k: v for k, v in overrides.items() if v is not None}}
     if args.module_method_port is not None:
@@ -46,6 +50,7 @@ def _config_from_args(args: argparse.Namespace) -> EmulatorConfig:
 def _wait_for_signal(stop: threading.Event) -> None:
     def handler(_signum: int, _frame: Any) -> None:
         stop.set()
+
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
 
@@ -63,12 +68,15 @@ def cmd_start(args: argparse.Namespace, manifest_path: str | None = None) -> int
     stop = threading.Event()
     _wait_for_signal(stop)
     hub = EmulatorThread(config, manifest).start()
-    logger.info("hub %s, device %s, state in %s", config.hostname, config.device_id, config.state_dir.resolve())
+    logger.info(
+        "hub %s, device %s, state in %s", config.hostname, config.device_id, config.state_dir.resolve()
+    )
     print(f"IOTHUB_CONNECTION_STRING={service_connection_string(config)}", flush=True)
     print(f"REQUESTS_CA_BUNDLE={hub.ca_cert.resolve()}", flush=True)
     try:
         if manifest_path and manifest is not None:
             from edgehub_emulator.agent import LocalEdgeAgent
+
             env_file = Path(args.env_file) if args.env_file else None
             agent = LocalEdgeAgent(manifest, config, hub.emulator.store, env_file)
             agent.run(should_stop=stop.is_set)
@@ -84,6 +92,7 @@ def _registry(config: EmulatorConfig) -> Any:
     # pylint: disable=import-outside-toplevel
     from azure.iot.hub import IoTHubRegistryManager
     from edgehub_emulator.environment import ca_path, service_connection_string
+
     os.environ.setdefault("REQUESTS_CA_BUNDLE", str(ca_path(config)))
     return IoTHubRegistryManager.from_connection_string(service_connection_string(config))
 
@@ -91,12 +100,15 @@ def _registry(config: EmulatorConfig) -> Any:
 def _service_request(config: EmulatorConfig, method: str, path: str, **kwargs: Any) -> Any:
     import requests  # pylint: disable=import-outside-toplevel
     from edgehub_emulator.environment import ca_path  # pylint: disable=import-outside-toplevel
-    token = generate_sas(config.service_hostname, derive_key(config.seed, f"service:{SERVICE_POLICY}"),
-                         policy=SERVICE_POLICY)
+
+    token = generate_sas(
+        config.service_hostname, derive_key(config.seed, f"service:{SERVICE_POLICY}"), policy=SERVICE_POLICY
+    )
     url = f"https://{config.service_hostname}{path}"
     try:
-        response = requests.request(method, url, headers={"Authorization": token}, verify=str(ca_path(config)),
-                                    timeout=30, **kwargs)
+        response = requests.request(
+            method, url, headers={"Authorization": token}, verify=str(ca_path(config)), timeout=30, **kwargs
+        )
     except requests.RequestException as e:
         raise EmulatorError(f"cannot reach the emulator at {url}: is it running? ({type(e).__name__})") from e
     if response.status_code >= 400:
@@ -115,10 +127,15 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     """Invoke a direct method and print `{status, payload}`."""
     from azure.iot.hub.models import CloudToDeviceMethod  # pylint: disable=import-outside-toplevel
     from msrest.exceptions import HttpOperationError  # pylint: disable=import-outside-toplevel
+
     payload = _json_arg(args.payload, "--payload")
     registry = _registry(_config_from_args(args))
-    request = CloudToDeviceMethod(method_name=args.method, payload=payload,
-                                  response_timeout_in_seconds=args.timeout, connect_timeout_in_seconds=0)
+    request = CloudToDeviceMethod(
+        method_name=args.method,
+        payload=payload,
+        response_timeout_in_seconds=args.timeout,
+        connect_timeout_in_seconds=0,
+    )
     try:
         if args.module:
             result = registry.invoke_device_module_method(args.device, args.module, request)
@@ -134,6 +151,7 @@ def cmd_twin(args: argparse.Namespace) -> int:
     """Print a module twin, or patch its desired properties."""
     from azure.iot.hub.models import Twin, TwinProperties  # pylint: disable=import-outside-toplevel
     from msrest.exceptions import HttpOperationError  # pylint: disable=import-outside-toplevel
+
     registry = _registry(_config_from_args(args))
     try:
         if args.action == "get":
@@ -144,8 +162,9 @@ def cmd_twin(args: argparse.Namespace) -> int:
             desired = _json_arg(args.patch, "the desired patch")
             if not isinstance(desired, dict):
                 raise EmulatorError("the desired patch must be a JSON object")
-            twin = registry.update_module_twin(args.device, args.module,
-                                               Twin(properties=TwinProperties(desired=desired)))
+            twin = registry.update_module_twin(
+                args.device, args.module, Twin(properties=TwinProperties(desired=desired))
+            )
     except HttpOperationError as e:
         raise _http_error(e) from e
     print(json.dumps(twin.as_dict(), indent=2, sort_keys=True))
@@ -160,7 +179,9 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         existing = _service_request(config, "GET", "/emulator/upstream", params={"after": 0, "limit": 5000})
         while existing:
             after = existing[-1]["seq"]
-            existing = _service_request(config, "GET", "/emulator/upstream", params={"after": after, "limit": 5000})
+            existing = _service_request(
+                config, "GET", "/emulator/upstream", params={"after": after, "limit": 5000}
+            )
     deadline = time.monotonic() + args.duration if args.duration else None
     while True:
         batch = _service_request(config, "GET", "/emulator/upstream", params={"after": after})
@@ -187,6 +208,7 @@ def cmd_env(args: argparse.Namespace) -> int:
     # pylint: disable=import-outside-toplevel
     from edgehub_emulator.environment import module_environment, module_identity
     from edgehub_emulator.store import Store
+
     config = _config_from_args(args)
     db = config.state_dir / "state.sqlite3"
     store = Store(db) if db.exists() else None
@@ -208,9 +230,14 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 def _derived(config: EmulatorConfig, module_id: str) -> Any:
     from edgehub_emulator.store import Identity  # pylint: disable=import-outside-toplevel
+
     purpose = f"{config.device_id}/{module_id}"
-    return Identity(config.device_id, module_id, derive_key(config.seed, f"primary:{purpose}"),
-                    derive_key(config.seed, f"secondary:{purpose}"))
+    return Identity(
+        config.device_id,
+        module_id,
+        derive_key(config.seed, f"primary:{purpose}"),
+        derive_key(config.seed, f"secondary:{purpose}"),
+    )
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
@@ -273,14 +300,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"start": cmd_start, "env": cmd_env, "invoke": cmd_invoke, "twin": cmd_twin, "monitor": cmd_monitor,
-            "send-input": cmd_send_input, "reset": cmd_reset}
+COMMANDS = {
+    "start": cmd_start,
+    "env": cmd_env,
+    "invoke": cmd_invoke,
+    "twin": cmd_twin,
+    "monitor": cmd_monitor,
+    "send-input": cmd_send_input,
+    "reset": cmd_reset,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; errors become one line on stderr and exit code 2."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     for noisy in ("azure", "paho", "urllib3", "msrest"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

@@ -42,8 +42,11 @@ class EmulatorConfig:
         self.state_dir = Path(self.state_dir)
         if not self.device_id or "/" in self.device_id:
             raise ConfigError(f"device id {self.device_id!r} must be non-empty and contain no '/'")
-        ports = {"mqtt_port": self.mqtt_port, "service_port": self.service_port,
-                 "workload_port": self.workload_port}
+        ports = {
+            "mqtt_port": self.mqtt_port,
+            "service_port": self.service_port,
+            "workload_port": self.workload_port,
+        }
         if self.module_method_port is not None:
             ports["module_method_port"] = self.module_method_port
         for name, port in ports.items():

@@ -31,9 +31,9 @@ class Emulator:
         self.config = config
         self.manifest = manifest
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
-        self.certs: CertPaths = ensure_certificates(config.state_dir,
-                                                    [config.gateway_hostname, config.hostname,
-                                                     *config.extra_cert_names])
+        self.certs: CertPaths = ensure_certificates(
+            config.state_dir, [config.gateway_hostname, config.hostname, *config.extra_cert_names]
+        )
         self.store = Store(config.state_dir / DB_FILE)
         self.hub = Hub(config, self.store, manifest)
         self.mqtt = MqttServer(self.hub)
@@ -47,13 +47,21 @@ class Emulator:
         context.load_cert_chain(self.certs.server_cert, self.certs.server_key)
         return context
 
-    async def _listen(self, handler, port: int, hosts: tuple[str, ...], tls: bool, what: str,  # type: ignore[no-untyped-def]
-                      required: bool = True) -> bool:
+    async def _listen(
+        self,
+        handler,
+        port: int,
+        hosts: tuple[str, ...],
+        tls: bool,
+        what: str,  # type: ignore[no-untyped-def]
+        required: bool = True,
+    ) -> bool:
         bound = []
         for host in hosts:
             try:
-                server = await asyncio.start_server(handler, host, port, ssl=self._tls_context() if tls else None,
-                                                    reuse_address=True)
+                server = await asyncio.start_server(
+                    handler, host, port, ssl=self._tls_context() if tls else None, reuse_address=True
+                )
             except OSError as e:
                 if host == "::1" and e.errno != errno.EADDRINUSE:
                     logger.info("%s: IPv6 loopback unavailable (%s); serving IPv4 only", what, e.strerror)
@@ -81,8 +89,13 @@ class Emulator:
         await self._listen(workload.handle, cfg.workload_port, ("127.0.0.1",), False, "workload API (HTTP)")
         if cfg.module_method_port:
             self.module_method_port_bound = await self._listen(
-                service.handle, cfg.module_method_port, cfg.bind_hosts, True,
-                "module-to-module methods (HTTPS)", required=False)
+                service.handle,
+                cfg.module_method_port,
+                cfg.bind_hosts,
+                True,
+                "module-to-module methods (HTTPS)",
+                required=False,
+            )
 
     async def stop(self) -> None:
         """Close servers and connections, then the database."""

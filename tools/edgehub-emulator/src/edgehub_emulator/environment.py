@@ -23,8 +23,12 @@ def module_identity(config: EmulatorConfig, store: Store, module_id: str) -> Ide
     if stored:
         return stored
     purpose = f"{config.device_id}/{module_id}" if module_id else config.device_id
-    return Identity(config.device_id, module_id, derive_key(config.seed, f"primary:{purpose}"),
-                    derive_key(config.seed, f"secondary:{purpose}"))
+    return Identity(
+        config.device_id,
+        module_id,
+        derive_key(config.seed, f"primary:{purpose}"),
+        derive_key(config.seed, f"secondary:{purpose}"),
+    )
 
 
 def module_connection_string(config: EmulatorConfig, identity: Identity) -> str:
@@ -55,18 +59,22 @@ def module_environment(config: EmulatorConfig, identity: Identity, workload: boo
         "REQUESTS_CA_BUNDLE": str(ca_path(config)),
     }
     if workload:
-        env.update({
-            "IOTEDGE_IOTHUBHOSTNAME": config.hostname,
-            "IOTEDGE_GATEWAYHOSTNAME": config.gateway_hostname,
-            "IOTEDGE_MODULEGENERATIONID": identity.generation_id,
-            "IOTEDGE_WORKLOADURI": f"http://127.0.0.1:{config.workload_port}/",
-            "IOTEDGE_APIVERSION": WORKLOAD_API_VERSION,
-            "IOTEDGE_AUTHSCHEME": "sasToken",
-        })
+        env.update(
+            {
+                "IOTEDGE_IOTHUBHOSTNAME": config.hostname,
+                "IOTEDGE_GATEWAYHOSTNAME": config.gateway_hostname,
+                "IOTEDGE_MODULEGENERATIONID": identity.generation_id,
+                "IOTEDGE_WORKLOADURI": f"http://127.0.0.1:{config.workload_port}/",
+                "IOTEDGE_APIVERSION": WORKLOAD_API_VERSION,
+                "IOTEDGE_AUTHSCHEME": "sasToken",
+            }
+        )
     else:
         # Leaving IOTEDGE_WORKLOADURI out makes the SDK take the simulator path.
-        env.update({
-            "EdgeHubConnectionString": module_connection_string(config, identity),
-            "EdgeModuleCACertificateFile": str(ca_path(config)),
-        })
+        env.update(
+            {
+                "EdgeHubConnectionString": module_connection_string(config, identity),
+                "EdgeModuleCACertificateFile": str(ca_path(config)),
+            }
+        )
     return env

@@ -91,7 +91,9 @@ class HttpServer:
             if task:
                 self._tasks.discard(task)
 
-    async def _read_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Request | None:
+    async def _read_request(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> Request | None:
         line = await reader.readline()
         if not line:
             return None
@@ -126,7 +128,13 @@ class HttpServer:
 
     @staticmethod
     def _write(writer: asyncio.StreamWriter, response: Response, keep_alive: bool) -> None:
-        reason = HTTPStatus(response.status).phrase if response.status in HTTPStatus._value2member_map_ else ""
-        head = [f"HTTP/1.1 {response.status} {reason}", f"Content-Length: {len(response.body)}",
-                f"Content-Type: {response.content_type}", f"Connection: {'keep-alive' if keep_alive else 'close'}"]
+        reason = (
+            HTTPStatus(response.status).phrase if response.status in HTTPStatus._value2member_map_ else ""
+        )
+        head = [
+            f"HTTP/1.1 {response.status} {reason}",
+            f"Content-Length: {len(response.body)}",
+            f"Content-Type: {response.content_type}",
+            f"Connection: {'keep-alive' if keep_alive else 'close'}",
+        ]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + response.body)

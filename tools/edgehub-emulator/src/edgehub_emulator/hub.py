@@ -14,8 +14,13 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any, Protocol
 
 from edgehub_emulator.config import EmulatorConfig
-from edgehub_emulator.errors import (AuthError, BadRequestError, GatewayTimeoutError, NotFoundError,
-                                     PreconditionFailedError)
+from edgehub_emulator.errors import (
+    AuthError,
+    BadRequestError,
+    GatewayTimeoutError,
+    NotFoundError,
+    PreconditionFailedError,
+)
 from edgehub_emulator.identity import derive_key, parse_sas, verify_sas, SERVICE_POLICY
 from edgehub_emulator.manifest import Manifest
 from edgehub_emulator.messages import Message
@@ -95,8 +100,12 @@ class Hub:
         if existing:
             return existing
         purpose = f"{device_id}/{module_id}" if module_id else device_id
-        identity = Identity(device_id, module_id, derive_key(self.config.seed, f"primary:{purpose}"),
-                            derive_key(self.config.seed, f"secondary:{purpose}"))
+        identity = Identity(
+            device_id,
+            module_id,
+            derive_key(self.config.seed, f"primary:{purpose}"),
+            derive_key(self.config.seed, f"secondary:{purpose}"),
+        )
         self.store.put_identity(identity)
         if module_id and self.store.get_twin(device_id, module_id) is None:
             self.store.put_twin(device_id, module_id, Twin())
@@ -194,15 +203,31 @@ class Hub:
             logger.debug("no route for a message from %s (output %s)", identity.client_id, message.output)
         for delivery in deliveries:
             if delivery.endpoint.is_upstream:
-                self.store.add_upstream(identity.device_id, module_id, message.output,
-                                        {**message.system, **message.custom}, message.body)
+                self.store.add_upstream(
+                    identity.device_id,
+                    module_id,
+                    message.output,
+                    {**message.system, **message.custom},
+                    message.body,
+                )
                 self.stats["upstream"] += 1
             else:
-                self.deliver_input(delivery.endpoint.module, delivery.endpoint.input, message,
-                                   delivery.priority, delivery.ttl_secs)
+                self.deliver_input(
+                    delivery.endpoint.module,
+                    delivery.endpoint.input,
+                    message,
+                    delivery.priority,
+                    delivery.ttl_secs,
+                )
 
-    def deliver_input(self, module_id: str, input_name: str, message: Message, priority: int = 0,
-                      ttl_secs: int | None = None) -> None:
+    def deliver_input(
+        self,
+        module_id: str,
+        input_name: str,
+        message: Message,
+        priority: int = 0,
+        ttl_secs: int | None = None,
+    ) -> None:
         """Queue a message for a module input and send it now when the module is connected."""
         device_id = self.config.device_id
         if self.store.get_identity(device_id, module_id) is None:
@@ -230,8 +255,10 @@ class Hub:
     def twin_sections(self, identity: Identity) -> dict[str, Any]:
         """The MQTT twin GET answer."""
         twin = self.twin_for(identity.device_id, identity.module_id)
-        return {"desired": {**twin.desired, "$version": twin.desired_version},
-                "reported": {**twin.reported, "$version": twin.reported_version}}
+        return {
+            "desired": {**twin.desired, "$version": twin.desired_version},
+            "reported": {**twin.reported, "$version": twin.reported_version},
+        }
 
     def patch_reported(self, identity: Identity, payload: bytes) -> int:
         """Apply a reported patch; BadRequestError for anything but a JSON object. Returns the new version."""
@@ -252,16 +279,23 @@ class Hub:
         """The twin as the service API returns it."""
         twin = self.twin_for(device_id, module_id)
         return {
-            "deviceId": device_id, "moduleId": module_id, "etag": twin.etag, "version": twin.version,
-            "status": "enabled", "authenticationType": "sas",
+            "deviceId": device_id,
+            "moduleId": module_id,
+            "etag": twin.etag,
+            "version": twin.version,
+            "status": "enabled",
+            "authenticationType": "sas",
             "connectionState": "Connected" if f"{device_id}/{module_id}" in self.sessions else "Disconnected",
             "tags": twin.tags,
-            "properties": {"desired": {**twin.desired, "$version": twin.desired_version},
-                           "reported": {**twin.reported, "$version": twin.reported_version}},
+            "properties": {
+                "desired": {**twin.desired, "$version": twin.desired_version},
+                "reported": {**twin.reported, "$version": twin.reported_version},
+            },
         }
 
-    def update_twin(self, device_id: str, module_id: str, body: Any, if_match: str | None,
-                    replace: bool) -> dict[str, Any]:
+    def update_twin(
+        self, device_id: str, module_id: str, body: Any, if_match: str | None, replace: bool
+    ) -> dict[str, Any]:
         """PATCH (merge) or PUT (replace) from the service; pushes the desired change to the module."""
         if not isinstance(body, dict):
             raise BadRequestError("the twin must be a JSON object")
@@ -299,20 +333,31 @@ class Hub:
             session = self._subscribed(f"{device_id}/{module_id}", DESIRED_FILTER)
             if session:
                 body_out = json.dumps({**patch, "$version": twin.desired_version}).encode()
-                session.send(f"$iothub/twin/PATCH/properties/desired/?$version={twin.desired_version}", body_out)
+                session.send(
+                    f"$iothub/twin/PATCH/properties/desired/?$version={twin.desired_version}", body_out
+                )
         return self.service_twin(device_id, module_id)
 
     # methods
     async def invoke_method(self, device_id: str, module_id: str, request: Any) -> dict[str, Any]:
         """A direct method: 404 when the target is not connected, 504 when it does not answer in time."""
-        if not isinstance(request, dict) or not isinstance(request.get("methodName"), str) \
-                or not request["methodName"]:
+        if (
+            not isinstance(request, dict)
+            or not isinstance(request.get("methodName"), str)
+            or not request["methodName"]
+        ):
             raise BadRequestError("the body must be a JSON object with a non-empty 'methodName'")
         timeout = request.get("responseTimeoutInSeconds") or self.config.method_default_timeout_secs
         connect_timeout = request.get("connectTimeoutInSeconds") or 0
-        if not isinstance(timeout, (int, float)) or not isinstance(connect_timeout, (int, float)) \
-                or timeout <= 0 or connect_timeout < 0:
-            raise BadRequestError("responseTimeoutInSeconds / connectTimeoutInSeconds must be positive numbers")
+        if (
+            not isinstance(timeout, (int, float))
+            or not isinstance(connect_timeout, (int, float))
+            or timeout <= 0
+            or connect_timeout < 0
+        ):
+            raise BadRequestError(
+                "responseTimeoutInSeconds / connectTimeoutInSeconds must be positive numbers"
+            )
         client_id = f"{device_id}/{module_id}" if module_id else device_id
         if self.store.get_identity(device_id, module_id) is None:
             raise NotFoundError(f"{client_id} does not exist")
@@ -336,8 +381,9 @@ class Hub:
         try:
             status, result = await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError as e:
-            raise GatewayTimeoutError(f"{client_id} did not answer {request['methodName']!r} "
-                                      f"within {timeout} s") from e
+            raise GatewayTimeoutError(
+                f"{client_id} did not answer {request['methodName']!r} within {timeout} s"
+            ) from e
         finally:
             self._pending_methods.pop(rid, None)
         return {"status": status, "payload": result}

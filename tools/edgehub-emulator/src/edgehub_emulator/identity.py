@@ -61,7 +61,7 @@ def parse_sas(token: str) -> SasToken:
     if not token.startswith(prefix):
         raise AuthError("the password is not a SharedAccessSignature token")
     fields: dict[str, str] = {}
-    for part in token[len(prefix):].split("&"):
+    for part in token[len(prefix) :].split("&"):
         name, sep, value = part.partition("=")
         if not sep:
             raise AuthError(f"malformed SAS token field {name!r}")
@@ -87,8 +87,11 @@ def verify_sas(token: SasToken, key_b64: str, now: float | None = None) -> None:
     if token.expiry < (time.time() if now is None else now):
         raise AuthError("SAS token expired")
     # The SDKs sign the resource as they put it in the token, url-encoded; both quote styles are accepted.
-    candidates = {token.raw_resource, urllib.parse.quote(token.resource, safe=""),
-                  urllib.parse.quote_plus(token.resource)}
+    candidates = {
+        token.raw_resource,
+        urllib.parse.quote(token.resource, safe=""),
+        urllib.parse.quote_plus(token.resource),
+    }
     for resource in candidates:
         expected = sign(key_b64, f"{resource}\n{token.expiry}")
         if hmac.compare_digest(expected, token.signature):

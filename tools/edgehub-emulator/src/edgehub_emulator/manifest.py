@@ -52,9 +52,11 @@ class Manifest:
 
 def _expand_env(value: str) -> str:
     """`$VAR` / `${VAR}` from the environment (as the IoT Edge tooling does with .env); unknown ones stay."""
+
     def replace(match: re.Match[str]) -> str:
         name = match.group(1) or match.group(2)
         return os.environ.get(name, match.group(0))
+
     return _PLACEHOLDER_RE.sub(replace, value)
 
 
@@ -87,15 +89,20 @@ def parse_manifest(data: Any, path: Path | None = None) -> Manifest:
         env: dict[str, str] = {}
         for var, holder in (spec.get("env") or {}).items():
             if not isinstance(holder, dict) or "value" not in holder:
-                raise ManifestError(f"module {name!r}: env {var!r} must be {{\"value\": ...}}")
+                raise ManifestError(f'module {name!r}: env {var!r} must be {{"value": ...}}')
             value = holder["value"]
             env[var] = _expand_env(value if isinstance(value, str) else json.dumps(value))
         policy = spec.get("restartPolicy", "always")
         if policy not in RESTART_POLICIES:
             raise ManifestError(f"module {name!r}: restartPolicy {policy!r} is not one of {RESTART_POLICIES}")
-        modules[name] = ModuleSpec(name=name, image=str(settings.get("image", "")), env=env,
-                                   restart_policy=policy, status=spec.get("status", "running"),
-                                   create_options=settings.get("createOptions"))
+        modules[name] = ModuleSpec(
+            name=name,
+            image=str(settings.get("image", "")),
+            env=env,
+            restart_policy=policy,
+            status=spec.get("status", "running"),
+            create_options=settings.get("createOptions"),
+        )
     ttl = (hub.get("storeAndForwardConfiguration") or {}).get("timeToLiveSecs", 7200)
     if not isinstance(ttl, int) or ttl < 0:
         raise ManifestError("storeAndForwardConfiguration.timeToLiveSecs must be a non-negative integer")

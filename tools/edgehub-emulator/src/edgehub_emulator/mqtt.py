@@ -80,7 +80,7 @@ class _Cursor:
         """The next `count` bytes."""
         if self.pos + count > len(self.body):
             raise MalformedPacketError("packet ends inside a field")
-        chunk = self.body[self.pos:self.pos + count]
+        chunk = self.body[self.pos : self.pos + count]
         self.pos += count
         return chunk
 
@@ -105,7 +105,7 @@ class _Cursor:
 
     def rest(self) -> bytes:
         """Everything left."""
-        chunk = self.body[self.pos:]
+        chunk = self.body[self.pos :]
         self.pos = len(self.body)
         return chunk
 
@@ -174,7 +174,9 @@ def connack(code: int, session_present: bool = False) -> bytes:
     return _packet(CONNACK, 0, bytes([1 if session_present and code == 0 else 0, code]))
 
 
-def publish(topic: str, payload: bytes, qos: int = 0, packet_id: int | None = None, dup: bool = False) -> bytes:
+def publish(
+    topic: str, payload: bytes, qos: int = 0, packet_id: int | None = None, dup: bool = False
+) -> bytes:
     """PUBLISH."""
     body = _string(topic) + (struct.pack("!H", packet_id or 0) if qos else b"") + payload
     return _packet(PUBLISH, (0x08 if dup else 0) | (qos << 1), body)

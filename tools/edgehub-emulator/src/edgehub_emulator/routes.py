@@ -18,13 +18,20 @@ from edgehub_emulator.errors import RouteSyntaxError
 
 UPSTREAM = "$upstream"
 
-_ROUTE_RE = re.compile(r"^\s*FROM\s+(?P<source>\S+)\s+(?:WHERE\s+(?P<cond>.+?)\s+)?INTO\s+(?P<sink>.+?)\s*$",
-                       re.IGNORECASE | re.DOTALL)
+_ROUTE_RE = re.compile(
+    r"^\s*FROM\s+(?P<source>\S+)\s+(?:WHERE\s+(?P<cond>.+?)\s+)?INTO\s+(?P<sink>.+?)\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
 _SOURCE_RE = re.compile(r"^/messages/modules/(?P<module>[^/*]+)/(?:\*|outputs/(?P<output>[^/]+))$")
-_SINK_RE = re.compile(r"""^BrokeredEndpoint\(\s*(?P<q>["'])/modules/(?P<module>[^/"']+)/inputs/"""
-                      r"""(?P<input>[^/"']+)(?P=q)\s*\)$""", re.IGNORECASE)
-_TOKEN_RE = re.compile(r"""\s*(?:(?P<str>'(?:[^']|'')*'|"(?:[^"]|"")*")|(?P<num>-?\d+(?:\.\d+)?)|"""
-                       r"""(?P<op><>|!=|<=|>=|=|<|>)|(?P<paren>[()])|(?P<word>\$?[A-Za-z_][\w.\-]*))""")
+_SINK_RE = re.compile(
+    r"""^BrokeredEndpoint\(\s*(?P<q>["'])/modules/(?P<module>[^/"']+)/inputs/"""
+    r"""(?P<input>[^/"']+)(?P=q)\s*\)$""",
+    re.IGNORECASE,
+)
+_TOKEN_RE = re.compile(
+    r"""\s*(?:(?P<str>'(?:[^']|'')*'|"(?:[^"]|"")*")|(?P<num>-?\d+(?:\.\d+)?)|"""
+    r"""(?P<op><>|!=|<=|>=|=|<|>)|(?P<paren>[()])|(?P<word>\$?[A-Za-z_][\w.\-]*))"""
+)
 
 Condition = Callable[[dict[str, str]], Any]
 
@@ -80,9 +87,14 @@ class _Undefined:
 
 UNDEFINED = _Undefined()
 _SYSTEM = {
-    "$connectiondeviceid": "$connectionDeviceId", "$connectionmoduleid": "$connectionModuleId",
-    "$outputname": "$outputName", "$messageid": "$messageId", "$correlationid": "$correlationId",
-    "$contenttype": "$contentType", "$contentencoding": "$contentEncoding", "$userid": "$userId",
+    "$connectiondeviceid": "$connectionDeviceId",
+    "$connectionmoduleid": "$connectionModuleId",
+    "$outputname": "$outputName",
+    "$messageid": "$messageId",
+    "$correlationid": "$correlationId",
+    "$contenttype": "$contentType",
+    "$contentencoding": "$contentEncoding",
+    "$userid": "$userId",
 }
 Operand = Union[str, float, bool, None, _Undefined]
 
@@ -98,8 +110,12 @@ def _compare(op: str, left: Operand, right: Operand) -> bool:
         return left == right
     if op in ("!=", "<>"):
         return left != right
-    ordered = {"<": lambda a, b: a < b, ">": lambda a, b: a > b,
-               "<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b}
+    ordered = {
+        "<": lambda a, b: a < b,
+        ">": lambda a, b: a > b,
+        "<=": lambda a, b: a <= b,
+        ">=": lambda a, b: a >= b,
+    }
     return bool(ordered[op](left, right))
 
 
@@ -115,7 +131,9 @@ class _ConditionParser:
                 break
             match = _TOKEN_RE.match(text, pos)
             if not match or match.end() == pos:
-                raise RouteSyntaxError(f"unexpected character at {text[pos:].strip()[:20]!r} in WHERE {text!r}")
+                raise RouteSyntaxError(
+                    f"unexpected character at {text[pos:].strip()[:20]!r} in WHERE {text!r}"
+                )
             kind = match.lastgroup or ""
             self.tokens.append((kind, match.group(kind)))
             pos = match.end()
@@ -214,7 +232,9 @@ class _ConditionParser:
         if kind != "word":
             raise RouteSyntaxError(f"expected a property name, got {value!r} in WHERE {self.text!r}")
         if value.lower().startswith("$body"):
-            raise RouteSyntaxError(f"conditions on the message body ({value}) are not supported: {self.text!r}")
+            raise RouteSyntaxError(
+                f"conditions on the message body ({value}) are not supported: {self.text!r}"
+            )
         if value.startswith("$"):
             if value.lower() not in _SYSTEM:
                 raise RouteSyntaxError(f"unknown system property {value!r} in WHERE {self.text!r}")
@@ -247,7 +267,9 @@ def parse_route(name: str, value: Any, default_ttl_secs: int | None = None) -> R
         raise RouteSyntaxError(f"route {name!r} must be a string or an object with a 'route' string")
     match = _ROUTE_RE.match(text)
     if not match:
-        raise RouteSyntaxError(f"route {name!r} is not 'FROM <source> [WHERE <condition>] INTO <sink>': {text!r}")
+        raise RouteSyntaxError(
+            f"route {name!r} is not 'FROM <source> [WHERE <condition>] INTO <sink>': {text!r}"
+        )
     source = match.group("source")
     source_module = source_output = None
     device_messages = True
@@ -265,13 +287,14 @@ def parse_route(name: str, value: Any, default_ttl_secs: int | None = None) -> R
     else:
         sink_match = _SINK_RE.match(sink_text)
         if not sink_match:
-            raise RouteSyntaxError(f"route {name!r}: unsupported sink {sink_text!r} (use $upstream or "
-                                   'BrokeredEndpoint("/modules/<m>/inputs/<i>"))')
+            raise RouteSyntaxError(
+                f"route {name!r}: unsupported sink {sink_text!r} (use $upstream or "
+                'BrokeredEndpoint("/modules/<m>/inputs/<i>"))'
+            )
         sink = Endpoint(sink_match.group("module"), sink_match.group("input"))
     cond_text = match.group("cond")
     condition = parse_condition(cond_text) if cond_text else None
-    return Route(name, text, source_module, source_output, sink, condition, priority,
-                 ttl, device_messages)
+    return Route(name, text, source_module, source_output, sink, condition, priority, ttl, device_messages)
 
 
 @dataclass(frozen=True)
@@ -283,8 +306,9 @@ class Delivery:
     ttl_secs: int | None
 
 
-def resolve(routes: list[Route], module_id: str | None, output: str | None,
-            properties: dict[str, str]) -> list[Delivery]:
+def resolve(
+    routes: list[Route], module_id: str | None, output: str | None, properties: dict[str, str]
+) -> list[Delivery]:
     """Every endpoint the message reaches, once each."""
     best: dict[Endpoint, Route] = {}
     for route in routes:

@@ -11,8 +11,14 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from edgehub_emulator.errors import (AuthError, BadRequestError, EmulatorError, GatewayTimeoutError,
-                                     NotFoundError, PreconditionFailedError)
+from edgehub_emulator.errors import (
+    AuthError,
+    BadRequestError,
+    EmulatorError,
+    GatewayTimeoutError,
+    NotFoundError,
+    PreconditionFailedError,
+)
 from edgehub_emulator.httpserver import Request, Response
 from edgehub_emulator.hub import Hub
 from edgehub_emulator.identity import sign
@@ -23,7 +29,10 @@ logger = logging.getLogger(__name__)
 
 # One table from error class to HTTP status (the most specific class first).
 STATUS_BY_ERROR: list[tuple[type[EmulatorError], int]] = [
-    (AuthError, 401), (NotFoundError, 404), (PreconditionFailedError, 412), (BadRequestError, 400),
+    (AuthError, 401),
+    (NotFoundError, 404),
+    (PreconditionFailedError, 412),
+    (BadRequestError, 400),
     (GatewayTimeoutError, 504),
 ]
 
@@ -52,12 +61,17 @@ def _json_body(request: Request, what: str) -> Any:
 
 def _module_json(identity: Identity, hub: Hub) -> dict[str, Any]:
     return {
-        "deviceId": identity.device_id, "moduleId": identity.module_id, "managedBy": identity.managed_by,
-        "generationId": identity.generation_id, "etag": "AAAAAAAAAAE=",
+        "deviceId": identity.device_id,
+        "moduleId": identity.module_id,
+        "managedBy": identity.managed_by,
+        "generationId": identity.generation_id,
+        "etag": "AAAAAAAAAAE=",
         "connectionState": "Connected" if identity.client_id in hub.sessions else "Disconnected",
         "cloudToDeviceMessageCount": 0,
-        "authentication": {"type": "sas", "symmetricKey": {"primaryKey": identity.primary_key,
-                                                           "secondaryKey": identity.secondary_key}},
+        "authentication": {
+            "type": "sas",
+            "symmetricKey": {"primaryKey": identity.primary_key, "secondaryKey": identity.secondary_key},
+        },
     }
 
 
@@ -93,13 +107,17 @@ class ServiceApi:
 
     async def _patch_twin(self, request: Request, device_id: str, module_id: str) -> Response:
         body = _json_body(request, "the twin patch")
-        return Response.json(200, self.hub.update_twin(device_id, module_id, body, request.headers.get("if-match"),
-                                                       replace=False))
+        return Response.json(
+            200,
+            self.hub.update_twin(device_id, module_id, body, request.headers.get("if-match"), replace=False),
+        )
 
     async def _put_twin(self, request: Request, device_id: str, module_id: str) -> Response:
         body = _json_body(request, "the twin")
-        return Response.json(200, self.hub.update_twin(device_id, module_id, body, request.headers.get("if-match"),
-                                                       replace=True))
+        return Response.json(
+            200,
+            self.hub.update_twin(device_id, module_id, body, request.headers.get("if-match"), replace=True),
+        )
 
     async def _list_modules(self, _request: Request, device_id: str) -> Response:
         identities = [i for i in self.hub.store.list_identities(device_id) if i.module_id]
@@ -118,7 +136,7 @@ class ServiceApi:
         if not isinstance(body, dict):
             raise BadRequestError("the module must be a JSON object")
         identity = self.hub.ensure_identity(device_id, module_id)
-        keys = ((body.get("authentication") or {}).get("symmetricKey") or {})
+        keys = (body.get("authentication") or {}).get("symmetricKey") or {}
         for field in ("primaryKey", "secondaryKey"):
             key = keys.get(field)
             if key:
@@ -146,9 +164,18 @@ class ServiceApi:
                 encoding = "utf-8"
             except UnicodeDecodeError:
                 body, encoding = base64.b64encode(item.body).decode(), "base64"
-            out.append({"seq": item.seq, "enqueuedTime": item.enqueued_at, "deviceId": item.device_id,
-                        "moduleId": item.module_id, "output": item.output, "properties": item.properties,
-                        "body": body, "bodyEncoding": encoding})
+            out.append(
+                {
+                    "seq": item.seq,
+                    "enqueuedTime": item.enqueued_at,
+                    "deviceId": item.device_id,
+                    "moduleId": item.module_id,
+                    "output": item.output,
+                    "properties": item.properties,
+                    "body": body,
+                    "bodyEncoding": encoding,
+                }
+            )
         return Response.json(200, out)
 
     async def _send_input(self, request: Request, module_id: str, input_name: str) -> Response:
@@ -164,8 +191,15 @@ class ServiceApi:
         return Response.json(202, {"queued": True, "module": module_id, "input": input_name})
 
     async def _status(self, _request: Request) -> Response:
-        return Response.json(200, {"deviceId": self.hub.config.device_id, "connected": sorted(self.hub.sessions),
-                                   "queued": self.hub.store.queue_length(), **self.hub.stats})
+        return Response.json(
+            200,
+            {
+                "deviceId": self.hub.config.device_id,
+                "connected": sorted(self.hub.sessions),
+                "queued": self.hub.store.queue_length(),
+                **self.hub.stats,
+            },
+        )
 
 
 class WorkloadApi:
@@ -188,7 +222,7 @@ class WorkloadApi:
                 body = json.loads(request.body.decode("utf-8"))
                 data = base64.b64decode(body["data"], validate=True).decode("utf-8")
             except (UnicodeDecodeError, ValueError, KeyError, TypeError, binascii.Error):
-                return Response.error(400, "the body must be {\"keyId\", \"algo\", \"data\": base64}")
+                return Response.error(400, 'the body must be {"keyId", "algo", "data": base64}')
             if body.get("algo", "HMACSHA256") != "HMACSHA256":
                 return Response.error(400, "only algo HMACSHA256 is supported")
             key = identity.secondary_key if body.get("keyId") == "secondary" else identity.primary_key

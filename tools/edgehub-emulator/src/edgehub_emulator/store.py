@@ -110,30 +110,41 @@ class Store:
     def put_identity(self, identity: Identity) -> None:
         """Insert or replace an identity."""
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO identities VALUES (?,?,?,?,?,?)",
-                             (identity.device_id, identity.module_id, identity.primary_key,
-                              identity.secondary_key, identity.managed_by, identity.generation_id))
+            self._db.execute(
+                "INSERT OR REPLACE INTO identities VALUES (?,?,?,?,?,?)",
+                (
+                    identity.device_id,
+                    identity.module_id,
+                    identity.primary_key,
+                    identity.secondary_key,
+                    identity.managed_by,
+                    identity.generation_id,
+                ),
+            )
 
     def get_identity(self, device_id: str, module_id: str = "") -> Identity | None:
         """The identity or None."""
         with self._lock:
-            row = self._db.execute("SELECT * FROM identities WHERE device_id=? AND module_id=?",
-                                   (device_id, module_id)).fetchone()
+            row = self._db.execute(
+                "SELECT * FROM identities WHERE device_id=? AND module_id=?", (device_id, module_id)
+            ).fetchone()
         return Identity(*row) if row else None
 
     def list_identities(self, device_id: str) -> list[Identity]:
         """All identities of a device (the device's own first)."""
         with self._lock:
-            rows = self._db.execute("SELECT * FROM identities WHERE device_id=? ORDER BY module_id",
-                                    (device_id,)).fetchall()
+            rows = self._db.execute(
+                "SELECT * FROM identities WHERE device_id=? ORDER BY module_id", (device_id,)
+            ).fetchall()
         return [Identity(*row) for row in rows]
 
     # twins
     def get_twin(self, device_id: str, module_id: str) -> Twin | None:
         """The twin or None."""
         with self._lock:
-            row = self._db.execute("SELECT doc FROM twins WHERE device_id=? AND module_id=?",
-                                   (device_id, module_id)).fetchone()
+            row = self._db.execute(
+                "SELECT doc FROM twins WHERE device_id=? AND module_id=?", (device_id, module_id)
+            ).fetchone()
         return Twin(**json.loads(row[0])) if row else None
 
     def put_twin(self, device_id: str, module_id: str, twin: Twin) -> None:
@@ -146,7 +157,9 @@ class Store:
     def get_subscriptions(self, client_id: str) -> list[str]:
         """Topic filters a client subscribed to (kept across reconnects and restarts)."""
         with self._lock:
-            row = self._db.execute("SELECT subscriptions FROM sessions WHERE client_id=?", (client_id,)).fetchone()
+            row = self._db.execute(
+                "SELECT subscriptions FROM sessions WHERE client_id=?", (client_id,)
+            ).fetchone()
         return list(json.loads(row[0])) if row else []
 
     def put_subscriptions(self, client_id: str, filters: list[str]) -> None:
@@ -160,13 +173,15 @@ class Store:
             self._db.execute("DELETE FROM sessions WHERE client_id=?", (client_id,))
 
     # queue
-    def enqueue(self, client_id: str, topic: str, payload: bytes, priority: int = 0,
-                expires_at: float | None = None) -> int:
+    def enqueue(
+        self, client_id: str, topic: str, payload: bytes, priority: int = 0, expires_at: float | None = None
+    ) -> int:
         """Store a message for a client; returns its sequence number."""
         with self._lock:
             cursor = self._db.execute(
                 "INSERT INTO queue (client_id, topic, payload, priority, expires_at) VALUES (?,?,?,?,?)",
-                (client_id, topic, payload, priority, expires_at))
+                (client_id, topic, payload, priority, expires_at),
+            )
         return int(cursor.lastrowid or 0)
 
     def pending(self, client_id: str, now: float | None = None) -> list[QueuedMessage]:
@@ -174,8 +189,9 @@ class Store:
         now = time.time() if now is None else now
         with self._lock:
             self._db.execute("DELETE FROM queue WHERE expires_at IS NOT NULL AND expires_at < ?", (now,))
-            rows = self._db.execute("SELECT * FROM queue WHERE client_id=? ORDER BY priority, seq",
-                                    (client_id,)).fetchall()
+            rows = self._db.execute(
+                "SELECT * FROM queue WHERE client_id=? ORDER BY priority, seq", (client_id,)
+            ).fetchall()
         return [QueuedMessage(*row) for row in rows]
 
     def ack(self, seq: int) -> None:
@@ -188,21 +204,32 @@ class Store:
         with self._lock:
             if client_id is None:
                 return int(self._db.execute("SELECT COUNT(*) FROM queue").fetchone()[0])
-            return int(self._db.execute("SELECT COUNT(*) FROM queue WHERE client_id=?", (client_id,)).fetchone()[0])
+            return int(
+                self._db.execute("SELECT COUNT(*) FROM queue WHERE client_id=?", (client_id,)).fetchone()[0]
+            )
 
     # upstream
-    def add_upstream(self, device_id: str, module_id: str | None, output: str | None,
-                     properties: dict[str, str], body: bytes) -> int:
+    def add_upstream(
+        self,
+        device_id: str,
+        module_id: str | None,
+        output: str | None,
+        properties: dict[str, str],
+        body: bytes,
+    ) -> int:
         """Keep a message routed to `$upstream`."""
         with self._lock:
             cursor = self._db.execute(
                 "INSERT INTO upstream (enqueued_at, device_id, module_id, output, properties, body) "
-                "VALUES (?,?,?,?,?,?)", (time.time(), device_id, module_id, output, json.dumps(properties), body))
+                "VALUES (?,?,?,?,?,?)",
+                (time.time(), device_id, module_id, output, json.dumps(properties), body),
+            )
         return int(cursor.lastrowid or 0)
 
     def upstream_after(self, seq: int, limit: int = 500) -> list[UpstreamMessage]:
         """Upstream messages with a sequence number above `seq`."""
         with self._lock:
-            rows = self._db.execute("SELECT * FROM upstream WHERE seq > ? ORDER BY seq LIMIT ?",
-                                    (seq, limit)).fetchall()
+            rows = self._db.execute(
+                "SELECT * FROM upstream WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+            ).fetchall()
         return [UpstreamMessage(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6]) for r in rows]

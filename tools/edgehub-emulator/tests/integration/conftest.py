@@ -16,9 +16,18 @@ from azure.iot.device import IoTHubModuleClient
 from azure.iot.hub import IoTHubRegistryManager
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
-EDGE_VARS = ("EdgeHubConnectionString", "EdgeModuleCACertificateFile", "IOTEDGE_IOTHUBHOSTNAME",
-             "IOTEDGE_GATEWAYHOSTNAME", "IOTEDGE_MODULEGENERATIONID", "IOTEDGE_WORKLOADURI", "IOTEDGE_APIVERSION",
-             "IOTEDGE_DEVICEID", "IOTEDGE_MODULEID", "IOTEDGE_AUTHSCHEME")
+EDGE_VARS = (
+    "EdgeHubConnectionString",
+    "EdgeModuleCACertificateFile",
+    "IOTEDGE_IOTHUBHOSTNAME",
+    "IOTEDGE_GATEWAYHOSTNAME",
+    "IOTEDGE_MODULEGENERATIONID",
+    "IOTEDGE_WORKLOADURI",
+    "IOTEDGE_APIVERSION",
+    "IOTEDGE_DEVICEID",
+    "IOTEDGE_MODULEID",
+    "IOTEDGE_AUTHSCHEME",
+)
 MAX_MESSAGE_BYTES = 8192
 
 
@@ -43,16 +52,36 @@ class EmulatorProcess:
     @property
     def args(self) -> list[str]:
         """Options every CLI call shares."""
-        return ["--state", str(self.state), "--service-port", str(self.service_port),
-                "--workload-port", str(self.workload_port), "--max-message-bytes", str(MAX_MESSAGE_BYTES)]
+        return [
+            "--state",
+            str(self.state),
+            "--service-port",
+            str(self.service_port),
+            "--workload-port",
+            str(self.workload_port),
+            "--max-message-bytes",
+            str(MAX_MESSAGE_BYTES),
+        ]
 
     def start(self) -> None:
         """Start and wait until it prints its connection string (all servers listen then)."""
         log = self.log.open("a", encoding="utf-8")
         self.process = subprocess.Popen(  # pylint: disable=consider-using-with
-            [sys.executable, "-m", "edgehub_emulator.cli", "start", "--manifest", str(self.manifest),
-             "--log-level", "DEBUG", *self.args],
-            stdout=subprocess.PIPE, stderr=log, text=True)
+            [
+                sys.executable,
+                "-m",
+                "edgehub_emulator.cli",
+                "start",
+                "--manifest",
+                str(self.manifest),
+                "--log-level",
+                "DEBUG",
+                *self.args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
         assert self.process.stdout is not None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -71,15 +100,22 @@ class EmulatorProcess:
 
     def cli(self, *argv: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run a CLI command against this instance."""
-        result = subprocess.run([sys.executable, "-m", "edgehub_emulator.cli", *argv, *self.args],
-                                capture_output=True, text=True, timeout=timeout, check=False)
+        result = subprocess.run(
+            [sys.executable, "-m", "edgehub_emulator.cli", *argv, *self.args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"CLI {argv} failed: {result.stderr}")
         return result
 
     def env(self, module: str, workload: bool = False) -> dict[str, str]:
         """`edgehub-emulator env MODULE --format json`."""
-        return json.loads(self.cli("env", module, "--format", "json", *(["--workload"] if workload else [])).stdout)
+        return json.loads(
+            self.cli("env", module, "--format", "json", *(["--workload"] if workload else [])).stdout
+        )
 
     def log_text(self) -> str:
         """What the emulator logged so far."""
@@ -105,8 +141,10 @@ def registry(emulator: EmulatorProcess) -> IoTHubRegistryManager:  # pylint: dis
 
 
 @pytest.fixture
-def module_client(emulator: EmulatorProcess,  # pylint: disable=redefined-outer-name
-                  monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., IoTHubModuleClient]]:
+def module_client(
+    emulator: EmulatorProcess,  # pylint: disable=redefined-outer-name
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Callable[..., IoTHubModuleClient]]:
     """A factory of connected-later module clients: how='simulator' | 'workload' | 'connection_string'."""
     clients: list[IoTHubModuleClient] = []
 
@@ -116,7 +154,8 @@ def module_client(emulator: EmulatorProcess,  # pylint: disable=redefined-outer-
         if how == "connection_string":
             ca = Path(env["REQUESTS_CA_BUNDLE"]).read_text(encoding="utf-8")
             client = IoTHubModuleClient.create_from_connection_string(
-                env["EdgeHubConnectionString"], server_verification_cert=ca, **kwargs)
+                env["EdgeHubConnectionString"], server_verification_cert=ca, **kwargs
+            )
         else:
             for name in EDGE_VARS:
                 monkeypatch.delenv(name, raising=False)

@@ -28,19 +28,30 @@ DEVICE = "edge-device"
 
 def _tls_socket(emulator: EmulatorProcess) -> ssl.SSLSocket:
     context = ssl.create_default_context(cafile=emulator.env("sender")["REQUESTS_CA_BUNDLE"])
-    return context.wrap_socket(socket.create_connection(("127.0.0.1", 8883), timeout=5), server_hostname="localhost")
+    return context.wrap_socket(
+        socket.create_connection(("127.0.0.1", 8883), timeout=5), server_hostname="localhost"
+    )
 
 
 def _connect_packet(emulator: EmulatorProcess, module: str) -> bytes:
     cs = parse_connection_string(emulator.env(module)["EdgeHubConnectionString"])
     client_id = f"{cs['DeviceId']}/{module}"
-    password = generate_sas(f"{cs['HostName']}/devices/{cs['DeviceId']}/modules/{module}", cs["SharedAccessKey"])
+    password = generate_sas(
+        f"{cs['HostName']}/devices/{cs['DeviceId']}/modules/{module}", cs["SharedAccessKey"]
+    )
 
     def field(text: str) -> bytes:
         data = text.encode()
         return len(data).to_bytes(2, "big") + data
-    body = field("MQTT") + bytes([4, 0xC0]) + (60).to_bytes(2, "big") + field(client_id) + \
-        field(f"{cs['HostName']}/{client_id}/?api-version=2019-10-01") + field(password)
+
+    body = (
+        field("MQTT")
+        + bytes([4, 0xC0])
+        + (60).to_bytes(2, "big")
+        + field(client_id)
+        + field(f"{cs['HostName']}/{client_id}/?api-version=2019-10-01")
+        + field(password)
+    )
     return bytes([0x10]) + mqtt.encode_remaining_length(len(body)) + body
 
 
@@ -56,8 +67,11 @@ def _read_all(sock: ssl.SSLSocket) -> bytes:
 
 def _serving(registry: IoTHubRegistryManager, client: IoTHubModuleClient) -> bool:
     """A method call through the healthy client still works."""
-    result = registry.invoke_device_module_method(DEVICE, "receiver", CloudToDeviceMethod(
-        method_name="alive", payload=None, response_timeout_in_seconds=5))
+    result = registry.invoke_device_module_method(
+        DEVICE,
+        "receiver",
+        CloudToDeviceMethod(method_name="alive", payload=None, response_timeout_in_seconds=5),
+    )
     return bool(result.status == 200 and client.connected)
 
 
@@ -66,7 +80,8 @@ def healthy(module_client: Callable[..., IoTHubModuleClient]) -> IoTHubModuleCli
     """A connected receiver answering methods: the 'everyone else' of these tests."""
     client = module_client("receiver")
     client.on_method_request_received = lambda r: client.send_method_response(
-        MethodResponse.create_from_method_request(r, 200, None))
+        MethodResponse.create_from_method_request(r, 200, None)
+    )
     client.connect()
     return client
 
@@ -79,8 +94,13 @@ def healthy(module_client: Callable[..., IoTHubModuleClient]) -> IoTHubModuleCli
         (b"\x10\x04\x00\x04MQ", "packet ends inside a field"),
     ],
 )
-def test_malformed_mqtt_closes_only_that_connection(emulator: EmulatorProcess, registry: IoTHubRegistryManager,
-                                                    healthy: IoTHubModuleClient, packet: bytes, log: str) -> None:
+def test_malformed_mqtt_closes_only_that_connection(
+    emulator: EmulatorProcess,
+    registry: IoTHubRegistryManager,
+    healthy: IoTHubModuleClient,
+    packet: bytes,
+    log: str,
+) -> None:
     with _tls_socket(emulator) as sock:
         sock.sendall(packet)
         assert _read_all(sock) == b""  # closed without an answer
@@ -88,8 +108,9 @@ def test_malformed_mqtt_closes_only_that_connection(emulator: EmulatorProcess, r
     assert _serving(registry, healthy)
 
 
-def test_unknown_topic_and_bad_reported_json(emulator: EmulatorProcess, registry: IoTHubRegistryManager,
-                                             healthy: IoTHubModuleClient) -> None:
+def test_unknown_topic_and_bad_reported_json(
+    emulator: EmulatorProcess, registry: IoTHubRegistryManager, healthy: IoTHubModuleClient
+) -> None:
     with _tls_socket(emulator) as sock:
         sock.sendall(_connect_packet(emulator, "sender"))
         assert sock.recv(4) == b"\x20\x02\x00\x00"  # CONNACK accepted
@@ -102,9 +123,12 @@ def test_unknown_topic_and_bad_reported_json(emulator: EmulatorProcess, registry
     assert _serving(registry, healthy)
 
 
-def test_oversized_message_is_dropped_with_an_error(emulator: EmulatorProcess, registry: IoTHubRegistryManager,
-                                                    healthy: IoTHubModuleClient,
-                                                    module_client: Callable[..., IoTHubModuleClient]) -> None:
+def test_oversized_message_is_dropped_with_an_error(
+    emulator: EmulatorProcess,
+    registry: IoTHubRegistryManager,
+    healthy: IoTHubModuleClient,
+    module_client: Callable[..., IoTHubModuleClient],
+) -> None:
     received: list[Any] = []
     healthy.on_message_received = received.append
     sender = module_client("sender")
@@ -118,20 +142,33 @@ def test_oversized_message_is_dropped_with_an_error(emulator: EmulatorProcess, r
     assert _serving(registry, healthy)
 
 
-def test_malformed_json_to_the_service_api_is_400(emulator: EmulatorProcess, registry: IoTHubRegistryManager,
-                                                  healthy: IoTHubModuleClient) -> None:
+def test_malformed_json_to_the_service_api_is_400(
+    emulator: EmulatorProcess, registry: IoTHubRegistryManager, healthy: IoTHubModuleClient
+) -> None:
     env = emulator.env("receiver")
     cs = parse_connection_string(env["IOTHUB_CONNECTION_STRING"])
     token = generate_sas(cs["HostName"], cs["SharedAccessKey"], policy=cs["SharedAccessKeyName"])
     base = f"https://{cs['HostName']}"
-    for path, method in ((f"/twins/{DEVICE}/modules/receiver/methods", "POST"),
-                         (f"/twins/{DEVICE}/modules/receiver", "PATCH")):
-        response = requests.request(method, base + path, data=b"{bad", headers={"Authorization": token},
-                                    verify=env["REQUESTS_CA_BUNDLE"], timeout=10)
+    for path, method in (
+        (f"/twins/{DEVICE}/modules/receiver/methods", "POST"),
+        (f"/twins/{DEVICE}/modules/receiver", "PATCH"),
+    ):
+        response = requests.request(
+            method,
+            base + path,
+            data=b"{bad",
+            headers={"Authorization": token},
+            verify=env["REQUESTS_CA_BUNDLE"],
+            timeout=10,
+        )
         assert response.status_code == 400 and "not valid JSON" in response.json()["Message"]
-    response = requests.post(base + f"/twins/{DEVICE}/modules/receiver/methods", data=b"{}",
-                             headers={"Authorization": token.replace("sig=", "sig=A")},
-                             verify=env["REQUESTS_CA_BUNDLE"], timeout=10)
+    response = requests.post(
+        base + f"/twins/{DEVICE}/modules/receiver/methods",
+        data=b"{}",
+        headers={"Authorization": token.replace("sig=", "sig=A")},
+        verify=env["REQUESTS_CA_BUNDLE"],
+        timeout=10,
+    )
     assert response.status_code == 401
     bad = emulator.cli("invoke", DEVICE, "receiver", "m", "--payload", "{oops", check=False)
     assert bad.returncode == 2 and "--payload is not valid JSON" in bad.stderr
@@ -145,8 +182,21 @@ def test_bad_route_in_manifest_stops_start_with_a_clear_error(tmp_path: Path) ->
     manifest["modulesContent"]["$edgeHub"]["properties.desired"]["routes"]["broken"] = "FROM /messages/* TO x"
     path = tmp_path / "deployment.json"
     path.write_text(json.dumps(manifest))
-    result = subprocess.run([sys.executable, "-m", "edgehub_emulator.cli", "start", "--manifest", str(path),
-                             "--state", str(tmp_path / "state")], capture_output=True, text=True, timeout=60,
-                            check=False)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgehub_emulator.cli",
+            "start",
+            "--manifest",
+            str(path),
+            "--state",
+            str(tmp_path / "state"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 2
     assert "route 'broken' is not 'FROM <source> [WHERE <condition>] INTO <sink>'" in result.stderr

@@ -28,8 +28,12 @@ def _listen(client: IoTHubModuleClient) -> list[Any]:
 
 def _echo_methods(client: IoTHubModuleClient) -> None:
     def handler(request: Any) -> None:
-        client.send_method_response(MethodResponse.create_from_method_request(
-            request, 200, {"method": request.name, "echo": request.payload}))
+        client.send_method_response(
+            MethodResponse.create_from_method_request(
+                request, 200, {"method": request.name, "echo": request.payload}
+            )
+        )
+
     client.on_method_request_received = handler
 
 
@@ -38,15 +42,20 @@ def _by_id(received: list[Any], message_id: str) -> list[Any]:
 
 
 def test_output_is_routed_to_inputs_and_upstream_with_properties_intact(
-        emulator: EmulatorProcess, module_client: Factory) -> None:
+    emulator: EmulatorProcess, module_client: Factory
+) -> None:
     receiver = module_client("receiver", how="simulator")
     received = _listen(receiver)
     receiver.connect()
     sender = module_client("sender", how="connection_string")
     sender.connect()
     message_id = str(uuid.uuid4())
-    message = Message(json.dumps({"label": "cat"}), message_id=message_id, content_encoding="utf-8",
-                      content_type="application/json")
+    message = Message(
+        json.dumps({"label": "cat"}),
+        message_id=message_id,
+        content_encoding="utf-8",
+        content_type="application/json",
+    )
     message.correlation_id = "corr-1"
     message.custom_properties.update({"severity": "high", "odd value": "a=b&c"})
     sender.send_message_to_output(message, "out1")
@@ -82,22 +91,32 @@ def test_service_invokes_module_method(registry: IoTHubRegistryManager, module_c
     _echo_methods(receiver)
     receiver.connect()
     result = registry.invoke_device_module_method(
-        DEVICE, "receiver", CloudToDeviceMethod(method_name="ping", payload={"n": 1}, response_timeout_in_seconds=5))
+        DEVICE,
+        "receiver",
+        CloudToDeviceMethod(method_name="ping", payload={"n": 1}, response_timeout_in_seconds=5),
+    )
     assert (result.status, result.payload) == (200, {"method": "ping", "echo": {"n": 1}})
 
 
 def test_method_to_offline_module_is_404_and_to_silent_module_is_504(
-        registry: IoTHubRegistryManager, module_client: Factory) -> None:
+    registry: IoTHubRegistryManager, module_client: Factory
+) -> None:
     with pytest.raises(HttpOperationError) as offline:
-        registry.invoke_device_module_method(DEVICE, "sender", CloudToDeviceMethod(
-            method_name="ping", payload={}, response_timeout_in_seconds=2))
+        registry.invoke_device_module_method(
+            DEVICE,
+            "sender",
+            CloudToDeviceMethod(method_name="ping", payload={}, response_timeout_in_seconds=2),
+        )
     assert offline.value.response.status_code == 404
     silent = module_client("sender")
     silent.on_method_request_received = lambda request: None
     silent.connect()
     with pytest.raises(HttpOperationError) as timeout:
-        registry.invoke_device_module_method(DEVICE, "sender", CloudToDeviceMethod(
-            method_name="ping", payload={}, response_timeout_in_seconds=1))
+        registry.invoke_device_module_method(
+            DEVICE,
+            "sender",
+            CloudToDeviceMethod(method_name="ping", payload={}, response_timeout_in_seconds=1),
+        )
     assert timeout.value.response.status_code == 504
 
 
@@ -107,12 +126,17 @@ def test_module_calls_another_modules_method(module_client: Factory) -> None:
     receiver.connect()
     sender = module_client("sender", how="workload")
     sender.connect()
-    result = sender.invoke_method({"methodName": "status", "payload": [1, 2], "responseTimeoutInSeconds": 5},
-                                  device_id=DEVICE, module_id="receiver")
+    result = sender.invoke_method(
+        {"methodName": "status", "payload": [1, 2], "responseTimeoutInSeconds": 5},
+        device_id=DEVICE,
+        module_id="receiver",
+    )
     assert result == {"status": 200, "payload": {"method": "status", "echo": [1, 2]}}
 
 
-def test_twin_get_desired_patch_and_reported_patch(registry: IoTHubRegistryManager, module_client: Factory) -> None:
+def test_twin_get_desired_patch_and_reported_patch(
+    registry: IoTHubRegistryManager, module_client: Factory
+) -> None:
     receiver = module_client("receiver")
     patches: list[dict[str, Any]] = []
     receiver.on_twin_desired_properties_patch_received = patches.append
@@ -121,13 +145,15 @@ def test_twin_get_desired_patch_and_reported_patch(registry: IoTHubRegistryManag
     assert twin["desired"]["labels"] == ["cat", "dog"]  # from modulesContent.receiver.properties.desired
     marker = str(uuid.uuid4())
     service_twin = registry.get_module_twin(DEVICE, "receiver")
-    registry.update_module_twin(DEVICE, "receiver", Twin(properties=TwinProperties(desired={"marker": marker})),
-                                service_twin.etag)
+    registry.update_module_twin(
+        DEVICE, "receiver", Twin(properties=TwinProperties(desired={"marker": marker})), service_twin.etag
+    )
     patch = wait_for(lambda: [p for p in patches if p.get("marker") == marker])[0]
     assert patch["$version"] == service_twin.properties.desired["$version"] + 1
     with pytest.raises(HttpOperationError) as stale:  # the etag changed with the update
-        registry.update_module_twin(DEVICE, "receiver", Twin(properties=TwinProperties(desired={"x": 1})),
-                                    service_twin.etag)
+        registry.update_module_twin(
+            DEVICE, "receiver", Twin(properties=TwinProperties(desired={"x": 1})), service_twin.etag
+        )
     assert stale.value.response.status_code == 412
     receiver.patch_twin_reported_properties({"state": {"marker": marker}})
     reported = registry.get_module_twin(DEVICE, "receiver").properties.reported
@@ -136,11 +162,17 @@ def test_twin_get_desired_patch_and_reported_patch(registry: IoTHubRegistryManag
 
 def test_wrong_key_is_refused(emulator: EmulatorProcess) -> None:
     env = emulator.env("sender")
-    wrong = env["EdgeHubConnectionString"].split("SharedAccessKey=")[0] + \
-        "SharedAccessKey=" + "QUJD" * 11 + ";GatewayHostName=localhost"
+    wrong = (
+        env["EdgeHubConnectionString"].split("SharedAccessKey=")[0]
+        + "SharedAccessKey="
+        + "QUJD" * 11
+        + ";GatewayHostName=localhost"
+    )
     client = IoTHubModuleClient.create_from_connection_string(
-        wrong, server_verification_cert=open(env["REQUESTS_CA_BUNDLE"], encoding="utf-8").read(),
-        connection_retry=False)
+        wrong,
+        server_verification_cert=open(env["REQUESTS_CA_BUNDLE"], encoding="utf-8").read(),
+        connection_retry=False,
+    )
     try:
         with pytest.raises((CredentialError, ClientError)):
             client.connect()
@@ -149,8 +181,9 @@ def test_wrong_key_is_refused(emulator: EmulatorProcess) -> None:
     assert "refused MQTT client 'edge-device/sender': SAS signature does not match" in emulator.log_text()
 
 
-def test_message_for_an_offline_module_waits_until_it_connects(emulator: EmulatorProcess,
-                                                                module_client: Factory) -> None:
+def test_message_for_an_offline_module_waits_until_it_connects(
+    emulator: EmulatorProcess, module_client: Factory
+) -> None:
     sender = module_client("sender")
     sender.connect()
     message_id = str(uuid.uuid4())
@@ -165,8 +198,9 @@ def test_message_for_an_offline_module_waits_until_it_connects(emulator: Emulato
     assert got[0].data == b"queued" and got[0].input_name == "in1"
 
 
-def test_client_survives_an_emulator_restart(emulator: EmulatorProcess, registry: IoTHubRegistryManager,
-                                             module_client: Factory) -> None:
+def test_client_survives_an_emulator_restart(
+    emulator: EmulatorProcess, registry: IoTHubRegistryManager, module_client: Factory
+) -> None:
     receiver = module_client("receiver")
     _echo_methods(receiver)
     patches: list[dict[str, Any]] = []
@@ -177,11 +211,17 @@ def test_client_survives_an_emulator_restart(emulator: EmulatorProcess, registry
 
     def method_works() -> Any:
         try:
-            return registry.invoke_device_module_method(DEVICE, "receiver", CloudToDeviceMethod(
-                method_name="after-restart", payload=None, response_timeout_in_seconds=3))
+            return registry.invoke_device_module_method(
+                DEVICE,
+                "receiver",
+                CloudToDeviceMethod(method_name="after-restart", payload=None, response_timeout_in_seconds=3),
+            )
         except HttpOperationError:
             return None
+
     result = wait_for(method_works, timeout=30, interval=0.5)
     assert result.payload["method"] == "after-restart"
-    registry.update_module_twin(DEVICE, "receiver", Twin(properties=TwinProperties(desired={"after": "restart"})))
+    registry.update_module_twin(
+        DEVICE, "receiver", Twin(properties=TwinProperties(desired={"after": "restart"}))
+    )
     wait_for(lambda: [p for p in patches if p.get("after") == "restart"])

@@ -27,9 +27,12 @@ def test_fixture_manifest_is_read() -> None:
 
 
 def _manifest(routes: object = None, modules: object = None) -> dict:
-    return {"modulesContent": {
-        "$edgeAgent": {"properties.desired": {"modules": modules or {}}},
-        "$edgeHub": {"properties.desired": {"routes": routes or {}}}}}
+    return {
+        "modulesContent": {
+            "$edgeAgent": {"properties.desired": {"modules": modules or {}}},
+            "$edgeHub": {"properties.desired": {"routes": routes or {}}},
+        }
+    }
 
 
 @pytest.mark.parametrize(
@@ -69,8 +72,11 @@ def test_sas_round_trip_and_failures() -> None:
         verify_sas(token, other)
     with pytest.raises(AuthError, match="expired"):
         verify_sas(token, key, now=time.time() + 7200)
-    for bad, reason in (("Basic abc", "not a SharedAccessSignature"), ("SharedAccessSignature sr=x", "lacks"),
-                        ("SharedAccessSignature sr=x&sig=y&se=z", "not an integer")):
+    for bad, reason in (
+        ("Basic abc", "not a SharedAccessSignature"),
+        ("SharedAccessSignature sr=x", "lacks"),
+        ("SharedAccessSignature sr=x&sig=y&se=z", "not an integer"),
+    ):
         with pytest.raises(AuthError, match=reason):
             parse_sas(bad)
 

@@ -21,16 +21,33 @@ IN1 = 'BrokeredEndpoint("/modules/rx/inputs/in1")'
         (f"FROM /messages/* WHERE level = 'high' INTO {IN1}", "tx", "o", {"level": "high"}, True),
         (f"FROM /messages/* WHERE level = 'high' INTO {IN1}", "tx", "o", {"level": "low"}, False),
         (f"FROM /messages/* WHERE level = 'high' INTO {IN1}", "tx", "o", {}, False),
-        (f"FROM /messages/* WHERE temp > 30 AND NOT (unit <> 'C') INTO {IN1}", "tx", "o",
-         {"temp": "31.5", "unit": "C"}, True),
-        (f"FROM /messages/* WHERE temp > 30 OR IS_DEFINED(alarm) INTO {IN1}", "tx", "o", {"alarm": "1"}, True),
-        (f"FROM /messages/* WHERE $connectionModuleId = 'tx' INTO {IN1}", "tx", "o",
-         {"$connectionModuleId": "tx"}, True),
-        (f"from /messages/* where a != \"b\" into {IN1}", "tx", "o", {"a": "c"}, True),
+        (
+            f"FROM /messages/* WHERE temp > 30 AND NOT (unit <> 'C') INTO {IN1}",
+            "tx",
+            "o",
+            {"temp": "31.5", "unit": "C"},
+            True,
+        ),
+        (
+            f"FROM /messages/* WHERE temp > 30 OR IS_DEFINED(alarm) INTO {IN1}",
+            "tx",
+            "o",
+            {"alarm": "1"},
+            True,
+        ),
+        (
+            f"FROM /messages/* WHERE $connectionModuleId = 'tx' INTO {IN1}",
+            "tx",
+            "o",
+            {"$connectionModuleId": "tx"},
+            True,
+        ),
+        (f'from /messages/* where a != "b" into {IN1}', "tx", "o", {"a": "c"}, True),
     ],
 )
-def test_route_matches(text: str, module: str | None, output: str | None, props: dict[str, str],
-                       expected: bool) -> None:
+def test_route_matches(
+    text: str, module: str | None, output: str | None, props: dict[str, str], expected: bool
+) -> None:
     assert parse_route("r", text).matches(module, output, props) is expected
 
 
@@ -61,8 +78,9 @@ def test_bad_routes_are_clear_errors(value: object, error: str) -> None:
 def test_each_endpoint_gets_a_message_once_with_the_best_priority() -> None:
     routes = [
         parse_route("a", f"FROM /messages/* INTO {IN1}"),
-        parse_route("b", {"route": f"FROM /messages/modules/tx/* INTO {IN1}", "priority": 1,
-                          "timeToLiveSecs": 5}),
+        parse_route(
+            "b", {"route": f"FROM /messages/modules/tx/* INTO {IN1}", "priority": 1, "timeToLiveSecs": 5}
+        ),
         parse_route("c", "FROM /messages/* INTO $upstream"),
         parse_route("d", "FROM /messages/modules/tx/outputs/o INTO $upstream"),
     ]
