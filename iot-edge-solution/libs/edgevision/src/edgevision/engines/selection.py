@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 
-from edgevision.engines.base import EngineUnavailableError
+from edgevision.engines.base import EngineError, EngineUnavailableError
 from edgevision.engines.registry import BACKENDS
 
 log = logging.getLogger(__name__)
@@ -22,9 +22,14 @@ ONNXRUNTIME = "onnxruntime"
 def check_backend(backend: str) -> None:
     """Raise EngineUnavailableError (with the reason) when `backend` cannot run here.
 
-    Imports only that backend's module, which itself imports its SDK only inside `check_available`.
+    Imports only that backend's module, which itself imports its SDK only inside `check_available`. An
+    unknown name is an EngineError listing the known ones.
     """
-    module_name, class_name = BACKENDS[backend].split(":")
+    try:
+        target = BACKENDS[backend]
+    except KeyError as e:
+        raise EngineError(f"unknown engine backend {backend!r}; known: {', '.join(sorted(BACKENDS))}") from e
+    module_name, class_name = target.split(":")
     engine_class = getattr(importlib.import_module(module_name), class_name)
     check = getattr(engine_class, "check_available", None)
     if check is not None:
