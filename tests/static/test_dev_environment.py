@@ -197,3 +197,22 @@ def test_env_template_documents_every_variable_with_a_comment() -> None:
             assert lines[index - 1].startswith("#"), (
                 f".env_template: {line.split('=')[0]} has no comment above it"
             )
+
+
+GUIDES = ["amd64-nvidia-gpu.md", "amd64-cpu.md", "arm64-apple-silicon.md", "jetson.md", "codespaces.md"]
+
+
+@pytest.mark.parametrize("guide", GUIDES)
+def test_getting_started_guide_covers_the_inner_loop(guide: str) -> None:
+    text = (ROOT / "getting-started" / guide).read_text(encoding="utf-8")
+    for topic in ("Prerequisites", "make run", "make test", "CAMERA_PATH", "USE_TENSOR_RT", "IoT Hub"):
+        assert topic in text, f"{guide} does not cover {topic}"
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
+        if "://" not in target:
+            assert (ROOT / "getting-started" / target).resolve().exists(), f"{guide}: broken link {target}"
+
+
+def test_getting_started_index_links_every_guide() -> None:
+    index = (ROOT / "getting-started" / "README.md").read_text(encoding="utf-8")
+    for guide in GUIDES:
+        assert f"]({guide})" in index
