@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     """Run the benchmark and print its JSON figures."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="efficientnet-lite0")
     parser.add_argument("--video", type=Path, default=ROOT / "iot-edge-solution" / "media" / "demo.mp4")
     parser.add_argument("--frames", type=int, default=600)

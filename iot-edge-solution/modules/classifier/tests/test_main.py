@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 
 MODULE = Path(__file__).resolve().parents[1] / "main.py"
@@ -19,6 +18,7 @@ KEEP = ("PATH", "HOME", "LANG", "SYSTEMROOT", "TMPDIR")
 
 
 def module_env(**overrides: str) -> dict[str, str]:
+    """A clean environment: no settings leak in from the test runner."""
     env = {k: v for k, v in os.environ.items() if k in KEEP}
     env.update(PYTHONUNBUFFERED="1", LOG_LEVEL="INFO")
     env.update(overrides)
@@ -26,8 +26,9 @@ def module_env(**overrides: str) -> dict[str, str]:
 
 
 def run_module(timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(MODULE)], env=module_env(**env), capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    """Run the module to its end."""
+    return subprocess.run([sys.executable, str(MODULE)], env=module_env(**env), capture_output=True,
+                          text=True, timeout=timeout, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -55,20 +56,21 @@ def test_prints_top_result_and_fps_per_frame_then_a_summary(short_video: Path) -
 
 
 def test_sigterm_stops_cleanly_with_a_summary(short_video: Path) -> None:
-    process = subprocess.Popen([sys.executable, str(MODULE)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=module_env(CAMERA_PATH=str(short_video), LOOP_VIDEO="True"))
-    try:
-        deadline = time.monotonic() + 120
-        assert process.stdout is not None
-        seen = 0
-        while seen < 3 and time.monotonic() < deadline:
-            if process.stdout.readline().startswith("frame "):
-                seen += 1
-        assert seen == 3, "no frames printed"
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=60)
-    finally:
-        process.kill()
+    env = module_env(CAMERA_PATH=str(short_video), LOOP_VIDEO="True")
+    with subprocess.Popen([sys.executable, str(MODULE)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env=env) as process:
+        try:
+            deadline = time.monotonic() + 120
+            assert process.stdout is not None
+            seen = 0
+            while seen < 3 and time.monotonic() < deadline:
+                if process.stdout.readline().startswith("frame "):
+                    seen += 1
+            assert seen == 3, "no frames printed"
+            process.send_signal(signal.SIGTERM)
+            out, err = process.communicate(timeout=60)
+        finally:
+            process.kill()
     assert process.returncode == 0, err
     assert "processed" in out and "received SIGTERM" in err
 

@@ -14,6 +14,7 @@ from edgevision.cli import main
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, list[dict], str]:
+    """Run the CLI in-process: exit status, stdout parsed as JSON lines, stderr."""
     status = main(list(argv))
     captured = capsys.readouterr()
     lines = [json.loads(line) for line in captured.out.splitlines() if line.strip()]
@@ -80,7 +81,7 @@ def test_bench_refuses_zero_frames(capsys, make_video) -> None:
 def test_console_script_is_installed(media) -> None:
     script = shutil.which("edgevision", path=str(Path(sys.executable).parent))
     assert script, "the edgevision console script is not installed in this environment"
-    completed = subprocess.run([script, "infer", "--model", "efficientnet-lite0", str(media.path("coffee.png"))],
-                               capture_output=True, text=True, timeout=120, check=False)
+    command = [script, "infer", "--model", "efficientnet-lite0", str(media.path("coffee.png"))]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout)["predictions"][0]["label"] == "espresso"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from typing import Any
@@ -17,15 +18,18 @@ from edgevision.vision import build_task
 
 @pytest.fixture(scope="module")
 def model(models_dir):
+    """The bundled classification model."""
     return ModelRepository(models_dir).load("efficientnet-lite0")
 
 
 @pytest.fixture()
 def task(model):
+    """A fresh task (its engine is closed by the pipeline)."""
     return build_task(model, threads=1)
 
 
 def gradient_frames(count: int, width: int = 320, height: int = 240) -> list[np.ndarray]:
+    """Distinct synthetic frames."""
     frames = []
     for i in range(count):
         frame = np.zeros((height, width, 3), np.uint8)
@@ -37,6 +41,8 @@ def gradient_frames(count: int, width: int = 320, height: int = 240) -> list[np.
 
 
 class Collector:
+    """A consumer that records frame indexes; it can be slow or always fail."""
+
     def __init__(self, delay_s: float = 0.0, fail: bool = False) -> None:
         self.indexes: list[int] = []
         self.delay_s = delay_s
@@ -152,8 +158,6 @@ def test_stop_from_another_thread(task, make_video) -> None:
 
 
 def test_console_reporter_prints_a_line_per_result(task, make_video) -> None:
-    import io  # pylint: disable=import-outside-toplevel
-
     stream = io.StringIO()
     stats = PipelineStats()
     video = make_video(gradient_frames(6))

@@ -16,11 +16,13 @@ COFFEE_CLASSES = {"espresso", "cup", "coffee mug"}
 
 @pytest.fixture(scope="module")
 def repository(models_dir) -> ModelRepository:
+    """The repository fixture over a bundled model."""
     return ModelRepository(models_dir)
 
 
 @pytest.fixture(scope="module")
 def classifier(repository):
+    """The classifier fixture over a bundled model."""
     task = build_task(repository.load("efficientnet-lite0"), threads=1)
     yield task
     task.engine.close()
@@ -28,6 +30,7 @@ def classifier(repository):
 
 @pytest.fixture(scope="module")
 def detector(repository):
+    """The detector fixture over a bundled model."""
     task = build_task(repository.load("nanodet-m-416"), threads=1)
     yield task
     task.engine.close()
@@ -35,6 +38,7 @@ def detector(repository):
 
 @pytest.fixture(scope="module")
 def text_detector(repository):
+    """The text detector fixture over a bundled model."""
     task = build_task(repository.load("ppocr-det"), threads=1)
     yield task
     task.engine.close()

@@ -15,6 +15,7 @@ ENV_NAMES = [
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with none of the module variables set."""
     for name in ENV_NAMES:
         monkeypatch.delenv(name, raising=False)
 

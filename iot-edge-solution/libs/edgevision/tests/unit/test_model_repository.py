@@ -20,6 +20,7 @@ REQUIRED_FIELDS = ["name", "version", "task", "file", "sha256", "license", "labe
 
 
 def edit_manifest(folder: Path, change) -> None:
+    """Apply `change` to the manifest dict in `folder` and write it back."""
     path = folder / "model.json"
     data = json.loads(path.read_text())
     change(data)

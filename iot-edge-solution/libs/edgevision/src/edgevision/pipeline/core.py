@@ -52,6 +52,7 @@ class _LatestSlot:
         self._item: object | None = None
 
     def put(self, item: object) -> int:
+        """Store `item`; returns 1 when it replaced a frame nobody took, else 0."""
         with self._cond:
             replaced = int(self._item is not None and self._item is not _END)
             self._item = item
@@ -59,6 +60,7 @@ class _LatestSlot:
             return replaced
 
     def get(self, timeout: float) -> object | None:
+        """Take the newest item, waiting up to `timeout`; None when there is none."""
         with self._cond:
             if self._item is None:
                 self._cond.wait(timeout)

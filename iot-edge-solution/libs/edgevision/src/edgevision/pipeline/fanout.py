@@ -27,6 +27,7 @@ class _ConsumerWorker:
         self.thread = threading.Thread(target=self._loop, name=f"consumer-{self.name}", daemon=True)
 
     def offer(self, item: tuple[Frame, TaskResult]) -> None:
+        """Queue without blocking; when full, drop the oldest queued result."""
         while True:
             try:
                 self.queue.put_nowait(item)

@@ -47,28 +47,27 @@ class DetectionTask(Task[DetectionResult]):
 
     task_name = "detection"
 
+    def _candidates(
+        self, named: dict[str, np.ndarray], input_width: int, params: DetectionPostprocess
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Boxes (model-input pixels), scores and class ids of every (anchor, class) above the threshold."""
+        boxes, scores, classes = [np.zeros((0, 4))], [np.zeros(0)], [np.zeros(0, dtype=np.int64)]
+        for head in params.heads:
+            level_scores = np.asarray(named[head.scores], dtype=np.float32)
+            level_scores = level_scores.reshape(-1, level_scores.shape[-1])
+            distributions = np.asarray(named[head.boxes], dtype=np.float32).reshape(level_scores.shape[0], -1)
+            anchors, level_classes = np.nonzero(level_scores > params.score_threshold)
+            grid_width = math.ceil(input_width / head.stride)
+            boxes.append(nanodet_decode(distributions[anchors], anchors, head.stride, grid_width, params.reg_max))
+            scores.append(level_scores[anchors, level_classes])
+            classes.append(level_classes)
+        return np.concatenate(boxes), np.concatenate(scores), np.concatenate(classes)
+
     def post_process(self, outputs: list[np.ndarray], geometry: Geometry) -> tuple[Prediction, ...]:
         params = self.manifest.post
         assert isinstance(params, DetectionPostprocess)
-        named = dict(zip(self.manifest.outputs, outputs))
         input_width = round(geometry.source_size[0] * geometry.scale_x)
-        all_boxes, all_scores, all_classes = [], [], []
-        for head in params.heads:
-            scores = np.asarray(named[head.scores], dtype=np.float32)
-            scores = scores.reshape(-1, scores.shape[-1])
-            dists = np.asarray(named[head.boxes], dtype=np.float32).reshape(scores.shape[0], -1)
-            grid_width = math.ceil(input_width / head.stride)
-            anchors, classes = np.nonzero(scores > params.score_threshold)
-            if anchors.size == 0:
-                continue
-            all_boxes.append(nanodet_decode(dists[anchors], anchors, head.stride, grid_width, params.reg_max))
-            all_scores.append(scores[anchors, classes])
-            all_classes.append(classes)
-        if not all_boxes:
-            return ()
-        boxes = np.concatenate(all_boxes)
-        scores = np.concatenate(all_scores)
-        classes = np.concatenate(all_classes)
+        boxes, scores, classes = self._candidates(dict(zip(self.manifest.outputs, outputs)), input_width, params)
         keep = class_wise_nms(boxes, scores, classes, params.nms_iou_threshold, params.max_detections)
         x1, y1 = geometry.to_source(boxes[keep, 0], boxes[keep, 1])
         x2, y2 = geometry.to_source(boxes[keep, 2], boxes[keep, 3])
