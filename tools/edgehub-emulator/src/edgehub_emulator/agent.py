@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -58,10 +59,25 @@ class ModuleProcess:
     readers: list[threading.Thread] = field(default_factory=list)
 
 
-class LocalEdgeAgent:
-    """Starts, watches and stops module processes; output lines are prefixed with the module name."""
+def _kill_group(process: subprocess.Popen[str]) -> None:
+    """SIGKILL what the module left behind in its process group, as a container's end kills everything in it."""
+    if os.name != "posix":
+        return
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is gone: the module left nothing behind
 
-    def __init__(
+
+class LocalEdgeAgent:
+    """Starts, watches and stops module processes; output lines are prefixed with the module name.
+
+    Each module runs in its own session and process group (a container of its own): Ctrl-C in the terminal
+    reaches only the agent, which stops every module with SIGTERM as the IoT Edge runtime does; whatever a
+    module leaves behind in its group is killed once the module has exited.
+    """
+
+    def __init__(  # pylint: disable=too-many-arguments
         self,
         manifest: Manifest,
         config: EmulatorConfig,
@@ -69,6 +85,8 @@ class LocalEdgeAgent:
         env_file: Path | None = None,
         output: TextIO | None = None,
         python: str | None = None,
+        *,
+        stop_event: threading.Event | None = None,
     ) -> None:
         self.manifest = manifest
         self.config = config
@@ -77,7 +95,7 @@ class LocalEdgeAgent:
         self.env_file = env_file or manifest.solution_dir / ".env"
         self.output = output or sys.stdout
         self._out_lock = threading.Lock()
-        self.stopping = threading.Event()
+        self.stopping = stop_event or threading.Event()
         self.modules: dict[str, ModuleProcess] = {}
         for name, spec in manifest.modules.items():
             if spec.status != "running":
@@ -85,11 +103,11 @@ class LocalEdgeAgent:
                 continue
             script = manifest.solution_dir / "modules" / name / "main.py"
             self.modules[name] = ModuleProcess(spec, script)
+        self._width = max((len(n) for n in self.modules), default=0)
 
     def _emit(self, name: str, line: str) -> None:
-        width = max((len(n) for n in self.modules), default=len(name))
         with self._out_lock:
-            self.output.write(f"{name:<{width}} | {line.rstrip()}\n")
+            self.output.write(f"{name:<{self._width}} | {line.rstrip()}\n")
             self.output.flush()
 
     def environment(self, spec: ModuleSpec) -> dict[str, str]:
@@ -109,14 +127,17 @@ class LocalEdgeAgent:
             logger.error("module %s: %s does not exist; it is not started", module.spec.name, module.script)
             module.finished = True
             return
-        module.process = subprocess.Popen(  # pylint: disable=consider-using-with
+        module.process = subprocess.Popen(  # pylint: disable=consider-using-with  # runs until stop()
             [self.python, str(module.script)],
             cwd=module.script.parent,
             env=self.environment(module.spec),
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            text=True,
+            encoding="utf-8",
+            errors="replace",
             bufsize=1,
+            start_new_session=os.name == "posix",
         )
         reader = threading.Thread(
             target=self._pump, args=(module.spec.name, module.process.stdout), daemon=True
@@ -131,17 +152,41 @@ class LocalEdgeAgent:
         for line in stream:
             self._emit(name, line)
 
-    def _should_restart(self, policy: str, code: int) -> bool:
+    @staticmethod
+    def _should_restart(policy: str, code: int) -> bool:
         if policy == "always":
             return True
         if policy == "on-failure":
             return code != 0
         return False  # "never", and "on-unhealthy" (no health checks run locally)
 
+    def _exited(self, module: ModuleProcess, code: int, now: float) -> None:
+        """Clean up after an exit and schedule the restart the policy asks for."""
+        assert module.process is not None
+        _kill_group(module.process)
+        for reader in module.readers:
+            reader.join(1)
+        name, policy = module.spec.name, module.spec.restart_policy
+        if not self._should_restart(policy, code):
+            logger.info("module %s exited with %d; not restarted (restartPolicy %s)", name, code, policy)
+            module.finished = True
+            return
+        module.restarts += 1
+        module.next_start = now + module.backoff
+        logger.warning(
+            "module %s exited with %d; restarting in %.0f s (restartPolicy %s)",
+            name,
+            code,
+            module.backoff,
+            policy,
+        )
+        module.backoff = min(module.backoff * 2, MAX_BACKOFF_SECS)
+        module.process = None
+
     def poll(self) -> None:
         """Start due modules and handle exits; call it periodically."""
         now = time.monotonic()
-        for name, module in self.modules.items():
+        for module in self.modules.values():
             if module.finished or self.stopping.is_set():
                 continue
             if module.process is None:
@@ -149,33 +194,11 @@ class LocalEdgeAgent:
                     self._start(module)
                 continue
             code = module.process.poll()
-            if code is None:
-                continue
-            for reader in module.readers:
-                reader.join(1)
-            if self._should_restart(module.spec.restart_policy, code):
-                module.restarts += 1
-                module.next_start = now + module.backoff
-                logger.warning(
-                    "module %s exited with %d; restarting in %.0f s (restartPolicy %s)",
-                    name,
-                    code,
-                    module.backoff,
-                    module.spec.restart_policy,
-                )
-                module.backoff = min(module.backoff * 2, MAX_BACKOFF_SECS)
-                module.process = None
-            else:
-                logger.info(
-                    "module %s exited with %d; not restarted (restartPolicy %s)",
-                    name,
-                    code,
-                    module.spec.restart_policy,
-                )
-                module.finished = True
+            if code is not None:
+                self._exited(module, code, now)
 
     def run(self, should_stop: Callable[[], bool] | None = None, interval: float = 0.2) -> None:
-        """Poll until stop() or should_stop(); then stop every module."""
+        """Poll until the stop event is set (stop(), a signal handler) or should_stop(); then stop every module."""
         try:
             while not self.stopping.is_set() and not (should_stop and should_stop()):
                 self.poll()
@@ -189,6 +212,7 @@ class LocalEdgeAgent:
         running = [m for m in self.modules.values() if m.process and m.process.poll() is None]
         for module in running:
             assert module.process is not None
+            logger.info("stopping module %s (pid %d)", module.spec.name, module.process.pid)
             module.process.terminate()
         deadline = time.monotonic() + STOP_GRACE_SECS
         for module in running:
@@ -199,5 +223,7 @@ class LocalEdgeAgent:
                 logger.warning("module %s ignored SIGTERM; killing it", module.spec.name)
                 module.process.kill()
                 module.process.wait()
+            _kill_group(module.process)
+        for module in self.modules.values():
             for reader in module.readers:
                 reader.join(1)

@@ -12,11 +12,15 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from edgehub_emulator.config import STATE_DIR_ENV, EmulatorConfig
 from edgehub_emulator.errors import EmulatorError
 from edgehub_emulator.identity import SERVICE_POLICY, derive_key, generate_sas
+
+if TYPE_CHECKING:
+    from edgehub_emulator.emulator import EmulatorThread
+    from edgehub_emulator.manifest import Manifest
 
 logger = logging.getLogger(__name__)
 
@@ -47,42 +51,65 @@ def _config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     return EmulatorConfig(**values)
 
 
-def _wait_for_signal(stop: threading.Event) -> None:
+def _stop_on_signals(stop: threading.Event) -> threading.Event:
+    """SIGTERM and SIGINT (Ctrl-C) set stop: the main loop then shuts down in order and exits with 0."""
+
     def handler(_signum: int, _frame: Any) -> None:
         stop.set()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    return stop
 
 
-def cmd_start(args: argparse.Namespace, manifest_path: str | None = None) -> int:
-    """Run the hub until Ctrl-C / SIGTERM; with `up`, the modules too."""
+def _start_hub(config: EmulatorConfig, manifest: Manifest | None) -> EmulatorThread:
+    """Start the hub's servers; print the service connection string and the CA (the 'ready' lines)."""
     # pylint: disable=import-outside-toplevel
     from edgehub_emulator.emulator import EmulatorThread
     from edgehub_emulator.environment import service_connection_string
-    from edgehub_emulator.manifest import load_manifest
 
-    config = _config_from_args(args)
-    path = manifest_path or args.manifest
-    manifest = load_manifest(path) if path else None
-    stop = threading.Event()
-    _wait_for_signal(stop)
     hub = EmulatorThread(config, manifest).start()
     logger.info(
         "hub %s, device %s, state in %s", config.hostname, config.device_id, config.state_dir.resolve()
     )
     print(f"IOTHUB_CONNECTION_STRING={service_connection_string(config)}", flush=True)
     print(f"REQUESTS_CA_BUNDLE={hub.ca_cert.resolve()}", flush=True)
-    try:
-        if manifest_path and manifest is not None:
-            from edgehub_emulator.agent import LocalEdgeAgent
+    return hub
 
-            env_file = Path(args.env_file) if args.env_file else None
-            agent = LocalEdgeAgent(manifest, config, hub.emulator.store, env_file)
-            agent.run(should_stop=stop.is_set)
-        else:
-            while not stop.wait(0.5):
-                pass
+
+def cmd_start(args: argparse.Namespace) -> int:
+    """Run the hub until Ctrl-C / SIGTERM."""
+    from edgehub_emulator.manifest import load_manifest  # pylint: disable=import-outside-toplevel
+
+    config = _config_from_args(args)
+    manifest = load_manifest(args.manifest) if args.manifest else None
+    stop = _stop_on_signals(threading.Event())
+    hub = _start_hub(config, manifest)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        hub.stop()
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Run the hub and every module of the manifest until Ctrl-C / SIGTERM; then stop the modules, the hub."""
+    # pylint: disable=import-outside-toplevel
+    from edgehub_emulator.agent import LocalEdgeAgent, read_env_file
+    from edgehub_emulator.manifest import load_manifest
+
+    config = _config_from_args(args)
+    manifest_path = Path(args.manifest)
+    env_file = Path(args.env_file) if args.env_file else manifest_path.parent / ".env"
+    if args.env_file and not env_file.is_file():
+        raise EmulatorError(f"--env-file {env_file} does not exist")
+    # Placeholders expand as the IoT Edge tooling expands them when it generates deployment.json.
+    manifest = load_manifest(manifest_path, {**os.environ, **read_env_file(env_file)})
+    stop = _stop_on_signals(threading.Event())
+    hub = _start_hub(config, manifest)
+    try:
+        LocalEdgeAgent(manifest, config, hub.emulator.store, env_file, stop_event=stop).run()
     finally:
         hub.stop()
     return 0
@@ -93,7 +120,8 @@ def _registry(config: EmulatorConfig) -> Any:
     from azure.iot.hub import IoTHubRegistryManager
     from edgehub_emulator.environment import ca_path, service_connection_string
 
-    os.environ.setdefault("REQUESTS_CA_BUNDLE", str(ca_path(config)))
+    # The CLI talks to the emulator only: trust its CA even where the shell points requests at another bundle.
+    os.environ["REQUESTS_CA_BUNDLE"] = str(ca_path(config))
     return IoTHubRegistryManager.from_connection_string(service_connection_string(config))
 
 
@@ -302,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {
     "start": cmd_start,
+    "up": cmd_up,
     "env": cmd_env,
     "invoke": cmd_invoke,
     "twin": cmd_twin,
@@ -320,8 +349,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("azure", "paho", "urllib3", "msrest"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        if args.command == "up":
-            return cmd_start(args, manifest_path=args.manifest)
         return COMMANDS[args.command](args)
     except EmulatorError as e:
         print(f"edgehub-emulator {args.command}: {e}", file=sys.stderr)

@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from edgehub_emulator.errors import ManifestError
 from edgehub_emulator.routes import Route, parse_route
@@ -50,12 +50,14 @@ class Manifest:
         return self.path.parent if self.path else Path.cwd()
 
 
-def _expand_env(value: str) -> str:
-    """`$VAR` / `${VAR}` from the environment (as the IoT Edge tooling does with .env); unknown ones stay."""
+def _expand_env(value: str, variables: Mapping[str, str] | None = None) -> str:
+    """`$VAR` / `${VAR}` from variables (default: the environment), as the IoT Edge tooling does with .env;
+    unknown ones stay."""
+    known = os.environ if variables is None else variables
 
     def replace(match: re.Match[str]) -> str:
         name = match.group(1) or match.group(2)
-        return os.environ.get(name, match.group(0))
+        return known.get(name, match.group(0))
 
     return _PLACEHOLDER_RE.sub(replace, value)
 
@@ -71,45 +73,30 @@ def _section(root: dict[str, Any], *keys: str) -> dict[str, Any]:
     return node
 
 
-def parse_manifest(data: Any, path: Path | None = None) -> Manifest:
-    """Validate and read a manifest already loaded from JSON."""
-    if not isinstance(data, dict):
-        raise ManifestError("a manifest is a JSON object with 'modulesContent'")
-    content = _section(data, "modulesContent")
-    agent = _section(content, "$edgeAgent", "properties.desired")
-    hub = _section(content, "$edgeHub", "properties.desired")
-    raw_modules = agent.get("modules", {}) or {}
-    if not isinstance(raw_modules, dict):
-        raise ManifestError("$edgeAgent.properties.desired.modules must be an object")
-    modules: dict[str, ModuleSpec] = {}
-    for name, spec in raw_modules.items():
-        if not isinstance(spec, dict):
-            raise ManifestError(f"module {name!r} must be an object")
-        settings = spec.get("settings", {}) or {}
-        env: dict[str, str] = {}
-        for var, holder in (spec.get("env") or {}).items():
-            if not isinstance(holder, dict) or "value" not in holder:
-                raise ManifestError(f'module {name!r}: env {var!r} must be {{"value": ...}}')
-            value = holder["value"]
-            env[var] = _expand_env(value if isinstance(value, str) else json.dumps(value))
-        policy = spec.get("restartPolicy", "always")
-        if policy not in RESTART_POLICIES:
-            raise ManifestError(f"module {name!r}: restartPolicy {policy!r} is not one of {RESTART_POLICIES}")
-        modules[name] = ModuleSpec(
-            name=name,
-            image=str(settings.get("image", "")),
-            env=env,
-            restart_policy=policy,
-            status=spec.get("status", "running"),
-            create_options=settings.get("createOptions"),
-        )
-    ttl = (hub.get("storeAndForwardConfiguration") or {}).get("timeToLiveSecs", 7200)
-    if not isinstance(ttl, int) or ttl < 0:
-        raise ManifestError("storeAndForwardConfiguration.timeToLiveSecs must be a non-negative integer")
-    raw_routes = hub.get("routes", {}) or {}
-    if not isinstance(raw_routes, dict):
-        raise ManifestError("$edgeHub.properties.desired.routes must be an object of name: route")
-    routes = [parse_route(name, value, ttl) for name, value in raw_routes.items()]
+def _parse_module(name: str, spec: Any, variables: Mapping[str, str] | None) -> ModuleSpec:
+    if not isinstance(spec, dict):
+        raise ManifestError(f"module {name!r} must be an object")
+    settings = spec.get("settings", {}) or {}
+    env: dict[str, str] = {}
+    for var, holder in (spec.get("env") or {}).items():
+        if not isinstance(holder, dict) or "value" not in holder:
+            raise ManifestError(f'module {name!r}: env {var!r} must be {{"value": ...}}')
+        value = holder["value"]
+        env[var] = _expand_env(value if isinstance(value, str) else json.dumps(value), variables)
+    policy = spec.get("restartPolicy", "always")
+    if policy not in RESTART_POLICIES:
+        raise ManifestError(f"module {name!r}: restartPolicy {policy!r} is not one of {RESTART_POLICIES}")
+    return ModuleSpec(
+        name=name,
+        image=str(settings.get("image", "")),
+        env=env,
+        restart_policy=policy,
+        status=spec.get("status", "running"),
+        create_options=settings.get("createOptions"),
+    )
+
+
+def _parse_desired(content: dict[str, Any]) -> dict[str, dict[str, Any]]:
     desired: dict[str, dict[str, Any]] = {}
     for name, section in content.items():
         if name.startswith("$"):
@@ -118,11 +105,35 @@ def parse_manifest(data: Any, path: Path | None = None) -> Manifest:
         if not isinstance(props, dict):
             raise ManifestError(f"modulesContent.{name} needs a 'properties.desired' object")
         desired[name] = props
-    return Manifest(path=path, modules=modules, routes=routes, desired=desired, ttl_secs=ttl)
+    return desired
 
 
-def load_manifest(path: Path | str) -> Manifest:
-    """Read a manifest file; errors name the file."""
+def parse_manifest(
+    data: Any, path: Path | None = None, variables: Mapping[str, str] | None = None
+) -> Manifest:
+    """Validate and read a manifest already loaded from JSON; `$VAR` in env values expand from variables
+    (default: the environment)."""
+    if not isinstance(data, dict):
+        raise ManifestError("a manifest is a JSON object with 'modulesContent'")
+    content = _section(data, "modulesContent")
+    agent = _section(content, "$edgeAgent", "properties.desired")
+    hub = _section(content, "$edgeHub", "properties.desired")
+    raw_modules = agent.get("modules", {}) or {}
+    if not isinstance(raw_modules, dict):
+        raise ManifestError("$edgeAgent.properties.desired.modules must be an object")
+    modules = {name: _parse_module(name, spec, variables) for name, spec in raw_modules.items()}
+    ttl = (hub.get("storeAndForwardConfiguration") or {}).get("timeToLiveSecs", 7200)
+    if not isinstance(ttl, int) or ttl < 0:
+        raise ManifestError("storeAndForwardConfiguration.timeToLiveSecs must be a non-negative integer")
+    raw_routes = hub.get("routes", {}) or {}
+    if not isinstance(raw_routes, dict):
+        raise ManifestError("$edgeHub.properties.desired.routes must be an object of name: route")
+    routes = [parse_route(name, value, ttl) for name, value in raw_routes.items()]
+    return Manifest(path=path, modules=modules, routes=routes, desired=_parse_desired(content), ttl_secs=ttl)
+
+
+def load_manifest(path: Path | str, variables: Mapping[str, str] | None = None) -> Manifest:
+    """Read a manifest file; errors name the file. variables: see parse_manifest."""
     file = Path(path)
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
@@ -131,6 +142,6 @@ def load_manifest(path: Path | str) -> Manifest:
     except ValueError as e:
         raise ManifestError(f"manifest {file} is not valid JSON: {e}") from e
     try:
-        return parse_manifest(data, file.resolve())
+        return parse_manifest(data, file.resolve(), variables)
     except ManifestError as e:
         raise type(e)(f"{file}: {e}") from e

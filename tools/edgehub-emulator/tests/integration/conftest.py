@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -122,9 +125,136 @@ class EmulatorProcess:
         return self.log.read_text(encoding="utf-8")
 
 
-@pytest.fixture(scope="session")
+SOLUTION = FIXTURES / "solution"
+CONSOLE_SCRIPT = Path(sys.executable).with_name("edgehub-emulator")
+MODULE_LINE = re.compile(r"^(?P<name>[\w-]+)( *) \| (?P<text>.*)$")
+# What the test shell exports, what the solution's .env holds (written here: .env files are git-ignored).
+SHELL_ENV = {
+    "FROM_SHELL": "shell",
+    "SHELL_ONLY": "shell placeholder",
+    "DOTENV_OVER_SHELL": "shell",
+    "EdgeHubConnectionString": "stale value a module must not see",
+}
+DOTENV = """# the solution's .env
+FROM_DOTENV=dotenv
+export DOTENV_OVER_SHELL="dotenv"
+OVERRIDDEN=dotenv
+DOTENV_ONLY='dotenv placeholder'
+"""
+
+
+class UpProcess:
+    """`edgehub-emulator up deployment.template.json` (the console script) on a copy of the fixture solution."""
+
+    def __init__(self, root: Path) -> None:
+        self.solution = root / "solution"
+        shutil.copytree(SOLUTION, self.solution)
+        (self.solution / ".env").write_text(DOTENV, encoding="utf-8")
+        self.manifest = self.solution / "deployment.template.json"
+        self.state = root / "state"
+        self.out = root / "up.out"
+        self.err = root / "up.err"
+        self.service_port = free_port()
+        self.workload_port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def args(self) -> list[str]:
+        """Options every CLI call shares (no module-to-module method port: nothing here needs 443)."""
+        return [
+            "--state",
+            str(self.state),
+            "--service-port",
+            str(self.service_port),
+            "--workload-port",
+            str(self.workload_port),
+            "--module-method-port",
+            "0",
+        ]
+
+    def start(self) -> None:
+        """Start in a new session (as a terminal runs a foreground job); wait until the hub listens."""
+        env = {**os.environ, **SHELL_ENV}
+        with self.out.open("wb") as out, self.err.open("wb") as err:
+            self.process = subprocess.Popen(  # pylint: disable=consider-using-with
+                [str(CONSOLE_SCRIPT), "up", str(self.manifest), *self.args],
+                stdout=out,
+                stderr=err,
+                env=env,
+                start_new_session=True,
+            )
+        try:
+            wait_for(lambda: "REQUESTS_CA_BUNDLE=" in self.stdout() or self.process.poll() is not None, 60)
+        finally:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"up exited with {self.process.returncode}:\n{self.stderr()}")
+
+    def stdout(self) -> str:
+        """What `up` printed so far: the hub's two lines, then every module's output."""
+        return self.out.read_text(encoding="utf-8", errors="replace")
+
+    def stderr(self) -> str:
+        """What `up` logged so far."""
+        return self.err.read_text(encoding="utf-8", errors="replace")
+
+    def lines(self, module: str) -> list[str]:
+        """The output lines of one module, without the prefix."""
+        found = []
+        for line in self.stdout().splitlines():
+            match = MODULE_LINE.match(line)
+            if match and match["name"] == module:
+                found.append(match["text"])
+        return found
+
+    def line(self, module: str, prefix: str, timeout: float = 60) -> str:
+        """Wait for the module's first line starting with prefix; return the rest of it."""
+        return wait_for(
+            lambda: next((t[len(prefix) :] for t in self.lines(module) if t.startswith(prefix)), None),
+            timeout,
+        )
+
+    def cli(self, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Another console-script command against this instance."""
+        return subprocess.run(
+            [str(CONSOLE_SCRIPT), *argv, *self.args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def kill_leftovers(self) -> None:
+        """Cleanup after a failed test: SIGKILL `up` and anything still running in the solution folder."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for pid in processes_in(self.solution):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def processes_in(folder: Path) -> list[int]:
+    """Live (not zombie) processes whose working directory is in folder (Linux /proc)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cwd = Path(os.readlink(proc / "cwd"))
+            state = (proc / "stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and cwd.is_relative_to(folder.resolve()):
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.fixture(scope="module")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
-    """The shared emulator (port 8883 is fixed by the SDK, so there is one at a time)."""
+    """The emulator of one test module (port 8883 is fixed by the SDK, so there is one at a time: pytest tears
+    a module's fixtures down before the next module's start)."""
     root = tmp_path_factory.mktemp("emulator")
     proc = EmulatorProcess(root / "state", FIXTURES / "deployment.json")
     proc.start()
@@ -132,7 +262,7 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProce
     proc.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def registry(emulator: EmulatorProcess) -> IoTHubRegistryManager:  # pylint: disable=redefined-outer-name
     """The service SDK client with the emulator's CA trusted."""
     env = emulator.env("receiver")
