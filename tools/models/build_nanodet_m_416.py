@@ -139,8 +139,10 @@ def build() -> dict:
     wrapper.write_text(CONVERT_WRAPPER, encoding="utf-8")
     model = folder / "model.onnx"
     raw = work / "nanodet-tf2onnx.onnx"
+    # Relative paths: tf2onnx writes the input path into the graph, and the work folder may be anywhere.
     common.run(
-        [python, wrapper, "--tfjs", tfjs_dir / "nanodet.json", "--opset", str(OPSET), "--output", raw],
+        [python, wrapper, "--tfjs", "nanodet.json", "--opset", str(OPSET), "--output", raw],
+        cwd=tfjs_dir,
         env={"PYTHONHASHSEED": "0"},
     )
     canonical = work / "canonical_names.py"
