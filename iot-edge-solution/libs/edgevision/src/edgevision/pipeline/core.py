@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from edgevision.errors import EdgeVisionError
@@ -34,6 +35,10 @@ class PipelineOptions:
     max_results: int | None = None
     consumer_queue_size: int = 8
     max_consecutive_errors: int = 50
+    # OpenCV's own worker threads for decoding and pre-processing. 1 keeps capture on one core and leaves the
+    # others to the engine, which is what makes the two stages overlap instead of fighting; None keeps
+    # OpenCV's default (all cores). OpenCV's setting is process-wide.
+    opencv_threads: int | None = 1
 
 
 @dataclass
@@ -94,6 +99,8 @@ class Pipeline:
     # -- control ---------------------------------------------------------------------------------------------
     def start(self) -> None:
         """Open the source (errors raise here) and start the threads."""
+        if self.options.opencv_threads is not None:
+            cv2.setNumThreads(self.options.opencv_threads)
         self.source.open()
         self._fanout.start()
         for thread in self._threads:
