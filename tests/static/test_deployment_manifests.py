@@ -183,14 +183,21 @@ def test_iotedgedev_genconfig_expands_both_templates(  # pylint: disable=too-man
         modules = agent(generated)["modules"]
         assert sorted(modules) == MODULE_NAMES
         for module, spec in modules.items():
-            version = json.loads((SOLUTION / "modules" / module / "module.json").read_text())["image"]["tag"][
-                "version"
-            ]
+            version = json.loads((SOLUTION / "modules" / module / "module.json").read_text())["image"]["tag"]["version"]
             suffix = f"{platform}.debug" if kind == "debug" else platform
             assert spec["settings"]["image"] == f"{registry}/{module}:{version}-{suffix}"
             options = json.loads(spec["settings"]["createOptions"])
             assert options["HostConfig"]["Runtime"] == env_template_values()["DOCKER_RUNTIME"]
         assert modules["classifier"]["env"]["CAMERA_PATH"]["value"] == env_template_values()["CAMERA_PATH"]
-        assert (
-            agent(generated)["runtime"]["settings"]["registryCredentials"]["registry"]["address"] == registry
-        )
+        assert agent(generated)["runtime"]["settings"]["registryCredentials"]["registry"]["address"] == registry
+
+
+@pytest.mark.parametrize("module", MODULE_NAMES)
+def test_default_camera_path_resolves_locally_and_in_the_image(module: str) -> None:
+    """Relative paths in .env are relative to the module folder: the emulator's cwd and the image's WORKDIR."""
+    camera = env_template_values()["CAMERA_PATH"]
+    assert (SOLUTION / "modules" / module / camera).resolve().is_file()
+    for dockerfile in (SOLUTION / "modules" / module).glob("Dockerfile.*"):
+        workdirs = re.findall(r"^WORKDIR (\S+)$", dockerfile.read_text(encoding="utf-8"), flags=re.MULTILINE)
+        assert workdirs[-1] == f"/app/modules/{module}", dockerfile.name
+        assert os.path.normpath(os.path.join(workdirs[-1], camera)) == "/app/media/demo.mp4"

@@ -194,9 +194,7 @@ def test_env_template_documents_every_variable_with_a_comment() -> None:
     lines = (ROOT / ".env_template").read_text(encoding="utf-8").splitlines()
     for index, line in enumerate(lines):
         if re.match(r"^[A-Z_][A-Z0-9_]*=", line):
-            assert lines[index - 1].startswith("#"), (
-                f".env_template: {line.split('=')[0]} has no comment above it"
-            )
+            assert lines[index - 1].startswith("#"), f".env_template: {line.split('=')[0]} has no comment above it"
 
 
 GUIDES = ["amd64-nvidia-gpu.md", "amd64-cpu.md", "arm64-apple-silicon.md", "jetson.md", "codespaces.md"]

@@ -148,9 +148,7 @@ def is_pinned(image: str) -> bool:
 def test_every_dockerfile_parses(path: Path) -> None:
     parsed = parse_dockerfile(path)
     last = parsed.stages[-1].instructions
-    assert any(k in ("CMD", "ENTRYPOINT") for k, _ in last), (
-        f"{path.name}: the final stage has no CMD/ENTRYPOINT"
-    )
+    assert any(k in ("CMD", "ENTRYPOINT") for k, _ in last), f"{path.name}: the final stage has no CMD/ENTRYPOINT"
 
 
 @pytest.mark.parametrize("arch", ["amd64", "arm64"])
@@ -167,9 +165,7 @@ def test_devcontainer_stage_matrix_resolves(arch: str, cuda: str) -> None:
     external = chain[-1]
     assert is_pinned(external), f"{external} is not pinned"
     if cuda == "cuda":
-        assert external.startswith("nvcr.io/nvidia/"), (
-            f"CUDA stage must build on an NVIDIA image, not {external}"
-        )
+        assert external.startswith("nvcr.io/nvidia/"), f"CUDA stage must build on an NVIDIA image, not {external}"
         expected = "l4t-jetpack" if arch == "arm64" else "tensorrt"
         assert expected in external
 
@@ -249,9 +245,7 @@ def test_module_json_names_the_four_platform_dockerfiles(module_dir: Path) -> No
         assert (module_dir / dockerfile).resolve() == (module_dir / f"Dockerfile.{platform}").resolve()
         assert (module_dir / dockerfile).is_file(), f"{dockerfile} is missing"
     context = (module_dir / image["contextPath"]).resolve()
-    assert context == SOLUTION, (
-        "the build context must be iot-edge-solution/ so the library and models come along"
-    )
+    assert context == SOLUTION, "the build context must be iot-edge-solution/ so the library and models come along"
 
 
 @pytest.mark.parametrize(
