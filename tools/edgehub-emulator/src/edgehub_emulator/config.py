@@ -15,7 +15,7 @@ RUNTIME_FILE = "runtime.json"
 
 
 @dataclass
-class EmulatorConfig:
+class EmulatorConfig:  # pylint: disable=too-many-instance-attributes  # one field per setting
     """Where the emulator keeps its state and what it listens on.
 
     `hostname` is the IoT Hub host name the SDKs see (the SAS `sr` uses it); `gateway_hostname` is the name

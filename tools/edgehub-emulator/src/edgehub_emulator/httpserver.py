@@ -47,6 +47,14 @@ class Response:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+class _Refused(Exception):
+    """A request refused before it reaches the handler; the connection closes after the answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.response = Response.error(status, message)
+
+
 class HttpServer:
     """Parses requests and hands them to one handler; a bad request closes only its own connection."""
 
@@ -94,13 +102,20 @@ class HttpServer:
     async def _read_request(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> Request | None:
+        """The next request; None when the connection ended or the request was refused (answered, closing)."""
+        try:
+            return await self._parse_request(reader)
+        except _Refused as refused:
+            self._write(writer, refused.response, False)
+            return None
+
+    async def _parse_request(self, reader: asyncio.StreamReader) -> Request | None:
         line = await reader.readline()
         if not line:
             return None
         parts = line.decode("latin-1").strip().split()
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            self._write(writer, Response.error(400, "malformed request line"), False)
-            return None
+            raise _Refused(400, "malformed request line")
         headers: dict[str, str] = {}
         for _ in range(MAX_HEADER_LINES):
             header = (await reader.readline()).decode("latin-1")
@@ -109,28 +124,25 @@ class HttpServer:
             name, _, value = header.partition(":")
             headers[name.strip().lower()] = value.strip()
         else:
-            self._write(writer, Response.error(431, "too many header lines"), False)
-            return None
+            raise _Refused(431, "too many header lines")
         if "chunked" in headers.get("transfer-encoding", "").lower():
-            self._write(writer, Response.error(411, "send a Content-Length body"), False)
-            return None
+            raise _Refused(411, "send a Content-Length body")
         try:
             length = int(headers.get("content-length", "0"))
-        except ValueError:
-            self._write(writer, Response.error(400, "bad Content-Length"), False)
-            return None
+        except ValueError as e:
+            raise _Refused(400, "bad Content-Length") from e
         if length > self.max_body or length < 0:
-            self._write(writer, Response.error(413, f"body over the limit of {self.max_body} bytes"), False)
-            return None
+            raise _Refused(413, f"body over the limit of {self.max_body} bytes")
         body = await reader.readexactly(length) if length else b""
         path, _, query = parts[1].partition("?")
         return Request(parts[0].upper(), path, query, headers, body)
 
     @staticmethod
     def _write(writer: asyncio.StreamWriter, response: Response, keep_alive: bool) -> None:
-        reason = (
-            HTTPStatus(response.status).phrase if response.status in HTTPStatus._value2member_map_ else ""
-        )
+        try:
+            reason = HTTPStatus(response.status).phrase
+        except ValueError:
+            reason = ""
         head = [
             f"HTTP/1.1 {response.status} {reason}",
             f"Content-Length: {len(response.body)}",

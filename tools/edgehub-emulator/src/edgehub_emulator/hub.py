@@ -24,7 +24,6 @@ from edgehub_emulator.errors import (
 from edgehub_emulator.identity import derive_key, parse_sas, verify_sas, SERVICE_POLICY
 from edgehub_emulator.manifest import Manifest
 from edgehub_emulator.messages import Message
-from edgehub_emulator.mqtt import topic_matches
 from edgehub_emulator.routes import Route, resolve
 from edgehub_emulator.store import Identity, Store, Twin
 
@@ -158,7 +157,7 @@ class Hub:
             if token.policy != SERVICE_POLICY:
                 raise AuthError(f"unknown shared access policy {token.policy!r}")
             hosts = {self.config.hostname.lower(), self.config.service_hostname.lower()}
-            if token.resource.lower().split("/")[0] not in hosts:
+            if token.resource.lower().split("/", maxsplit=1)[0] not in hosts:
                 raise AuthError(f"SAS token is for {token.resource!r}, not this hub")
             verify_sas(token, self.service_key())
             return None
@@ -293,16 +292,11 @@ class Hub:
             },
         }
 
-    def update_twin(
-        self, device_id: str, module_id: str, body: Any, if_match: str | None, replace: bool
-    ) -> dict[str, Any]:
-        """PATCH (merge) or PUT (replace) from the service; pushes the desired change to the module."""
+    @staticmethod
+    def _twin_update_parts(body: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The desired properties and tags of a service twin update, validated."""
         if not isinstance(body, dict):
             raise BadRequestError("the twin must be a JSON object")
-        twin = self.twin_for(device_id, module_id)
-        wanted = (if_match or "*").strip().strip('"')
-        if wanted not in ("*", twin.etag):
-            raise PreconditionFailedError(f"etag {wanted!r} does not match the current {twin.etag!r}")
         props = body.get("properties") or {}
         if not isinstance(props, dict):
             raise BadRequestError("'properties' must be an object")
@@ -312,6 +306,13 @@ class Hub:
             raise BadRequestError("'properties.desired' must be an object")
         if tags is not None and not isinstance(tags, dict):
             raise BadRequestError("'tags' must be an object")
+        return desired, tags
+
+    @staticmethod
+    def _apply_twin_update(
+        twin: Twin, desired: dict[str, Any] | None, tags: dict[str, Any] | None, replace: bool
+    ) -> dict[str, Any] | None:
+        """Change the twin; returns the desired patch the module must get (None: desired unchanged)."""
         patch: dict[str, Any] | None = None
         if replace:
             new_desired = _strip_meta(desired or {})
@@ -328,6 +329,18 @@ class Hub:
         if patch is not None:
             twin.desired_version += 1
         twin.version += 1
+        return patch
+
+    def update_twin(
+        self, device_id: str, module_id: str, body: Any, if_match: str | None, replace: bool
+    ) -> dict[str, Any]:
+        """PATCH (merge) or PUT (replace) from the service; pushes the desired change to the module."""
+        desired, tags = self._twin_update_parts(body)
+        twin = self.twin_for(device_id, module_id)
+        wanted = (if_match or "*").strip().strip('"')
+        if wanted not in ("*", twin.etag):
+            raise PreconditionFailedError(f"etag {wanted!r} does not match the current {twin.etag!r}")
+        patch = self._apply_twin_update(twin, desired, tags, replace)
         self.store.put_twin(device_id, module_id, twin)
         if patch is not None:
             session = self._subscribed(f"{device_id}/{module_id}", DESIRED_FILTER)
@@ -339,8 +352,8 @@ class Hub:
         return self.service_twin(device_id, module_id)
 
     # methods
-    async def invoke_method(self, device_id: str, module_id: str, request: Any) -> dict[str, Any]:
-        """A direct method: 404 when the target is not connected, 504 when it does not answer in time."""
+    def _method_timeouts(self, request: Any) -> tuple[float, float]:
+        """(response timeout, connect timeout) of a direct method request, validated."""
         if (
             not isinstance(request, dict)
             or not isinstance(request.get("methodName"), str)
@@ -358,9 +371,10 @@ class Hub:
             raise BadRequestError(
                 "responseTimeoutInSeconds / connectTimeoutInSeconds must be positive numbers"
             )
-        client_id = f"{device_id}/{module_id}" if module_id else device_id
-        if self.store.get_identity(device_id, module_id) is None:
-            raise NotFoundError(f"{client_id} does not exist")
+        return timeout, connect_timeout
+
+    async def _method_listener(self, client_id: str, connect_timeout: float) -> Session:
+        """The session listening for methods, waiting up to connect_timeout for the client to connect."""
         session = self._subscribed(client_id, METHODS_FILTER)
         if session is None and connect_timeout:
             event = self._connected_events.setdefault(client_id, asyncio.Event())
@@ -372,12 +386,20 @@ class Hub:
             session = self._subscribed(client_id, METHODS_FILTER)
         if session is None:
             raise NotFoundError(f"{client_id} is not connected or not listening for direct methods")
+        return session
+
+    async def invoke_method(self, device_id: str, module_id: str, request: Any) -> dict[str, Any]:
+        """A direct method: 404 when the target is not connected, 504 when it does not answer in time."""
+        timeout, connect_timeout = self._method_timeouts(request)
+        client_id = f"{device_id}/{module_id}" if module_id else device_id
+        if self.store.get_identity(device_id, module_id) is None:
+            raise NotFoundError(f"{client_id} does not exist")
+        session = await self._method_listener(client_id, connect_timeout)
         rid = format(next(self._rid), "x")
         future: asyncio.Future[tuple[int, Any]] = asyncio.get_running_loop().create_future()
         self._pending_methods[rid] = future
-        payload = json.dumps(request.get("payload")).encode()
         name = urllib.parse.quote(request["methodName"], safe="")
-        session.send(f"$iothub/methods/POST/{name}/?$rid={rid}", payload)
+        session.send(f"$iothub/methods/POST/{name}/?$rid={rid}", json.dumps(request.get("payload")).encode())
         try:
             status, result = await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError as e:

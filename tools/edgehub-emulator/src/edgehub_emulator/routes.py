@@ -119,6 +119,16 @@ def _compare(op: str, left: Operand, right: Operand) -> bool:
     return bool(ordered[op](left, right))
 
 
+def _either(left: Condition, right: Condition) -> Condition:
+    """`left OR right`: only a boolean true counts (undefined operands make a comparison undefined)."""
+    return lambda p: left(p) is True or right(p) is True
+
+
+def _both(left: Condition, right: Condition) -> Condition:
+    """`left AND right`."""
+    return lambda p: left(p) is True and right(p) is True
+
+
 class _ConditionParser:
     """Recursive descent over the tokens of a WHERE clause, producing a closure over message properties."""
 
@@ -167,14 +177,14 @@ class _ConditionParser:
         left = self._and()
         while self._keyword("OR"):
             right = self._and()
-            left = (lambda a, b: lambda p: a(p) is True or b(p) is True)(left, right)
+            left = _either(left, right)
         return left
 
     def _and(self) -> Condition:
         left = self._not()
         while self._keyword("AND"):
             right = self._not()
-            left = (lambda a, b: lambda p: a(p) is True and b(p) is True)(left, right)
+            left = _both(left, right)
         return left
 
     def _not(self) -> Condition:
@@ -247,22 +257,48 @@ def parse_condition(text: str) -> Condition:
     return _ConditionParser(text).parse()
 
 
+def _route_options(name: str, value: Any, default_ttl_secs: int | None) -> tuple[Any, int, int | None]:
+    """The route text, priority and TTL of a string or `{route, priority, timeToLiveSecs}` route."""
+    if not isinstance(value, dict):
+        return value, 0, default_ttl_secs
+    unknown = set(value) - {"route", "priority", "timeToLiveSecs"}
+    if unknown:
+        raise RouteSyntaxError(f"route {name!r} has unknown fields {sorted(unknown)}")
+    priority = value.get("priority", 0)
+    ttl = value.get("timeToLiveSecs", default_ttl_secs)
+    if not isinstance(priority, int) or not 0 <= priority <= 9:
+        raise RouteSyntaxError(f"route {name!r}: priority must be an integer 0-9, got {priority!r}")
+    if ttl is not None and (not isinstance(ttl, int) or ttl < 0):
+        raise RouteSyntaxError(f"route {name!r}: timeToLiveSecs must be a non-negative integer")
+    return value.get("route"), priority, ttl
+
+
+def _parse_source(name: str, source: str) -> tuple[str | None, str | None, bool]:
+    """(module, output or None for all outputs, whether device messages match) of a route source."""
+    if source in ("/*", "/messages/*"):
+        return None, None, True
+    src = _SOURCE_RE.match(source)
+    if not src:
+        raise RouteSyntaxError(f"route {name!r}: unsupported source {source!r}")
+    output = src.group("output")
+    return src.group("module"), None if output == "*" else output, False
+
+
+def _parse_sink(name: str, sink_text: str) -> Endpoint:
+    if sink_text == UPSTREAM:
+        return Endpoint()
+    sink_match = _SINK_RE.match(sink_text)
+    if not sink_match:
+        raise RouteSyntaxError(
+            f"route {name!r}: unsupported sink {sink_text!r} (use $upstream or "
+            'BrokeredEndpoint("/modules/<m>/inputs/<i>"))'
+        )
+    return Endpoint(sink_match.group("module"), sink_match.group("input"))
+
+
 def parse_route(name: str, value: Any, default_ttl_secs: int | None = None) -> Route:
     """One manifest route: a string or `{route, priority, timeToLiveSecs}`."""
-    priority, ttl = 0, default_ttl_secs
-    if isinstance(value, dict):
-        unknown = set(value) - {"route", "priority", "timeToLiveSecs"}
-        if unknown:
-            raise RouteSyntaxError(f"route {name!r} has unknown fields {sorted(unknown)}")
-        text = value.get("route")
-        priority = value.get("priority", 0)
-        ttl = value.get("timeToLiveSecs", ttl)
-        if not isinstance(priority, int) or not 0 <= priority <= 9:
-            raise RouteSyntaxError(f"route {name!r}: priority must be an integer 0-9, got {priority!r}")
-        if ttl is not None and (not isinstance(ttl, int) or ttl < 0):
-            raise RouteSyntaxError(f"route {name!r}: timeToLiveSecs must be a non-negative integer")
-    else:
-        text = value
+    text, priority, ttl = _route_options(name, value, default_ttl_secs)
     if not isinstance(text, str):
         raise RouteSyntaxError(f"route {name!r} must be a string or an object with a 'route' string")
     match = _ROUTE_RE.match(text)
@@ -270,28 +306,8 @@ def parse_route(name: str, value: Any, default_ttl_secs: int | None = None) -> R
         raise RouteSyntaxError(
             f"route {name!r} is not 'FROM <source> [WHERE <condition>] INTO <sink>': {text!r}"
         )
-    source = match.group("source")
-    source_module = source_output = None
-    device_messages = True
-    if source not in ("/*", "/messages/*"):
-        src = _SOURCE_RE.match(source)
-        if not src:
-            raise RouteSyntaxError(f"route {name!r}: unsupported source {source!r}")
-        source_module, source_output = src.group("module"), src.group("output")
-        if source_output == "*":
-            source_output = None
-        device_messages = False
-    sink_text = match.group("sink").strip()
-    if sink_text == UPSTREAM:
-        sink = Endpoint()
-    else:
-        sink_match = _SINK_RE.match(sink_text)
-        if not sink_match:
-            raise RouteSyntaxError(
-                f"route {name!r}: unsupported sink {sink_text!r} (use $upstream or "
-                'BrokeredEndpoint("/modules/<m>/inputs/<i>"))'
-            )
-        sink = Endpoint(sink_match.group("module"), sink_match.group("input"))
+    source_module, source_output, device_messages = _parse_source(name, match.group("source"))
+    sink = _parse_sink(name, match.group("sink").strip())
     cond_text = match.group("cond")
     condition = parse_condition(cond_text) if cond_text else None
     return Route(name, text, source_module, source_output, sink, condition, priority, ttl, device_messages)

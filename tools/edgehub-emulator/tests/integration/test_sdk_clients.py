@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -170,7 +171,7 @@ def test_wrong_key_is_refused(emulator: EmulatorProcess) -> None:
     )
     client = IoTHubModuleClient.create_from_connection_string(
         wrong,
-        server_verification_cert=open(env["REQUESTS_CA_BUNDLE"], encoding="utf-8").read(),
+        server_verification_cert=Path(env["REQUESTS_CA_BUNDLE"]).read_text(encoding="utf-8"),
         connection_retry=False,
     )
     try:
