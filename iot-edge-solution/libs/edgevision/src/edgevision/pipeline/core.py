@@ -208,6 +208,7 @@ class Pipeline:
 
     def _inference_loop(self) -> None:
         consecutive_errors = 0
+        produced = 0
         try:
             while not self._stop.is_set():
                 item = self._next_item()
@@ -233,7 +234,8 @@ class Pipeline:
                 self.stats.add_latency("end_to_end", (now - prepared.frame.timestamp) * 1000)
                 self.stats.count_result(now)
                 self._fanout.publish(prepared.frame, result)
-                if self.options.max_results and self.stats.results >= self.options.max_results:
+                produced += 1
+                if self.options.max_results and produced >= self.options.max_results:
                     break
         except BaseException as e:  # pylint: disable=broad-exception-caught
             log.exception("inference thread crashed")
