@@ -197,6 +197,15 @@ def test_env_template_documents_every_variable_with_a_comment() -> None:
             assert lines[index - 1].startswith("#"), f".env_template: {line.split('=')[0]} has no comment above it"
 
 
+def test_env_template_lists_every_module_setting() -> None:
+    from edgevision.config import VisionSettings  # pylint: disable=import-outside-toplevel
+
+    text = (ROOT / ".env_template").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^([A-Z_][A-Z0-9_]*)=", text, re.MULTILINE))
+    missing = sorted(name.upper() for name in VisionSettings.model_fields if name.upper() not in listed)
+    assert not missing, f".env_template does not document {missing}"
+
+
 GUIDES = ["amd64-nvidia-gpu.md", "amd64-cpu.md", "arm64-apple-silicon.md", "jetson.md", "codespaces.md"]
 
 
