@@ -23,6 +23,9 @@ PY_SOURCES := $(LIB)/src $(LIB)/tests $(SOLUTION)/modules tools bench tests
 # iotedgedev (deployment manifests, module images) pins old dependencies: it gets its own environment.
 IOTEDGEDEV_VENV ?= .venv-iotedgedev
 IOTEDGEDEV_STAMP := $(IOTEDGEDEV_VENV)/.setup-done
+# iotedgedev 3.3.9 needs Python >= 3.11: take the first such interpreter on PATH (PYTHON may be 3.10).
+IOTEDGEDEV_PYTHON ?= $(firstword $(foreach candidate,$(PYTHON) python3.12 python3.11 python3.13,\
+	$(shell $(candidate) -c 'import sys; print("$(candidate)" if sys.version_info >= (3, 11) else "")' 2>/dev/null)))
 DOCKERFILES := .devcontainer/Dockerfile $(wildcard $(SOLUTION)/modules/*/Dockerfile.*)
 PLATFORM ?=
 
@@ -57,8 +60,11 @@ run: setup
 iotedgedev-setup: $(IOTEDGEDEV_STAMP)
 
 $(IOTEDGEDEV_STAMP): tools/iotedgedev/requirements.txt
-	@echo "== setting up $(IOTEDGEDEV_VENV) (iotedgedev)"
-	$(PYTHON) -m venv $(IOTEDGEDEV_VENV)
+	@if [ -z "$(IOTEDGEDEV_PYTHON)" ]; then \
+		echo "iotedgedev needs Python >= 3.11 and none is on PATH: set IOTEDGEDEV_PYTHON=/path/to/python3.11" >&2; \
+		exit 1; fi
+	@echo "== setting up $(IOTEDGEDEV_VENV) (iotedgedev) with $$($(IOTEDGEDEV_PYTHON) --version)"
+	$(IOTEDGEDEV_PYTHON) -m venv $(IOTEDGEDEV_VENV)
 	$(IOTEDGEDEV_VENV)/bin/python -m pip install --quiet -r tools/iotedgedev/requirements.txt
 	@touch $@
 
