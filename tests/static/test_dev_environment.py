@@ -202,7 +202,8 @@ def test_env_template_lists_every_module_setting() -> None:
 
     text = (ROOT / ".env_template").read_text(encoding="utf-8")
     listed = set(re.findall(r"^([A-Z_][A-Z0-9_]*)=", text, re.MULTILINE))
-    missing = sorted(name.upper() for name in VisionSettings.model_fields if name.upper() not in listed)
+    fields = dict(VisionSettings.model_fields)
+    missing = sorted(name.upper() for name in fields if name.upper() not in listed)
     assert not missing, f".env_template does not document {missing}"
 
 

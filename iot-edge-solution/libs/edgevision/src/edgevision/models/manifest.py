@@ -18,7 +18,9 @@ class ResizeSpec(_Strict):
     size: int | None = Field(None, gt=0, description="shorter_side: the target shorter side")
     width: int | None = Field(None, gt=0, description="stretch: target width")
     height: int | None = Field(None, gt=0, description="stretch: target height")
-    limit_shorter_side: int | None = Field(None, gt=0, description="multiple_of: a shorter side below this is scaled up to it")
+    limit_shorter_side: int | None = Field(
+        None, gt=0, description="multiple_of: a shorter side below this is scaled up to it"
+    )
     max_side_len: int | None = Field(None, gt=0, description="multiple_of: longer side at most this")
     multiple: int = Field(32, gt=0, description="multiple_of: each side rounded to a multiple of this")
     interpolation: Literal["nearest", "linear", "cubic", "area"] = "linear"
