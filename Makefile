@@ -57,12 +57,13 @@ run: setup
 	CAMERA_PATH="$(CAMERA_PATH)" MODEL_NAME="$(MODEL_NAME)" MODEL_REPOSITORY="$(MODEL_REPOSITORY)" \
 	USE_TENSOR_RT="$(USE_TENSOR_RT)" $(PY) $(SOLUTION)/modules/classifier/main.py
 
-iotedgedev-setup: $(IOTEDGEDEV_STAMP)
+iotedgedev-setup:
+	@if [ -n "$(IOTEDGEDEV_PYTHON)" ]; then $(MAKE) --no-print-directory $(IOTEDGEDEV_STAMP); \
+	elif [ -n "$$CI" ]; then echo "iotedgedev needs Python >= 3.11 and none is on PATH" >&2; exit 1; \
+	else echo "warning: iotedgedev needs Python >= 3.11 and none is on PATH (set IOTEDGEDEV_PYTHON):" \
+		"make genconfig and its tests are unavailable" >&2; fi
 
 $(IOTEDGEDEV_STAMP): tools/iotedgedev/requirements.txt
-	@if [ -z "$(IOTEDGEDEV_PYTHON)" ]; then \
-		echo "iotedgedev needs Python >= 3.11 and none is on PATH: set IOTEDGEDEV_PYTHON=/path/to/python3.11" >&2; \
-		exit 1; fi
 	@echo "== setting up $(IOTEDGEDEV_VENV) (iotedgedev) with $$($(IOTEDGEDEV_PYTHON) --version)"
 	$(IOTEDGEDEV_PYTHON) -m venv $(IOTEDGEDEV_VENV)
 	$(IOTEDGEDEV_VENV)/bin/python -m pip install --quiet -r tools/iotedgedev/requirements.txt
