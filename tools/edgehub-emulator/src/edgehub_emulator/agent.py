@@ -24,6 +24,25 @@ MAX_BACKOFF_SECS = 30.0
 STOP_GRACE_SECS = 10.0
 
 
+def find_env_file(manifest_path: Path) -> Path | None:
+    """The `.env` nearest the manifest: its folder, then each parent up to the repository root. Without one, the
+    nearest `.env_template` (the documented local defaults), with a warning; None when there is neither."""
+    folders = []
+    for folder in Path(manifest_path).resolve().parents:
+        folders.append(folder)
+        if (folder / ".git").exists():
+            break
+    for name in (".env", ".env_template"):
+        for folder in folders:
+            candidate = folder / name
+            if candidate.is_file():
+                if name == ".env_template":
+                    logger.warning("no .env found; module settings come from %s (copy it to .env to change them)",
+                                   candidate)
+                return candidate
+    return None
+
+
 def read_env_file(path: Path) -> dict[str, str]:
     """`NAME=value` lines of a .env file (comments, blanks and `export ` prefixes allowed)."""
     values: dict[str, str] = {}

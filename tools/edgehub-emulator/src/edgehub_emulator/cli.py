@@ -63,16 +63,15 @@ def _stop_on_signals(stop: threading.Event) -> threading.Event:
 
 
 def _start_hub(config: EmulatorConfig, manifest: Manifest | None) -> EmulatorThread:
-    """Start the hub's servers; print the service connection string and the CA (the 'ready' lines)."""
-    # pylint: disable=import-outside-toplevel
-    from edgehub_emulator.emulator import EmulatorThread
-    from edgehub_emulator.environment import service_connection_string
+    """Start the hub's servers; print where the service API is and the CA (the 'ready' lines). Keys are never
+    printed here: `edgehub-emulator env MODULE` gives connection strings to whoever asks for them."""
+    from edgehub_emulator.emulator import EmulatorThread  # pylint: disable=import-outside-toplevel
 
     hub = EmulatorThread(config, manifest).start()
     logger.info(
         "hub %s, device %s, state in %s", config.hostname, config.device_id, config.state_dir.resolve()
     )
-    print(f"IOTHUB_CONNECTION_STRING={service_connection_string(config)}", flush=True)
+    print(f"SERVICE_API=https://{config.hostname}:{config.service_port}", flush=True)
     print(f"REQUESTS_CA_BUNDLE={hub.ca_cert.resolve()}", flush=True)
     return hub
 
@@ -96,14 +95,20 @@ def cmd_start(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     """Run the hub and every module of the manifest until Ctrl-C / SIGTERM; then stop the modules, the hub."""
     # pylint: disable=import-outside-toplevel
-    from edgehub_emulator.agent import LocalEdgeAgent, read_env_file
+    from edgehub_emulator.agent import LocalEdgeAgent, find_env_file, read_env_file
     from edgehub_emulator.manifest import load_manifest
 
     config = _config_from_args(args)
     manifest_path = Path(args.manifest)
-    env_file = Path(args.env_file) if args.env_file else manifest_path.parent / ".env"
+    env_file = Path(args.env_file) if args.env_file else find_env_file(manifest_path)
     if args.env_file and not env_file.is_file():
         raise EmulatorError(f"--env-file {env_file} does not exist")
+    if env_file is None:
+        env_file = manifest_path.parent / ".env"
+        logger.warning("no .env or .env_template found above %s; $VARIABLES in the manifest stay as written",
+                       manifest_path)
+    else:
+        logger.info("module settings from %s", env_file)
     # Placeholders expand as the IoT Edge tooling expands them when it generates deployment.json.
     manifest = load_manifest(manifest_path, {**os.environ, **read_env_file(env_file)})
     stop = _stop_on_signals(threading.Event())

@@ -80,7 +80,7 @@ def test_every_output_line_is_prefixed_with_its_module_name(up: UpProcess) -> No
     for line in up.stdout().splitlines():
         (
             hub_lines
-            if line.startswith(("IOTHUB_CONNECTION_STRING=", "REQUESTS_CA_BUNDLE="))
+            if line.startswith(("SERVICE_API=", "REQUESTS_CA_BUNDLE="))
             else module_lines
         ).append(line)
     assert len(hub_lines) == 2
@@ -88,3 +88,19 @@ def test_every_output_line_is_prefixed_with_its_module_name(up: UpProcess) -> No
     assert all(matches), [line for line, m in zip(module_lines, matches) if not m]
     assert {m["name"] for m in matches if m} == set(STARTED)
     assert len({line.index(" | ") for line in module_lines}) == 1  # names padded to one column
+
+
+def test_hub_output_never_holds_a_key(up: UpProcess) -> None:
+    up.line("echo", "ready pid ")
+    edge = json.loads(up.cli("env", "echo", "--format", "json").stdout)
+    keys = {
+        part.split("=", 1)[1]
+        for name in ("IOTHUB_CONNECTION_STRING", "EdgeHubConnectionString")
+        for part in edge[name].split(";")
+        if part.startswith("SharedAccessKey=")
+    }
+    assert len(keys) == 2
+    hub_output = "\n".join(line for line in up.stdout().splitlines() if not MODULE_LINE.match(line))
+    for key in keys:
+        assert key not in hub_output and key not in up.stderr()
+    assert "SERVICE_API=https://localhost:" in hub_output

@@ -38,7 +38,10 @@ def parse_bool(value: Any) -> bool:
 class ModuleSettings(BaseSettings):
     """Settings every module shares."""
 
-    model_config = SettingsConfigDict(extra="forbid", case_sensitive=False, validate_default=True)
+    # env_ignore_empty: `NAME=` in a .env or a manifest means "not set", so the default applies
+    model_config = SettingsConfigDict(
+        extra="forbid", case_sensitive=False, validate_default=True, env_ignore_empty=True
+    )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "INFO", description="LOG_LEVEL: DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)."
