@@ -65,6 +65,7 @@ def main() -> int:
             pass
     finally:
         pipeline.close()
+        pipeline.task.engine.close()
     print(format_summary(pipeline.stats, time.monotonic() - started), flush=True)
     if pipeline.error is not None:
         log.error("stopped on error: %s", pipeline.error)

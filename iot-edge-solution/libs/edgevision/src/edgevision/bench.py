@@ -45,8 +45,7 @@ def _pipeline_seconds(task: Task, video: Path, frames: int, stats: PipelineStats
         pipeline.wait()
         elapsed = time.perf_counter() - started
     finally:
-        pipeline.stop()
-        source.close()
+        pipeline.close()
     if pipeline.error is not None:
         raise pipeline.error
     return elapsed

@@ -115,13 +115,14 @@ class Pipeline:
         return self._done.wait(timeout)
 
     def close(self) -> None:
-        """Stop, join the threads, drain the consumers and close the source."""
+        """Stop, join the threads, drain the consumers and close the source. The task's engine stays open: its
+        owner closes it (a model manager may hand the same engine to the next pipeline)."""
         self.stop()
         self.source.close()
         for thread in self._threads:
-            thread.join(10)
+            if thread.is_alive():
+                thread.join(10)
         self._fanout.close()
-        self.task.engine.close()
 
     def run(self) -> PipelineStats:
         """start, wait until done, close; re-raises a capture or inference error."""
