@@ -31,7 +31,11 @@ PLATFORM ?=
 
 .PHONY: iotedgedev-setup genconfig
 
-.PHONY: help setup run test lint coverage format clean
+.PHONY: help setup run test lint coverage format clean emulator emulator-up emulator-env
+
+# The local edgeHub emulator (tools/edgehub-emulator): its state folder, and the module `make emulator-env` is for.
+EMULATOR_STATE ?= .edgehub-emulator
+MODULE ?= classifier
 
 help:
 	@echo "make run       set up, then run the classifier on the demo video (Ctrl-C stops it)"
@@ -40,6 +44,9 @@ help:
 	@echo "make coverage  tests with coverage: terminal, htmlcov/ and coverage.xml"
 	@echo "make format    ruff format"
 	@echo "make clean     remove the virtual environment and caches"
+	@echo "make emulator  the local IoT Hub / edgeHub emulator for deployment.template.json (Ctrl-C stops it)"
+	@echo "make emulator-up   the emulator and every module of deployment.template.json as local processes"
+	@echo "make emulator-env [MODULE=classifier]  write .vscode/MODULE.env: what a module needs to reach the emulator"
 	@echo "make iotedgedev-setup  iotedgedev in its own environment, $(IOTEDGEDEV_VENV)"
 	@echo "make genconfig [PLATFORM=amd64|arm64v8]  expand both deployment templates into iot-edge-solution/config/"
 
@@ -87,3 +94,15 @@ format: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache htmlcov coverage.xml .coverage
+
+emulator: setup
+	$(VENV)/bin/edgehub-emulator start --manifest $(SOLUTION)/deployment.template.json --state $(EMULATOR_STATE)
+
+emulator-up: setup
+	$(VENV)/bin/edgehub-emulator up $(SOLUTION)/deployment.template.json --state $(EMULATOR_STATE)
+
+# Holds the module's key: .vscode/*.env is git-ignored.
+emulator-env: setup
+	@mkdir -p .vscode
+	$(VENV)/bin/edgehub-emulator env $(MODULE) --state $(EMULATOR_STATE) > .vscode/$(MODULE).env
+	@echo "wrote .vscode/$(MODULE).env"

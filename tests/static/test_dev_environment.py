@@ -141,6 +141,8 @@ def test_tasks_call_existing_make_targets() -> None:
         match = re.match(r"make ([\w-]+)", task["command"])
         assert match, f"task {task['label']} does not call make"
         assert match.group(1) in targets, f"task {task['label']}: no Makefile target {match.group(1)}"
+        for dependency in task.get("dependsOn", []):
+            assert dependency in labels, f"task {task['label']} depends on unknown task {dependency}"
 
 
 def check_launch(path: Path, folder: Path, task_labels: set[str]) -> None:
