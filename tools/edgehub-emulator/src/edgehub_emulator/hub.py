@@ -58,11 +58,25 @@ def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
-        elif isinstance(value, dict) and isinstance(result.get(key), dict):
-            result[key] = merge_patch(result[key], value)
+        elif isinstance(value, dict):  # RFC 7386: a non-object target counts as {} (nested nulls never stay)
+            current = result.get(key)
+            result[key] = merge_patch(current if isinstance(current, dict) else {}, value)
         else:
             result[key] = value
     return result
+
+
+def replacement_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The desired patch of a replace: `new` with null for every key it drops, at every depth, so that a module
+    merging it into `old` (JSON merge patch) gets `new` (a top-level-only diff would keep dropped nested keys)."""
+    patch: dict[str, Any] = {key: None for key in old if key not in new}
+    for key, value in new.items():
+        old_value = old.get(key)
+        if isinstance(value, dict) and isinstance(old_value, dict):
+            patch[key] = replacement_patch(old_value, value)
+        else:
+            patch[key] = value
+    return patch
 
 
 def _strip_meta(doc: dict[str, Any]) -> dict[str, Any]:
@@ -317,7 +331,7 @@ class Hub:
         if replace:
             new_desired = _strip_meta(desired or {})
             if new_desired != twin.desired:
-                patch = {**{k: None for k in twin.desired if k not in new_desired}, **new_desired}
+                patch = replacement_patch(twin.desired, new_desired)
                 twin.desired = new_desired
             twin.tags = tags or {}
         else:

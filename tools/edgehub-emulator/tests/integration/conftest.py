@@ -8,6 +8,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -17,6 +18,9 @@ from typing import Any, Callable, Iterator
 import pytest
 from azure.iot.device import IoTHubModuleClient
 from azure.iot.hub import IoTHubRegistryManager
+
+from edgehub_emulator import mqtt
+from edgehub_emulator.identity import generate_sas, parse_connection_string
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 EDGE_VARS = (
@@ -312,3 +316,46 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+# A raw MQTT 3.1.1 client over TLS, written by hand (packets from the emulator's own codec where it has one).
+def tls_socket(emulator: EmulatorProcess, timeout: float = 5) -> ssl.SSLSocket:
+    """A TLS connection to the MQTT port that trusts the emulator's CA."""
+    context = ssl.create_default_context(cafile=emulator.env("sender")["REQUESTS_CA_BUNDLE"])
+    return context.wrap_socket(
+        socket.create_connection(("127.0.0.1", 8883), timeout=timeout), server_hostname="localhost"
+    )
+
+
+def connect_packet(emulator: EmulatorProcess, module: str, keepalive: int = 60) -> bytes:
+    """CONNECT as the SDK sends it: client id `device/module`, IoT Hub username, a valid SAS password."""
+    cs = parse_connection_string(emulator.env(module)["EdgeHubConnectionString"])
+    client_id = f"{cs['DeviceId']}/{module}"
+    password = generate_sas(
+        f"{cs['HostName']}/devices/{cs['DeviceId']}/modules/{module}", cs["SharedAccessKey"]
+    )
+
+    def field(text: str) -> bytes:
+        data = text.encode()
+        return len(data).to_bytes(2, "big") + data
+
+    body = (
+        field("MQTT")
+        + bytes([4, 0xC0])
+        + keepalive.to_bytes(2, "big")
+        + field(client_id)
+        + field(f"{cs['HostName']}/{client_id}/?api-version=2019-10-01")
+        + field(password)
+    )
+    return bytes([0x10]) + mqtt.encode_remaining_length(len(body)) + body
+
+
+def read_all(sock: ssl.SSLSocket) -> bytes:
+    """Everything until the server closes the connection (or the socket's timeout passes)."""
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except (TimeoutError, socket.timeout, ConnectionError, ssl.SSLError):
+        pass
+    return data

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import ssl
 import subprocess
 import sys
 import uuid
@@ -20,49 +18,10 @@ from azure.iot.hub.models import CloudToDeviceMethod
 from edgehub_emulator import mqtt
 from edgehub_emulator.identity import generate_sas, parse_connection_string
 
-from .conftest import MAX_MESSAGE_BYTES, EmulatorProcess, wait_for
+from .conftest import MAX_MESSAGE_BYTES, EmulatorProcess, connect_packet, read_all, tls_socket, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DEVICE = "edge-device"
-
-
-def _tls_socket(emulator: EmulatorProcess) -> ssl.SSLSocket:
-    context = ssl.create_default_context(cafile=emulator.env("sender")["REQUESTS_CA_BUNDLE"])
-    return context.wrap_socket(
-        socket.create_connection(("127.0.0.1", 8883), timeout=5), server_hostname="localhost"
-    )
-
-
-def _connect_packet(emulator: EmulatorProcess, module: str) -> bytes:
-    cs = parse_connection_string(emulator.env(module)["EdgeHubConnectionString"])
-    client_id = f"{cs['DeviceId']}/{module}"
-    password = generate_sas(
-        f"{cs['HostName']}/devices/{cs['DeviceId']}/modules/{module}", cs["SharedAccessKey"]
-    )
-
-    def field(text: str) -> bytes:
-        data = text.encode()
-        return len(data).to_bytes(2, "big") + data
-
-    body = (
-        field("MQTT")
-        + bytes([4, 0xC0])
-        + (60).to_bytes(2, "big")
-        + field(client_id)
-        + field(f"{cs['HostName']}/{client_id}/?api-version=2019-10-01")
-        + field(password)
-    )
-    return bytes([0x10]) + mqtt.encode_remaining_length(len(body)) + body
-
-
-def _read_all(sock: ssl.SSLSocket) -> bytes:
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except (TimeoutError, socket.timeout, ConnectionError, ssl.SSLError):
-        pass
-    return data
 
 
 def _serving(registry: IoTHubRegistryManager, client: IoTHubModuleClient) -> bool:
@@ -101,9 +60,9 @@ def test_malformed_mqtt_closes_only_that_connection(
     packet: bytes,
     log: str,
 ) -> None:
-    with _tls_socket(emulator) as sock:
+    with tls_socket(emulator) as sock:
         sock.sendall(packet)
-        assert _read_all(sock) == b""  # closed without an answer
+        assert read_all(sock) == b""  # closed without an answer
     wait_for(lambda: log in emulator.log_text())
     assert _serving(registry, healthy)
 
@@ -111,14 +70,14 @@ def test_malformed_mqtt_closes_only_that_connection(
 def test_unknown_topic_and_bad_reported_json(
     emulator: EmulatorProcess, registry: IoTHubRegistryManager, healthy: IoTHubModuleClient
 ) -> None:
-    with _tls_socket(emulator) as sock:
-        sock.sendall(_connect_packet(emulator, "sender"))
+    with tls_socket(emulator) as sock:
+        sock.sendall(connect_packet(emulator, "sender"))
         assert sock.recv(4) == b"\x20\x02\x00\x00"  # CONNACK accepted
         sock.sendall(mqtt.publish("$iothub/twin/PATCH/properties/reported/?$rid=7", b"{not json", qos=0))
         answer = sock.recv(4096)
         assert b"$iothub/twin/res/400/?$rid=7" in answer and b"not valid JSON" in answer
         sock.sendall(mqtt.publish("devices/other/messages/events/", b"x", qos=1, packet_id=3))
-        assert _read_all(sock) == b""
+        assert read_all(sock) == b""
     wait_for(lambda: "may not publish to 'devices/other/messages/events/'" in emulator.log_text())
     assert _serving(registry, healthy)
 

@@ -12,6 +12,7 @@ from edgehub_emulator.agent import find_env_file, read_env_file
 
 @pytest.fixture()
 def repo(tmp_path: Path) -> Path:
+    """A repository root (with .git) holding solution/deployment.template.json."""
     (tmp_path / ".git").mkdir()
     (tmp_path / "solution").mkdir()
     manifest = tmp_path / "solution" / "deployment.template.json"
