@@ -7,7 +7,7 @@ from edgevision.engines.base import (
     EngineLoadError,
     EngineUnavailableError,
 )
-from edgevision.engines.registry import BACKENDS, available_backends, create_engine
+from edgevision.engines.registry import BACKENDS, available_backends, check_backend, create_engine
 
 __all__ = [
     "BACKENDS",
@@ -17,5 +17,6 @@ __all__ = [
     "EngineLoadError",
     "EngineUnavailableError",
     "available_backends",
+    "check_backend",
     "create_engine",
 ]

@@ -24,13 +24,18 @@ def _engine_class(backend: str) -> type[Engine]:
     return getattr(module, class_name)
 
 
-def create_engine(backend: str, config: EngineConfig) -> Engine:
-    """Build (not load) the engine for `backend`; raises EngineUnavailableError when it cannot run here."""
-    engine_class = _engine_class(backend)
-    check = getattr(engine_class, "check_available", None)
+def check_backend(backend: str) -> None:
+    """Raise EngineUnavailableError (with the reason) when `backend` cannot run here; EngineError for an unknown
+    name. Imports only that backend's module, which imports its SDK only inside `check_available`."""
+    check = getattr(_engine_class(backend), "check_available", None)
     if check is not None:
         check()
-    return engine_class(config)
+
+
+def create_engine(backend: str, config: EngineConfig) -> Engine:
+    """Build (not load) the engine for `backend`; raises EngineUnavailableError when it cannot run here."""
+    check_backend(backend)
+    return _engine_class(backend)(config)
 
 
 def available_backends() -> list[str]:
@@ -38,10 +43,7 @@ def available_backends() -> list[str]:
     names = []
     for name in BACKENDS:
         try:
-            engine_class = _engine_class(name)
-            check = getattr(engine_class, "check_available", None)
-            if check is not None:
-                check()
+            check_backend(name)
         except EngineUnavailableError:
             continue
         names.append(name)

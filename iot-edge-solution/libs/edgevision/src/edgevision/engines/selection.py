@@ -7,33 +7,17 @@ degraded service to none set `TENSORRT_FALLBACK=True`.
 
 from __future__ import annotations
 
-import importlib
 import logging
 
-from edgevision.engines.base import EngineError, EngineUnavailableError
-from edgevision.engines.registry import BACKENDS
+from edgevision.engines.base import EngineUnavailableError
+from edgevision.engines.registry import check_backend
 
 log = logging.getLogger(__name__)
 
+__all__ = ["ONNXRUNTIME", "TENSORRT", "check_backend", "choose_backend"]
+
 TENSORRT = "tensorrt"
 ONNXRUNTIME = "onnxruntime"
-
-
-def check_backend(backend: str) -> None:
-    """Raise EngineUnavailableError (with the reason) when `backend` cannot run here.
-
-    Imports only that backend's module, which itself imports its SDK only inside `check_available`. An
-    unknown name is an EngineError listing the known ones.
-    """
-    try:
-        target = BACKENDS[backend]
-    except KeyError as e:
-        raise EngineError(f"unknown engine backend {backend!r}; known: {', '.join(sorted(BACKENDS))}") from e
-    module_name, class_name = target.split(":")
-    engine_class = getattr(importlib.import_module(module_name), class_name)
-    check = getattr(engine_class, "check_available", None)
-    if check is not None:
-        check()
 
 
 def choose_backend(use_tensor_rt: bool, fallback_to_onnxruntime: bool) -> str:
