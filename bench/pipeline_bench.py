@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from edgevision.bench import bench_pipeline
+from edgevision.config import resolve_threads
 from edgevision.models import ModelRepository
 from edgevision.vision import build_task
 
@@ -30,7 +31,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=600)
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads; 0: CPU count - 1")
     args = parser.parse_args()
-    threads = args.threads or max(1, (os.cpu_count() or 1) - 1)
+    threads = resolve_threads(args.threads)
     model = ModelRepository(ROOT / "iot-edge-solution" / "models").load(args.model)
     task = build_task(model, "onnxruntime", threads)
     figures = bench_pipeline(task, args.video, args.frames)

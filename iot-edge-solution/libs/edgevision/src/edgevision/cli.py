@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
+from edgevision.config import resolve_threads
 from edgevision.engines import BACKENDS
 from edgevision.errors import EdgeVisionError
 from edgevision.models import ModelRepository
@@ -36,14 +36,10 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: CPU count - 1)")
 
 
-def _threads(value: int) -> int:
-    return value or max(1, (os.cpu_count() or 1) - 1)
-
-
 def _load(args: argparse.Namespace):
     repository = ModelRepository(args.repository or default_repository())
     model = repository.load(args.model, args.version)
-    return build_task(model, args.backend, _threads(args.threads))
+    return build_task(model, args.backend, resolve_threads(args.threads))
 
 
 def cmd_infer(args: argparse.Namespace) -> int:

@@ -17,6 +17,12 @@ _FALSE = {"false", "0"}
 BOOL_ACCEPTED = "True or False (any case), 1 or 0"
 
 
+def resolve_threads(requested: int) -> int:
+    """Inference threads: `requested`, or for 0 one less than the CPU count, which leaves a core to capture and
+    pre-processing so the two overlap."""
+    return requested or max(1, (os.cpu_count() or 1) - 1)
+
+
 class SettingsError(EdgeVisionError):
     """One or more environment variables hold values the module cannot start with."""
 
@@ -107,7 +113,7 @@ class VisionSettings(ModuleSettings):
 
     def resolved_threads(self) -> int:
         """INTRA_OP_THREADS, with 0 meaning one less than the CPU count (leaves a core for capture)."""
-        return self.intra_op_threads or max(1, (os.cpu_count() or 1) - 1)
+        return resolve_threads(self.intra_op_threads)
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
