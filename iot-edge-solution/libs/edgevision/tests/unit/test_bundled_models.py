@@ -8,12 +8,13 @@ half-finished rebuild fails here. Standard library only.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
 
 import pytest
+
+from edgevision.files import sha256_of
 
 
 def find_solution_dir() -> Path:
@@ -43,15 +44,6 @@ EXPECTED_MEDIA = {
 }
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def parse_notice(path: Path) -> dict[str, dict[str, str]]:
     """{file: {"sha256": hex, "size": bytes}} from a NOTICE's machine-readable lines."""
     entries: dict[str, dict[str, str]] = {}
@@ -75,7 +67,7 @@ def check_notice(folder: Path) -> dict[str, dict[str, str]]:
         assert set(entry) == {"sha256", "size"}, f"{notice}: {name} needs one sha256 and one size line"
         path = folder / name
         assert path.stat().st_size == int(entry["size"]), f"{path}: size differs from {notice}"
-        assert sha256_file(path) == entry["sha256"], f"{path}: SHA-256 differs from {notice}"
+        assert sha256_of(path) == entry["sha256"], f"{path}: SHA-256 differs from {notice}"
     return entries
 
 
@@ -94,7 +86,7 @@ def test_manifest_matches_its_files(manifest_path: Path) -> None:
     model = folder / manifest["file"]
     assert model.is_file(), f"{model} is missing"
     assert re.fullmatch(r"[0-9a-f]{64}", manifest["sha256"])
-    assert sha256_file(model) == manifest["sha256"], f"{model}: SHA-256 differs from model.json"
+    assert sha256_of(model) == manifest["sha256"], f"{model}: SHA-256 differs from model.json"
     if manifest["labels"] is not None:
         labels = (folder / manifest["labels"]).read_text(encoding="utf-8").splitlines()
         assert labels and all(label.strip() for label in labels)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from edgevision.engines.base import EngineLoadError
+from edgevision.files import sha256_of as file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -28,22 +29,12 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT_VERSION = 1
 CACHE_SUFFIX = ".engine"
 
-_CHUNK = 1 << 20
 
 T = TypeVar("T")
 
 Shape = Sequence[int]
 ShapeRange = tuple[Shape, Shape, Shape]
 PlanBytes = bytes | bytearray | memoryview
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks so a large model does not sit in memory twice."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def engine_cache_key(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -10,21 +9,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from edgevision.files import sha256_of
 from edgevision.models.errors import ManifestError, ModelFileError, ModelNotFoundError
 from edgevision.models.manifest import ModelManifest
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "model.json"
-
-
-def sha256_of(path: Path, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _version_key(version: str) -> tuple[int, int | str]:
