@@ -45,6 +45,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def cli_options(state: Path, service_port: int, workload_port: int, *extra: str) -> list[str]:
+    """The state folder and ports every CLI call of one emulator shares, plus `extra` options."""
+    return ["--state", str(state), "--service-port", str(service_port), "--workload-port", str(workload_port), *extra]
+
+
 class EmulatorProcess:
     """`edgehub-emulator start` in a subprocess; restartable on the same state folder and ports."""
 
@@ -59,16 +64,9 @@ class EmulatorProcess:
     @property
     def args(self) -> list[str]:
         """Options every CLI call shares."""
-        return [
-            "--state",
-            str(self.state),
-            "--service-port",
-            str(self.service_port),
-            "--workload-port",
-            str(self.workload_port),
-            "--max-message-bytes",
-            str(MAX_MESSAGE_BYTES),
-        ]
+        return cli_options(
+            self.state, self.service_port, self.workload_port, "--max-message-bytes", str(MAX_MESSAGE_BYTES)
+        )
 
     def start(self) -> None:
         """Start and wait until it prints its connection string (all servers listen then)."""
@@ -165,16 +163,7 @@ class UpProcess:
     @property
     def args(self) -> list[str]:
         """Options every CLI call shares (no module-to-module method port: nothing here needs 443)."""
-        return [
-            "--state",
-            str(self.state),
-            "--service-port",
-            str(self.service_port),
-            "--workload-port",
-            str(self.workload_port),
-            "--module-method-port",
-            "0",
-        ]
+        return cli_options(self.state, self.service_port, self.workload_port, "--module-method-port", "0")
 
     def start(self) -> None:
         """Start in a new session (as a terminal runs a foreground job); wait until the hub listens."""
