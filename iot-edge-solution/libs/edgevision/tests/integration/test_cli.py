@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from edgevision.cli import main
 
@@ -67,7 +68,8 @@ def test_bench_pipeline_prints_ratios(capsys, make_video) -> None:
     for key in ("pipeline_fps", "inference_only_fps", "ratio", "sequential_fps", "stage_mean_ms"):
         assert key in figures
     assert figures["pipeline_fps"] > 0 and figures["inference_only_fps"] > 0
-    assert figures["ratio"] == round(figures["pipeline_fps"] / figures["inference_only_fps"], 3)
+    # The ratio is taken from the unrounded rates, so it matches the printed rates to within their rounding.
+    assert figures["ratio"] == pytest.approx(figures["pipeline_fps"] / figures["inference_only_fps"], abs=2e-3)
     assert figures["stage_mean_ms"]["inference"] > 0 and figures["threads"] == 1
 
 
