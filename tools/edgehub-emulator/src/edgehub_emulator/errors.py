@@ -25,6 +25,10 @@ class NotFoundError(EmulatorError):
     """A device, module or method target does not exist or is not connected."""
 
 
+class ConflictError(EmulatorError):
+    """The request would create something that already exists (IoT Hub's 409, e.g. ModuleAlreadyExistsOnDevice)."""
+
+
 class PreconditionFailedError(EmulatorError):
     """An `If-Match` etag did not match the current one."""
 

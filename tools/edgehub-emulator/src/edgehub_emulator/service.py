@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import re
@@ -14,6 +15,7 @@ from typing import Any
 from edgehub_emulator.errors import (
     AuthError,
     BadRequestError,
+    ConflictError,
     EmulatorError,
     GatewayTimeoutError,
     NotFoundError,
@@ -31,6 +33,7 @@ logger = logging.getLogger(__name__)
 STATUS_BY_ERROR: list[tuple[type[EmulatorError], int]] = [
     (AuthError, 401),
     (NotFoundError, 404),
+    (ConflictError, 409),
     (PreconditionFailedError, 412),
     (BadRequestError, 400),
     (GatewayTimeoutError, 504),
@@ -59,13 +62,19 @@ def _json_body(request: Request, what: str) -> Any:
         raise BadRequestError(f"{what} is not valid JSON: {e}") from e
 
 
+def _module_etag(identity: Identity) -> str:
+    """An etag that changes whenever the keys or `managedBy` change (IoT Hub's etags are opaque base64 too)."""
+    state = f"{identity.primary_key}|{identity.secondary_key}|{identity.managed_by or ''}".encode()
+    return base64.b64encode(hashlib.sha256(state).digest()[:8]).decode()
+
+
 def _module_json(identity: Identity, hub: Hub) -> dict[str, Any]:
     return {
         "deviceId": identity.device_id,
         "moduleId": identity.module_id,
         "managedBy": identity.managed_by,
         "generationId": identity.generation_id,
-        "etag": "AAAAAAAAAAE=",
+        "etag": _module_etag(identity),
         "connectionState": "Connected" if identity.client_id in hub.sessions else "Disconnected",
         "cloudToDeviceMessageCount": 0,
         "authentication": {
@@ -135,6 +144,19 @@ class ServiceApi:
         body = _json_body(request, "the module")
         if not isinstance(body, dict):
             raise BadRequestError("the module must be a JSON object")
+        if self.hub.store.get_identity(device_id, "") is None:
+            raise NotFoundError(f"device {device_id} does not exist")
+        existing = self.hub.store.get_identity(device_id, module_id)
+        if_match = request.headers.get("if-match")
+        if existing is not None:
+            # As on IoT Hub: a PUT without If-Match only creates; updating needs If-Match "*" or the current etag.
+            if if_match is None:
+                raise ConflictError(
+                    f"module {device_id}/{module_id} already exists; update it with If-Match (the etag or \"*\")"
+                )
+            wanted = if_match.strip().strip('"')
+            if wanted != "*" and wanted != _module_etag(existing):
+                raise PreconditionFailedError(f"If-Match {if_match} does not match the module's etag")
         identity = self.hub.ensure_identity(device_id, module_id)
         keys = (body.get("authentication") or {}).get("symmetricKey") or {}
         for field in ("primaryKey", "secondaryKey"):

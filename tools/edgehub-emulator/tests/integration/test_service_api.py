@@ -100,6 +100,28 @@ def test_get_unknown_module_is_404(registry: IoTHubRegistryManager) -> None:
     assert _status(error) == 404
 
 
+def test_module_create_conflicts_and_updates_need_a_matching_etag(registry: IoTHubRegistryManager) -> None:
+    module_id = f"keys-{uuid.uuid4().hex[:8]}"
+    first = (_random_key(), _random_key())
+    created = registry.create_module_with_sas(DEVICE, module_id, "edge-agent", *first)
+    with pytest.raises(HttpOperationError) as error:  # a create never overwrites an existing identity
+        registry.create_module_with_sas(DEVICE, module_id, "edge-agent", _random_key(), _random_key())
+    assert _status(error) == 409
+    assert registry.get_module(DEVICE, module_id).authentication.symmetric_key.primary_key == first[0]
+
+    second = (_random_key(), _random_key())
+    updated = registry.update_module_with_sas(DEVICE, module_id, "edge-agent", created.etag, *second)
+    assert updated.authentication.symmetric_key.primary_key == second[0] and updated.etag != created.etag
+    with pytest.raises(HttpOperationError) as error:  # the old etag is stale now
+        registry.update_module_with_sas(DEVICE, module_id, "edge-agent", created.etag, *first)
+    assert _status(error) == 412
+    forced = registry.update_module_with_sas(DEVICE, module_id, None, None, *first)  # no etag: If-Match "*"
+    assert forced.authentication.symmetric_key.primary_key == first[0] and forced.managed_by is None
+    with pytest.raises(HttpOperationError) as error:
+        registry.create_module_with_sas("no-such-device", module_id, None, *first)
+    assert _status(error) == 404
+
+
 def test_replace_and_update_twin_with_etags_reach_the_module(
     registry: IoTHubRegistryManager, module_client: Factory
 ) -> None:
