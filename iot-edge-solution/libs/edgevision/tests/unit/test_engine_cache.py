@@ -14,9 +14,9 @@ from edgevision.engines.trt_cache import (
     EngineCache,
     default_cache_dir,
     engine_cache_key,
-    file_sha256,
     write_atomic,
 )
+from edgevision.files import sha256_of as file_sha256
 
 BASE = {
     "onnx_sha256": "a" * 64,

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from edgevision.engines.base import Engine, EngineConfig, EngineError, EngineLoadError, EngineUnavailableError
-from edgevision.engines.trt_cache import EngineCache, default_cache_dir, engine_cache_key, file_sha256
+from edgevision.engines.trt_cache import EngineCache, default_cache_dir, engine_cache_key
+from edgevision.files import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +326,7 @@ class TensorRTEngine(Engine):
     def _load_in_context(self, trt: ModuleType, gpu: _GpuState, compute_capability: tuple[int, int]) -> None:
         path = self.config.model_path
         key = engine_cache_key(
-            file_sha256(path),
+            sha256_of(path),
             trt.__version__,
             compute_capability,
             self.config.precision,

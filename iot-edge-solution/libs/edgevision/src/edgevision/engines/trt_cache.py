@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from edgevision.engines.base import EngineLoadError
-from edgevision.files import sha256_of as file_sha256
 
 log = logging.getLogger(__name__)
 
