@@ -307,6 +307,18 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
     raise AssertionError(f"condition not met within {timeout} s")
 
 
+class DesiredPatches:
+    """Collects the desired-property patches a module client receives; `wait(key, value)` returns the first match."""
+
+    def __init__(self, client: IoTHubModuleClient) -> None:
+        self.received: list[dict[str, Any]] = []
+        client.on_twin_desired_properties_patch_received = self.received.append
+
+    def wait(self, key: str, value: Any, timeout: float = 10.0) -> dict[str, Any]:
+        """The first patch whose `key` equals `value`, waiting up to `timeout` seconds for it."""
+        return wait_for(lambda: [p for p in self.received if p.get(key) == value], timeout)[0]
+
+
 # A raw MQTT 3.1.1 client over TLS, written by hand (packets from the emulator's own codec where it has one).
 def tls_socket(emulator: EmulatorProcess, timeout: float = 5) -> ssl.SSLSocket:
     """A TLS connection to the MQTT port that trusts the emulator's CA."""

@@ -10,7 +10,7 @@ from typing import Any, Callable
 import pytest
 from azure.iot.device import IoTHubModuleClient
 
-from .conftest import FIXTURES, EmulatorProcess, wait_for
+from .conftest import FIXTURES, DesiredPatches, EmulatorProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DEVICE = "edge-device"
@@ -31,15 +31,14 @@ def test_twin_get_and_patch_reach_the_module(
     before = _desired(emulator, "receiver")
     assert {k: v for k, v in before.items() if k != "$version"} == MANIFEST_DESIRED
     receiver = module_client("receiver")
-    patches: list[dict[str, Any]] = []
-    receiver.on_twin_desired_properties_patch_received = patches.append
+    patches = DesiredPatches(receiver)
     receiver.connect()
 
     marker = str(uuid.uuid4())
     result = emulator.cli("twin", "patch", DEVICE, "receiver", json.dumps({"threshold": 0.8, "marker": marker}))
     printed = json.loads(result.stdout)["properties"]["desired"]
     assert printed["threshold"] == 0.8 and printed["marker"] == marker and printed["labels"] == ["cat", "dog"]
-    patch = wait_for(lambda: [p for p in patches if p.get("marker") == marker])[0]
+    patch = patches.wait("marker", marker)
     assert patch["threshold"] == 0.8 and patch["$version"] == before["$version"] + 1
     after = _desired(emulator, "receiver")
     assert after["$version"] == patch["$version"] and after["marker"] == marker

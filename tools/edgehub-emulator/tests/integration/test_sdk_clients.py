@@ -14,7 +14,7 @@ from azure.iot.hub import IoTHubRegistryManager
 from azure.iot.hub.models import CloudToDeviceMethod, Twin, TwinProperties
 from msrest.exceptions import HttpOperationError
 
-from .conftest import EmulatorProcess, wait_for
+from .conftest import DesiredPatches, EmulatorProcess, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DEVICE = "edge-device"
@@ -139,8 +139,7 @@ def test_twin_get_desired_patch_and_reported_patch(
     registry: IoTHubRegistryManager, module_client: Factory
 ) -> None:
     receiver = module_client("receiver")
-    patches: list[dict[str, Any]] = []
-    receiver.on_twin_desired_properties_patch_received = patches.append
+    patches = DesiredPatches(receiver)
     receiver.connect()
     twin = receiver.get_twin()
     assert twin["desired"]["labels"] == ["cat", "dog"]  # from modulesContent.receiver.properties.desired
@@ -149,7 +148,7 @@ def test_twin_get_desired_patch_and_reported_patch(
     registry.update_module_twin(
         DEVICE, "receiver", Twin(properties=TwinProperties(desired={"marker": marker})), service_twin.etag
     )
-    patch = wait_for(lambda: [p for p in patches if p.get("marker") == marker])[0]
+    patch = patches.wait("marker", marker)
     assert patch["$version"] == service_twin.properties.desired["$version"] + 1
     with pytest.raises(HttpOperationError) as stale:  # the etag changed with the update
         registry.update_module_twin(
@@ -204,8 +203,7 @@ def test_client_survives_an_emulator_restart(
 ) -> None:
     receiver = module_client("receiver")
     _echo_methods(receiver)
-    patches: list[dict[str, Any]] = []
-    receiver.on_twin_desired_properties_patch_received = patches.append
+    patches = DesiredPatches(receiver)
     receiver.connect()
     emulator.stop()
     emulator.start()
@@ -225,4 +223,4 @@ def test_client_survives_an_emulator_restart(
     registry.update_module_twin(
         DEVICE, "receiver", Twin(properties=TwinProperties(desired={"after": "restart"}))
     )
-    wait_for(lambda: [p for p in patches if p.get("after") == "restart"])
+    patches.wait("after", "restart")

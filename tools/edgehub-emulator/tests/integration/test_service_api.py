@@ -18,7 +18,7 @@ from msrest.exceptions import HttpOperationError
 
 from edgehub_emulator.identity import generate_sas, parse_connection_string
 
-from .conftest import EmulatorProcess, wait_for
+from .conftest import DesiredPatches, EmulatorProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DEVICE = "edge-device"
@@ -126,8 +126,7 @@ def test_replace_and_update_twin_with_etags_reach_the_module(
     registry: IoTHubRegistryManager, module_client: Factory
 ) -> None:
     sender = module_client("sender")
-    patches: list[dict[str, Any]] = []
-    sender.on_twin_desired_properties_patch_received = patches.append
+    patches = DesiredPatches(sender)
     sender.connect()
     start = registry.get_module_twin(DEVICE, "sender")
 
@@ -140,7 +139,7 @@ def test_replace_and_update_twin_with_etags_reach_the_module(
     )
     assert replaced.etag != start.etag
     assert replaced.properties.desired["marker"] == marker
-    first = wait_for(lambda: [p for p in patches if p.get("marker") == marker])[0]
+    first = patches.wait("marker", marker)
     assert first["mode"] == "replaced" and first["$version"] > start.properties.desired["$version"]
 
     with pytest.raises(HttpOperationError) as stale:
@@ -158,7 +157,7 @@ def test_replace_and_update_twin_with_etags_reach_the_module(
         DEVICE, "sender", Twin(properties=TwinProperties(desired={"mode": "updated"})), replaced.etag
     )
     assert updated.etag not in (start.etag, replaced.etag)
-    second = wait_for(lambda: [p for p in patches if p.get("mode") == "updated"])[0]
+    second = patches.wait("mode", "updated")
     assert second["$version"] > first["$version"]
 
     # a replace drops what the new document leaves out; the module sees the same twin as the service
@@ -166,12 +165,12 @@ def test_replace_and_update_twin_with_etags_reach_the_module(
     registry.replace_module_twin(
         DEVICE, "sender", Twin(properties=TwinProperties(desired={"marker": marker2})), updated.etag
     )
-    third = wait_for(lambda: [p for p in patches if p.get("marker") == marker2])[0]
+    third = patches.wait("marker", marker2)
     assert third["$version"] > second["$version"]
     desired = sender.get_twin()["desired"]
     assert {k: v for k, v in desired.items() if k != "$version"} == {"marker": marker2}
     assert desired["$version"] == third["$version"]
-    assert not [p for p in patches if p.get("stale")]  # the refused changes never reached the module
+    assert not [p for p in patches.received if p.get("stale")]  # the refused changes never reached the module
     assert registry.get_module_twin(DEVICE, "sender").properties.desired == desired
 
 
@@ -223,8 +222,7 @@ def test_desired_patches_turn_the_modules_copy_into_the_service_twin(
     """Whatever the service does (merge or replace, nested objects included), a module that applies each
     desired patch to the twin it read ends with the desired properties the service sees."""
     sender = module_client("sender")
-    patches: list[dict[str, Any]] = []
-    sender.on_twin_desired_properties_patch_received = patches.append
+    patches = DesiredPatches(sender)
     sender.connect()
     local = sender.get_twin()["desired"]
     etag = registry.get_module_twin(DEVICE, "sender").etag
@@ -239,8 +237,8 @@ def test_desired_patches_turn_the_modules_copy_into_the_service_twin(
         twin = call(DEVICE, "sender", Twin(properties=TwinProperties(desired=desired)), etag)
         etag = twin.etag
         version = twin.properties.desired["$version"]
-        wait_for(lambda v=version: [p for p in patches if p["$version"] == v])
-    for patch in sorted(patches, key=lambda p: p["$version"]):
+        patches.wait("$version", version)
+    for patch in sorted(patches.received, key=lambda p: p["$version"]):
         local = _merge(local, patch)
     service = registry.get_module_twin(DEVICE, "sender").properties.desired
     assert local == service == sender.get_twin()["desired"]

@@ -39,6 +39,14 @@ class Capture(Protocol):
         """Free the device or connection."""
 
 
+def _opened(capture: cv2.VideoCapture, error: str) -> cv2.VideoCapture:
+    """The capture if OpenCV opened it; otherwise it is released and `error` raised as a SourceOpenError."""
+    if not capture.isOpened():
+        capture.release()
+        raise SourceOpenError(error)
+    return capture
+
+
 class Backoff:
     """Capped exponential delays: initial, 2x, 4x, ... never above the cap; `reset()` starts over."""
 
@@ -298,18 +306,15 @@ class StreamSource(LiveSource):
 
     def _open_capture(self) -> Capture:
         timeout_ms = int(self.options.io_timeout_s * 1000)
-        capture = cv2.VideoCapture(
-            self._url,
-            cv2.CAP_FFMPEG,
-            [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms],
+        return _opened(
+            cv2.VideoCapture(
+                self._url,
+                cv2.CAP_FFMPEG,
+                [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms],
+            ),
+            f"cannot open stream {self.description}: unreachable, refused, wrong path or credentials, "
+            "or not a video stream",
         )
-        if not capture.isOpened():
-            capture.release()
-            raise SourceOpenError(
-                f"cannot open stream {self.description}: unreachable, refused, wrong path or credentials, "
-                "or not a video stream"
-            )
-        return capture
 
 
 class CameraDeviceSource(LiveSource):
@@ -327,14 +332,11 @@ class CameraDeviceSource(LiveSource):
         self.api_preference = api_preference
 
     def _open_capture(self) -> Capture:
-        capture = cv2.VideoCapture(self.device, self.api_preference)
-        if not capture.isOpened():
-            capture.release()
-            raise SourceOpenError(
-                f"cannot open camera {self.description}: no such device, busy, or no permission "
-                "(in a container, pass the device through and add the user to the 'video' group)"
-            )
-        return capture
+        return _opened(
+            cv2.VideoCapture(self.device, self.api_preference),
+            f"cannot open camera {self.description}: no such device, busy, or no permission "
+            "(in a container, pass the device through and add the user to the 'video' group)",
+        )
 
 
 class GStreamerSource(LiveSource):
@@ -350,11 +352,8 @@ class GStreamerSource(LiveSource):
         require_gstreamer(self.description)
 
     def _open_capture(self) -> Capture:
-        capture = cv2.VideoCapture(self.pipeline, cv2.CAP_GSTREAMER)
-        if not capture.isOpened():
-            capture.release()
-            raise SourceOpenError(
-                f"cannot start GStreamer pipeline {self.description}: check the elements exist "
-                "(gst-inspect-1.0), the camera is connected, and the pipeline ends in an appsink"
-            )
-        return capture
+        return _opened(
+            cv2.VideoCapture(self.pipeline, cv2.CAP_GSTREAMER),
+            f"cannot start GStreamer pipeline {self.description}: check the elements exist "
+            "(gst-inspect-1.0), the camera is connected, and the pipeline ends in an appsink",
+        )
