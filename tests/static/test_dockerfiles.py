@@ -170,6 +170,21 @@ def test_devcontainer_stage_matrix_resolves(arch: str, cuda: str) -> None:
         assert expected in external
 
 
+@pytest.mark.parametrize("arch", ["amd64", "arm64"])
+@pytest.mark.parametrize("cuda", ["nocuda", "cuda"])
+def test_every_devcontainer_flavour_has_a_python_for_iotedgedev(arch: str, cuda: str) -> None:
+    """iotedgedev (make genconfig) needs Python >= 3.11: the base image has it or the stage installs it."""
+    parsed = parse_dockerfile(DEVCONTAINER_DOCKERFILE)
+    chain = resolve_stage_chain(parsed, {"TARGETARCH": arch, "CUDA_SUPPORT": cuda}, "base")
+    by_name = {s.name: s for s in parsed.stages if s.name}
+    runs = " ".join(v for name in chain[:-1] for k, v in by_name[name].instructions if k == "RUN")
+    base_python = re.match(r"(?:docker\.io/)?python:3\.(\d+)", chain[-1])
+    installed = re.findall(r"\bpython3\.(\d+)-venv\b", runs)
+    assert (base_python and int(base_python.group(1)) >= 11) or any(int(v) >= 11 for v in installed), (
+        f"base-{arch}-{cuda} ({chain[-1]}) has no Python >= 3.11 with venv for iotedgedev"
+    )
+
+
 def test_devcontainer_defines_the_four_named_stages() -> None:
     names = {s.name for s in parse_dockerfile(DEVCONTAINER_DOCKERFILE).stages}
     for arch in ("amd64", "arm64"):
