@@ -54,8 +54,8 @@ class OnnxRuntimeEngine(Engine):
         if missing:
             raise EngineLoadError(f"{path} has no output(s) {missing}; it has {available}")
         self._outputs = wanted
-        log.info("loaded %s with ONNX Runtime (%s intra-op threads)", path.name,
-                 self.config.intra_op_threads or "auto")
+        threads = self.config.intra_op_threads
+        log.info("loaded %s with ONNX Runtime (intra-op threads: %s)", path.name, threads or "ONNX Runtime's default")
 
     def _require_session(self):
         if self._session is None:
