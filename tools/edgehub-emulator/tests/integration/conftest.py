@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+import requests
 from azure.iot.device import IoTHubModuleClient
+from azure.iot.device.exceptions import ClientError, CredentialError
 from azure.iot.hub import IoTHubRegistryManager
 
 from edgehub_emulator import mqtt
@@ -305,6 +307,44 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+def service_token(emulator: EmulatorProcess) -> str:
+    """A SAS token for the service API, signed with the policy of the service connection string."""
+    cs = parse_connection_string(emulator.env("receiver")["IOTHUB_CONNECTION_STRING"])
+    return generate_sas(cs["HostName"], cs["SharedAccessKey"], policy=cs["SharedAccessKeyName"])
+
+
+def call_service_api(
+    emulator: EmulatorProcess, method: str, path: str, body: bytes, token: str | None = None
+) -> requests.Response:
+    """A raw HTTPS request to the service API (for bodies the SDK would never send), signed by default."""
+    env = emulator.env("receiver")
+    host = parse_connection_string(env["IOTHUB_CONNECTION_STRING"])["HostName"]
+    return requests.request(
+        method,
+        f"https://{host}{path}",
+        data=body,
+        headers={"Authorization": token or service_token(emulator)},
+        verify=env["REQUESTS_CA_BUNDLE"],
+        timeout=10,
+    )
+
+
+def assert_key_refused(emulator: EmulatorProcess, connection_string: str) -> None:
+    """A module client with this connection string cannot connect, and the emulator says why."""
+    ca = Path(emulator.env("receiver")["REQUESTS_CA_BUNDLE"]).read_text(encoding="utf-8")
+    client = IoTHubModuleClient.create_from_connection_string(
+        connection_string, server_verification_cert=ca, connection_retry=False
+    )
+    try:
+        with pytest.raises((CredentialError, ClientError)):
+            client.connect()
+    finally:
+        client.shutdown()
+    cs = parse_connection_string(connection_string)
+    client_id = f"{cs['DeviceId']}/{cs['ModuleId']}"
+    assert f"refused MQTT client '{client_id}': SAS signature does not match" in emulator.log_text()
 
 
 class DesiredPatches:

@@ -10,15 +10,22 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-import requests
 from azure.iot.device import IoTHubModuleClient, Message, MethodResponse
 from azure.iot.hub import IoTHubRegistryManager
 from azure.iot.hub.models import CloudToDeviceMethod
 
 from edgehub_emulator import mqtt
-from edgehub_emulator.identity import generate_sas, parse_connection_string
 
-from .conftest import MAX_MESSAGE_BYTES, EmulatorProcess, connect_packet, read_all, tls_socket, wait_for
+from .conftest import (
+    MAX_MESSAGE_BYTES,
+    EmulatorProcess,
+    call_service_api,
+    connect_packet,
+    read_all,
+    service_token,
+    tls_socket,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DEVICE = "edge-device"
@@ -104,30 +111,14 @@ def test_oversized_message_is_dropped_with_an_error(
 def test_malformed_json_to_the_service_api_is_400(
     emulator: EmulatorProcess, registry: IoTHubRegistryManager, healthy: IoTHubModuleClient
 ) -> None:
-    env = emulator.env("receiver")
-    cs = parse_connection_string(env["IOTHUB_CONNECTION_STRING"])
-    token = generate_sas(cs["HostName"], cs["SharedAccessKey"], policy=cs["SharedAccessKeyName"])
-    base = f"https://{cs['HostName']}"
     for path, method in (
         (f"/twins/{DEVICE}/modules/receiver/methods", "POST"),
         (f"/twins/{DEVICE}/modules/receiver", "PATCH"),
     ):
-        response = requests.request(
-            method,
-            base + path,
-            data=b"{bad",
-            headers={"Authorization": token},
-            verify=env["REQUESTS_CA_BUNDLE"],
-            timeout=10,
-        )
+        response = call_service_api(emulator, method, path, b"{bad")
         assert response.status_code == 400 and "not valid JSON" in response.json()["Message"]
-    response = requests.post(
-        base + f"/twins/{DEVICE}/modules/receiver/methods",
-        data=b"{}",
-        headers={"Authorization": token.replace("sig=", "sig=A")},
-        verify=env["REQUESTS_CA_BUNDLE"],
-        timeout=10,
-    )
+    forged = service_token(emulator).replace("sig=", "sig=A")
+    response = call_service_api(emulator, "POST", f"/twins/{DEVICE}/modules/receiver/methods", b"{}", forged)
     assert response.status_code == 401
     bad = emulator.cli("invoke", DEVICE, "receiver", "m", "--payload", "{oops", check=False)
     assert bad.returncode == 2 and "--payload is not valid JSON" in bad.stderr

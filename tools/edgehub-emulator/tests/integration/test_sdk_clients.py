@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import uuid
-from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 from azure.iot.device import IoTHubModuleClient, Message, MethodResponse
-from azure.iot.device.exceptions import ClientError, CredentialError
 from azure.iot.hub import IoTHubRegistryManager
 from azure.iot.hub.models import CloudToDeviceMethod, Twin, TwinProperties
 from msrest.exceptions import HttpOperationError
 
-from .conftest import DesiredPatches, EmulatorProcess, wait_for
+from .conftest import DesiredPatches, EmulatorProcess, assert_key_refused, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DEVICE = "edge-device"
@@ -168,17 +166,7 @@ def test_wrong_key_is_refused(emulator: EmulatorProcess) -> None:
         + "QUJD" * 11
         + ";GatewayHostName=localhost"
     )
-    client = IoTHubModuleClient.create_from_connection_string(
-        wrong,
-        server_verification_cert=Path(env["REQUESTS_CA_BUNDLE"]).read_text(encoding="utf-8"),
-        connection_retry=False,
-    )
-    try:
-        with pytest.raises((CredentialError, ClientError)):
-            client.connect()
-    finally:
-        client.shutdown()
-    assert "refused MQTT client 'edge-device/sender': SAS signature does not match" in emulator.log_text()
+    assert_key_refused(emulator, wrong)
 
 
 def test_message_for_an_offline_module_waits_until_it_connects(
