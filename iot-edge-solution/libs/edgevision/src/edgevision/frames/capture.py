@@ -8,7 +8,7 @@ import re
 import cv2
 import numpy as np
 
-from edgevision.frames.errors import GStreamerUnavailableError
+from edgevision.frames.errors import GStreamerUnavailableError, SourceOpenError
 
 _GSTREAMER_LINE = re.compile(r"^\s*GStreamer:\s*(\S+)", re.MULTILINE)
 
@@ -18,6 +18,14 @@ GSTREAMER_HELP = (
     "or build OpenCV yourself with -DWITH_GSTREAMER=ON; check with "
     'python -c "import cv2; print(cv2.getBuildInformation())" | grep GStreamer'
 )
+
+
+def opened(capture: cv2.VideoCapture, error: str) -> cv2.VideoCapture:
+    """The capture if OpenCV opened it; otherwise it is released and `error` raised as a SourceOpenError."""
+    if not capture.isOpened():
+        capture.release()
+        raise SourceOpenError(error)
+    return capture
 
 
 def build_has_gstreamer(build_information: str) -> bool:

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from edgevision.frames.base import Frame, FrameSource, SourceOptions
-from edgevision.frames.capture import nominal_fps, to_bgr
+from edgevision.frames.capture import nominal_fps, opened, to_bgr
 from edgevision.frames.errors import EndOfStreamError, FrameSourceError, SourceNotFoundError, SourceOpenError
 
 logger = logging.getLogger(__name__)
@@ -89,10 +89,7 @@ class VideoFileSource(FrameSource):
             raise SourceOpenError(
                 f"cannot open video file {self.description}: {e}. {_NOT_A_VIDEO_HINT}"
             ) from e
-        if not capture.isOpened():
-            capture.release()
-            raise SourceOpenError(f"cannot open {self.description} as a video. {_NOT_A_VIDEO_HINT}")
-        return capture
+        return opened(capture, f"cannot open {self.description} as a video. {_NOT_A_VIDEO_HINT}")
 
     def read(self) -> Frame:
         if self.options.realtime:

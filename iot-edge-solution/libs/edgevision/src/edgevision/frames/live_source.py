@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from edgevision.frames.base import Frame, FrameSource, SourceOptions
-from edgevision.frames.capture import nominal_fps, require_gstreamer, to_bgr
+from edgevision.frames.capture import nominal_fps, opened, require_gstreamer, to_bgr
 from edgevision.frames.errors import FrameSourceError, SourceOpenError
 
 logger = logging.getLogger(__name__)
@@ -37,14 +37,6 @@ class Capture(Protocol):
 
     def release(self) -> None:
         """Free the device or connection."""
-
-
-def _opened(capture: cv2.VideoCapture, error: str) -> cv2.VideoCapture:
-    """The capture if OpenCV opened it; otherwise it is released and `error` raised as a SourceOpenError."""
-    if not capture.isOpened():
-        capture.release()
-        raise SourceOpenError(error)
-    return capture
 
 
 class Backoff:
@@ -306,7 +298,7 @@ class StreamSource(LiveSource):
 
     def _open_capture(self) -> Capture:
         timeout_ms = int(self.options.io_timeout_s * 1000)
-        return _opened(
+        return opened(
             cv2.VideoCapture(
                 self._url,
                 cv2.CAP_FFMPEG,
@@ -332,7 +324,7 @@ class CameraDeviceSource(LiveSource):
         self.api_preference = api_preference
 
     def _open_capture(self) -> Capture:
-        return _opened(
+        return opened(
             cv2.VideoCapture(self.device, self.api_preference),
             f"cannot open camera {self.description}: no such device, busy, or no permission "
             "(in a container, pass the device through and add the user to the 'video' group)",
@@ -352,7 +344,7 @@ class GStreamerSource(LiveSource):
         require_gstreamer(self.description)
 
     def _open_capture(self) -> Capture:
-        return _opened(
+        return opened(
             cv2.VideoCapture(self.pipeline, cv2.CAP_GSTREAMER),
             f"cannot start GStreamer pipeline {self.description}: check the elements exist "
             "(gst-inspect-1.0), the camera is connected, and the pipeline ends in an appsink",
