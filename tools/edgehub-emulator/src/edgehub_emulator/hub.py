@@ -83,6 +83,13 @@ def _strip_meta(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if not k.startswith("$")}
 
 
+def require_etag(if_match: str, current: str) -> None:
+    """Raise PreconditionFailedError unless an `If-Match` value (quoted or not) is `*` or the current etag."""
+    wanted = if_match.strip().strip('"')
+    if wanted not in ("*", current):
+        raise PreconditionFailedError(f"etag {wanted!r} does not match the current {current!r}")
+
+
 class Hub:
     """State and behaviour shared by all servers of one emulator."""
 
@@ -351,9 +358,7 @@ class Hub:
         """PATCH (merge) or PUT (replace) from the service; pushes the desired change to the module."""
         desired, tags = self._twin_update_parts(body)
         twin = self.twin_for(device_id, module_id)
-        wanted = (if_match or "*").strip().strip('"')
-        if wanted not in ("*", twin.etag):
-            raise PreconditionFailedError(f"etag {wanted!r} does not match the current {twin.etag!r}")
+        require_etag(if_match or "*", twin.etag)
         patch = self._apply_twin_update(twin, desired, tags, replace)
         self.store.put_twin(device_id, module_id, twin)
         if patch is not None:

@@ -22,7 +22,7 @@ from edgehub_emulator.errors import (
     PreconditionFailedError,
 )
 from edgehub_emulator.httpserver import Request, Response
-from edgehub_emulator.hub import Hub
+from edgehub_emulator.hub import Hub, require_etag
 from edgehub_emulator.identity import sign
 from edgehub_emulator.messages import Message
 from edgehub_emulator.store import Identity
@@ -154,9 +154,7 @@ class ServiceApi:
                 raise ConflictError(
                     f"module {device_id}/{module_id} already exists; update it with If-Match (the etag or \"*\")"
                 )
-            wanted = if_match.strip().strip('"')
-            if wanted != "*" and wanted != _module_etag(existing):
-                raise PreconditionFailedError(f"If-Match {if_match} does not match the module's etag")
+            require_etag(if_match, _module_etag(existing))
         identity = self.hub.ensure_identity(device_id, module_id)
         keys = (body.get("authentication") or {}).get("symmetricKey") or {}
         for field in ("primaryKey", "secondaryKey"):
