@@ -155,7 +155,7 @@ class ServiceApi:
                     f"module {device_id}/{module_id} already exists; update it with If-Match (the etag or \"*\")"
                 )
             require_etag(if_match, _module_etag(existing))
-        identity = self.hub.ensure_identity(device_id, module_id)
+        identity = existing or self.hub.ensure_identity(device_id, module_id)
         keys = (body.get("authentication") or {}).get("symmetricKey") or {}
         for field in ("primaryKey", "secondaryKey"):
             key = keys.get(field)
