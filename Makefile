@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.setup-done
+NPM_STAMP := node_modules/.setup-done
 
 SOLUTION := iot-edge-solution
 LIB := $(SOLUTION)/libs/edgevision
@@ -50,7 +51,15 @@ help:
 	@echo "make iotedgedev-setup  iotedgedev in its own environment, $(IOTEDGEDEV_VENV)"
 	@echo "make genconfig [PLATFORM=amd64|arm64v8]  expand both deployment templates into iot-edge-solution/config/"
 
-setup: $(STAMP)
+setup: $(STAMP) $(NPM_STAMP)
+
+# Azurite (local Azure Storage), pinned in package-lock.json, installed into ./node_modules.
+$(NPM_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "error: Node.js >= 18 and npm are needed for Azurite, the local Azure" \
+		"Storage (Debian/Ubuntu: sudo apt-get install nodejs npm; macOS: brew install node; the dev container has" \
+		"them)" >&2; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
 
 $(STAMP): $(SETUP_INPUTS)
 	@echo "== setting up $(VENV) with $$($(PYTHON) --version)"
@@ -93,7 +102,7 @@ format: setup
 	$(PY) -m ruff format $(PY_SOURCES)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache htmlcov coverage.xml .coverage
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache htmlcov coverage.xml .coverage
 
 emulator: setup
 	$(VENV)/bin/edgehub-emulator start --manifest $(SOLUTION)/deployment.template.json --state $(EMULATOR_STATE)

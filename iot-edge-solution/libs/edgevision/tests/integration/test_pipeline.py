@@ -12,7 +12,7 @@ import pytest
 
 from edgevision.frames import Frame, FrameSource, FrameSourceError, SourceOptions, open_source
 from edgevision.models import ModelRepository
-from edgevision.pipeline import ConsoleReporter, Pipeline, PipelineOptions, PipelineStats, format_summary
+from edgevision.pipeline import BaseConsumer, ConsoleReporter, Pipeline, PipelineOptions, PipelineStats, format_summary
 from edgevision.vision import build_task
 
 
@@ -40,16 +40,23 @@ def gradient_frames(count: int, width: int = 320, height: int = 240) -> list[np.
     return frames
 
 
-class Collector:
-    """A consumer that records frame indexes; it can be slow or always fail."""
+class Collector(BaseConsumer):
+    """A consumer that records frame indexes and its lifecycle; it can be slow or always fail."""
 
     def __init__(self, delay_s: float = 0.0, fail: bool = False) -> None:
         self.indexes: list[int] = []
         self.delay_s = delay_s
         self.fail = fail
         self.name = f"collector-{id(self)}"
+        self.events: list[str] = []
 
-    def __call__(self, frame: Frame, result: Any) -> None:
+    def start(self) -> None:
+        self.events.append("start")
+
+    def close(self) -> None:
+        self.events.append("close")
+
+    def handle(self, frame: Frame, result: Any) -> None:
         if self.fail:
             raise RuntimeError("consumer bug")
         time.sleep(self.delay_s)
@@ -96,6 +103,7 @@ def test_every_frame_of_a_file_in_order(task, make_video) -> None:
     pipeline = Pipeline(open_source(str(video), SourceOptions(loop=False)), task, [collector])
     stats = pipeline.run()
     assert collector.indexes == list(range(12))
+    assert collector.events == ["start", "close"]
     snapshot = stats.snapshot()
     assert snapshot["results"] == 12 and snapshot["frames_skipped"] == 0 and snapshot["errors"] == 0
     for stage in ("capture", "preprocess", "inference", "end_to_end"):

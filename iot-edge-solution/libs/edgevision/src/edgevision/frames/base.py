@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import abc
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -25,8 +27,16 @@ class Frame:
 
     image: np.ndarray  # HxWx3 uint8 BGR
     index: int
-    timestamp: float  # time.monotonic() when captured
+    timestamp: float  # time.monotonic() when captured: for latencies within the process
     source: str  # redacted description of the source
+    # time.time() when captured: the frame's time in messages and results (monotonic time means nothing outside)
+    captured_at: float = field(default_factory=time.time)
+
+    @property
+    def captured_at_iso(self) -> str:
+        """The capture time as ISO 8601 UTC with milliseconds, e.g. 2026-12-01T21:09:52.123Z."""
+        moment = datetime.fromtimestamp(self.captured_at, tz=timezone.utc)
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 @dataclass(frozen=True)

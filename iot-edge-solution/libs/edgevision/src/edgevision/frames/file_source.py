@@ -103,7 +103,7 @@ class VideoFileSource(FrameSource):
                 raise EndOfStreamError(f"end of video file {self.description}")
             image = self._next_image(self._capture)
             now = time.monotonic()
-            frame = Frame(to_bgr(image), self._next_index, now, self.description)
+            frame = Frame(to_bgr(image), self._next_index, now, self.description, time.time())
             self._next_index += 1
             self._paced_frames += 1
             self._last_frame_time = now

@@ -200,7 +200,7 @@ class LiveSource(FrameSource):
     def _publish_locked(self, image: np.ndarray) -> None:
         state = self._state
         now = time.monotonic()
-        state.latest = Frame(to_bgr(image), state.next_index, now, self.description)
+        state.latest = Frame(to_bgr(image), state.next_index, now, self.description, time.time())
         state.next_index += 1
         if state.stalled:
             state.stalled = False

@@ -2,14 +2,18 @@
 
 from edgevision.pipeline.console import ConsoleReporter, format_summary
 from edgevision.pipeline.core import Pipeline, PipelineOptions
-from edgevision.pipeline.fanout import Consumer, Fanout
+from edgevision.pipeline.fanout import BaseConsumer, Consumer, Fanout, Handoff
+from edgevision.pipeline.latest import LatestValue
 from edgevision.pipeline.stats import STAGES, PipelineStats
 
 __all__ = [
     "STAGES",
+    "BaseConsumer",
     "ConsoleReporter",
     "Consumer",
     "Fanout",
+    "Handoff",
+    "LatestValue",
     "Pipeline",
     "PipelineOptions",
     "PipelineStats",

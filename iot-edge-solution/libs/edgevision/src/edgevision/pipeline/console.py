@@ -6,11 +6,12 @@ import sys
 from typing import TextIO
 
 from edgevision.frames import Frame
+from edgevision.pipeline.fanout import BaseConsumer
 from edgevision.pipeline.stats import PipelineStats
 from edgevision.tasks.results import TaskResult
 
 
-class ConsoleReporter:
+class ConsoleReporter(BaseConsumer):
     """Prints `frame N | label confidence | +k more | fps | inference ms` for every result it gets."""
 
     name = "console"
@@ -19,7 +20,7 @@ class ConsoleReporter:
         self.stats = stats
         self.stream = stream or sys.stdout
 
-    def __call__(self, frame: Frame, result: TaskResult) -> None:
+    def handle(self, frame: Frame, result: TaskResult) -> None:
         top = result.top
         shown = f"{top.label} {top.confidence:.2f}" if top else "nothing"
         more = len(result.predictions) - 1 if result.task != "classification" and top else 0

@@ -18,6 +18,7 @@ import numpy as np
 from edgevision.errors import EdgeVisionError
 from edgevision.frames import EndOfStreamError, Frame, FrameSource, FrameSourceError
 from edgevision.pipeline.fanout import Consumer, Fanout
+from edgevision.pipeline.latest import LatestValue
 from edgevision.pipeline.stats import PipelineStats
 from edgevision.tasks import Geometry, Task
 
@@ -49,30 +50,6 @@ class _Prepared:
     preprocess_ms: float
 
 
-class _LatestSlot:
-    """Holds only the newest frame; a put replaces what inference has not taken yet."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._item: object | None = None
-
-    def put(self, item: object) -> int:
-        """Store `item`; returns 1 when it replaced a frame nobody took, else 0."""
-        with self._cond:
-            replaced = int(self._item is not None and self._item is not _END)
-            self._item = item
-            self._cond.notify()
-            return replaced
-
-    def get(self, timeout: float) -> object | None:
-        """Take the newest item, waiting up to `timeout`; None when there is none."""
-        with self._cond:
-            if self._item is None:
-                self._cond.wait(timeout)
-            item, self._item = self._item, None
-            return item
-
-
 class Pipeline:
     """Runs `task` on frames from `source` and hands each result to every consumer."""
 
@@ -88,8 +65,8 @@ class Pipeline:
         self._fanout = Fanout(list(consumers or []), self.options.consumer_queue_size)
         self._stop = threading.Event()
         self._done = threading.Event()
-        self._queue: queue.Queue | _LatestSlot = (
-            queue.Queue(maxsize=self.options.queue_size) if self.every_frame else _LatestSlot()
+        self._queue: queue.Queue | LatestValue = (
+            queue.Queue(maxsize=self.options.queue_size) if self.every_frame else LatestValue()
         )
         self._threads = [
             threading.Thread(target=self._capture_loop, name="capture", daemon=True),
@@ -143,8 +120,8 @@ class Pipeline:
 
     # -- threads ---------------------------------------------------------------------------------------------
     def _put(self, item: object) -> bool:
-        if isinstance(self._queue, _LatestSlot):
-            self.stats.count_capture(skipped=self._queue.put(item))
+        if isinstance(self._queue, LatestValue):
+            self.stats.count_capture(skipped=int(self._queue.put(item)))
             return True
         while not self._stop.is_set():
             try:
@@ -181,7 +158,7 @@ class Pipeline:
             self._put_end()
 
     def _put_end(self) -> None:
-        if isinstance(self._queue, _LatestSlot):
+        if isinstance(self._queue, LatestValue):
             self._queue.put(_END)
             return
         while True:
@@ -200,8 +177,8 @@ class Pipeline:
         return _Prepared(frame, inputs, geometry, elapsed)
 
     def _next_item(self) -> object | None:
-        if isinstance(self._queue, _LatestSlot):
-            return self._queue.get(timeout=0.1)
+        if isinstance(self._queue, LatestValue):
+            return self._queue.take(timeout=0.1)
         try:
             return self._queue.get(timeout=0.1)
         except queue.Empty:
