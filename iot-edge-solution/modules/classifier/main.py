@@ -1,18 +1,19 @@
-"""Classifier module: runs the model MODEL_NAME on frames from CAMERA_PATH and prints, per frame, the top
-result and the running FPS. Ctrl-C or SIGTERM (what the IoT Edge runtime sends on stop) ends it cleanly with
-a summary."""
+"""Classifier module: runs the model MODEL_NAME on frames from CAMERA_PATH, prints per frame the top result and
+the running FPS, and, under IoT Edge (or the local emulator), serves the solution's flows through edgeHub.
+Without an edge environment it says once that IoT Hub features are off and keeps its local job running.
+Ctrl-C or SIGTERM (what the IoT Edge runtime sends on stop) ends it cleanly with a summary."""
 
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import time
 
 from edgevision.config import SettingsError, VisionSettings, load_settings
 from edgevision.errors import EdgeVisionError
 from edgevision.frames import SourceOptions, describe_source, open_source
-from edgevision.pipeline import ConsoleReporter, Pipeline, PipelineOptions, PipelineStats, format_summary
+from edgevision.iot import ModuleConnection, ShutdownSignal, connect_module
+from edgevision.pipeline import ConsoleReporter, Consumer, Pipeline, PipelineOptions, PipelineStats, format_summary
 from edgevision.vision import build_task_from_settings
 
 log = logging.getLogger("classifier")
@@ -21,8 +22,18 @@ EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
 
 
-def build_pipeline(settings: VisionSettings) -> Pipeline:
-    """Model, engine and frame source from the settings, wired to a console reporter."""
+class ClassifierSettings(VisionSettings):
+    """Everything the classifier reads from its environment. Each flow adds its settings class as a base."""
+
+
+def build_consumers(settings: ClassifierSettings, connection: ModuleConnection, stats: PipelineStats) -> list[Consumer]:
+    """The consumers of the running pipeline; each flow appends its own (the camera is opened once)."""
+    del settings, connection  # used by the flows' consumers
+    return [ConsoleReporter(stats)]
+
+
+def build_pipeline(settings: ClassifierSettings, connection: ModuleConnection) -> Pipeline:
+    """Model, engine and frame source from the settings, wired to the consumers."""
     task = build_task_from_settings(settings, __file__)
     source = open_source(
         settings.camera_path,
@@ -34,37 +45,42 @@ def build_pipeline(settings: VisionSettings) -> Pipeline:
     )
     stats = PipelineStats()
     options = PipelineOptions(every_frame=None if settings.process_every_frame else False)
-    return Pipeline(source, task, [ConsoleReporter(stats)], options, stats)
+    return Pipeline(source, task, build_consumers(settings, connection, stats), options, stats)
 
 
 def main() -> int:
     """Run until the source ends, SIGTERM or Ctrl-C; the exit status says why it ended."""
     try:
-        settings = load_settings(VisionSettings)
+        settings = load_settings(ClassifierSettings)
     except SettingsError as e:
         print(f"classifier: {e}", file=sys.stderr)
         return EXIT_CONFIG
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.info("starting: model %s on %s", settings.model_name, describe_source(settings.camera_path))
+    shutdown = ShutdownSignal().install()
     try:
-        pipeline = build_pipeline(settings)
-        pipeline.start()
+        connection = connect_module()
+        pipeline = build_pipeline(settings, connection)
     except EdgeVisionError as e:
         log.error("cannot start: %s", e)
         return EXIT_CONFIG
-
-    def request_stop(signum: int, _frame: object) -> None:
-        log.info("received %s, stopping", signal.Signals(signum).name)
-        pipeline.stop()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    try:
+        pipeline.start()
+        connection.start()
+    except EdgeVisionError as e:
+        log.error("cannot start: %s", e)
+        pipeline.close()
+        pipeline.task.engine.close()
+        connection.close()
+        return EXIT_CONFIG
+    shutdown.on_shutdown(pipeline.stop)
     started = time.monotonic()
     try:
         while not pipeline.wait(0.2):
             pass
     finally:
         pipeline.close()
+        connection.close()
         pipeline.task.engine.close()
     print(format_summary(pipeline.stats, time.monotonic() - started), flush=True)
     if pipeline.error is not None:
