@@ -1,8 +1,8 @@
 """On-disk cache of serialised TensorRT engines.
 
 Building a TensorRT engine from ONNX takes from seconds to many minutes on a Jetson, so the plan is stored
-and reused. A plan is only valid for the exact model, TensorRT version, GPU architecture, precision and shape
-range it was built for; all of them go into the cache key, so a change in any one of them misses the cache
+and reused. A plan is only valid for the exact model, TensorRT version, GPU (model, not only architecture: Orin
+Nano, NX and AGX all report compute capability 8.7), precision and shape range it was built for; all of them go into the cache key, so a change in any one of them misses the cache
 instead of loading a plan that TensorRT would reject (or, worse, accept with other shapes).
 
 This module imports nothing from TensorRT or CUDA: the caller passes the version and compute capability in,
@@ -25,7 +25,7 @@ from edgevision.engines.base import EngineLoadError
 log = logging.getLogger(__name__)
 
 # Bumped when the key recipe or the file layout changes, so older files are simply never looked up again.
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
 CACHE_SUFFIX = ".engine"
 
 
@@ -36,25 +36,31 @@ ShapeRange = tuple[Shape, Shape, Shape]
 PlanBytes = bytes | bytearray | memoryview
 
 
-def engine_cache_key(
+def engine_cache_key(  # pylint: disable=too-many-arguments
     onnx_sha256: str,
     tensorrt_version: str,
     compute_capability: tuple[int, int],
     precision: str,
     input_shapes: Mapping[str, Shape],
     dynamic_shapes: Mapping[str, ShapeRange],
+    *,
+    gpu_name: str,
+    gpu_memory_bytes: int,
 ) -> str:
     """The hex SHA-256 naming one plan: equal for equal ingredients, different when any one differs.
 
     The ingredients are serialised as canonical JSON (sorted keys, shapes as lists of ints), so dict order and
     tuple-versus-list make no difference while any real change does. The shapes are the configured ones (not
-    the resolved profiles), which the profiles are a deterministic function of, given the same ONNX file.
+    the resolved profiles), which the profiles are a deterministic function of, given the same ONNX file. The
+    GPU's name and memory size (as the CUDA driver reports them) tell apart boards of one architecture.
     """
     ingredients = {
         "format": CACHE_FORMAT_VERSION,
         "onnx_sha256": onnx_sha256,
         "tensorrt": tensorrt_version,
         "compute_capability": [int(compute_capability[0]), int(compute_capability[1])],
+        "gpu_name": gpu_name,
+        "gpu_memory_bytes": int(gpu_memory_bytes),
         "precision": precision,
         "input_shapes": {name: [int(d) for d in shape] for name, shape in input_shapes.items()},
         "dynamic_shapes": {
