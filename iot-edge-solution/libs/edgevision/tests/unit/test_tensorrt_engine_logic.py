@@ -573,9 +573,11 @@ def test_cache_miss_builds_and_writes_the_cache(fake_gpu: FakeGpu, model: Path) 
     engine = TensorRTEngine(config_for(model))
     engine.load()
     assert fake_gpu.builds == 1
-    cached = list((model.parent / "cache").iterdir())
-    assert len(cached) == 1 and cached[0].suffix == ".engine"
+    cached = sorted((model.parent / "cache").iterdir(), key=lambda p: p.suffix)
+    assert [p.suffix for p in cached] == [".engine", ".json"] and cached[0].stem == cached[1].stem
     assert cached[0].read_bytes().startswith(FAKE_PLAN_MAGIC)
+    # Beside the plan, what it was built as: a cache hit reports it without building again.
+    assert json.loads(cached[1].read_text()) == {"precision": "fp32", "tensorrt": fake_gpu.release.version}
     engine.close()
 
 
@@ -597,7 +599,7 @@ def test_changed_model_misses_the_cache(fake_gpu: FakeGpu, model: Path) -> None:
     with TensorRTEngine(config_for(model)) as engine:
         assert engine.output_names == ["total", "doubled"]
     assert fake_gpu.builds == 2
-    assert len(list((model.parent / "cache").iterdir())) == 2
+    assert len(list((model.parent / "cache").glob("*.engine"))) == 2
 
 
 def test_default_cache_dir_is_next_to_the_model(fake_gpu: FakeGpu, model: Path) -> None:
@@ -614,7 +616,7 @@ def test_corrupt_cache_is_deleted_and_rebuilt_with_a_warning(
     """A corrupt plan: warning, rebuild, and a good plan in its place."""
     with TensorRTEngine(config_for(model)):
         pass
-    (cached,) = (model.parent / "cache").iterdir()
+    (cached,) = (model.parent / "cache").glob("*.engine")
     cached.write_bytes(b"\x00\x01 truncated by a power cut")
     with caplog.at_level(logging.WARNING), TensorRTEngine(config_for(model)) as engine:
         np.testing.assert_array_equal(engine.infer({"x": batch(1)})[1], batch(1).sum(axis=-1))
@@ -920,6 +922,152 @@ def test_load_twice_releases_the_first_engine(fake_gpu: FakeGpu, model: Path) ->
 
 
 # ----------------------------------------------------------------------------------------------------
+# CUDA contexts and threads
+# ----------------------------------------------------------------------------------------------------
+
+
+def run_in_thread(work: Callable[[], Any]) -> Any:
+    """Run `work` on a new thread and return its result (or raise its exception here)."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = work()
+        except BaseException as e:  # pylint: disable=broad-exception-caught  # re-raised below
+            outcome["error"] = e
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def test_infer_and_close_from_other_threads_than_load(fake_gpu: FakeGpu, model: Path) -> None:
+    """Loaded on this thread, inferred on a second, closed on a third: each pushes and pops on its own
+    stack, every buffer is freed in its context, and no stack keeps an entry."""
+    engine = TensorRTEngine(config_for(model))
+    engine.load()
+    assert fake_gpu.context_stack == 0
+
+    def infer() -> tuple[list[np.ndarray], int]:
+        outputs = engine.infer({"x": batch(3)})
+        return outputs, fake_gpu.context_stack
+
+    (doubled, total), depth_after = run_in_thread(infer)
+    np.testing.assert_array_equal(doubled, 2 * batch(3))
+    np.testing.assert_array_equal(total, batch(3).sum(axis=-1))
+    assert depth_after == 0
+    assert fake_gpu.threads_used and threading.get_ident() not in fake_gpu.threads_used
+    run_in_thread(lambda: (engine.close(), fake_gpu.context_stack)[1])
+    assert fake_gpu.memory == {} and not fake_gpu.cleanup_errors
+    assert fake_gpu.context_stack == 0 and fake_gpu.detached == 0
+
+
+def test_model_swaps_retain_the_primary_context_once(fake_gpu: FakeGpu, model: Path) -> None:
+    """Engines loaded and closed over and over on two threads (a model swap each time) share one retained
+    primary context, never detach it, and leave both threads' stacks empty."""
+    depths = []
+    for round_ in range(3):
+        old = TensorRTEngine(config_for(model))
+        old.load()
+        depths.append(run_in_thread(lambda: (old.infer({"x": batch(2)}), fake_gpu.context_stack)[1]))
+        new = run_in_thread(lambda: TensorRTEngine(config_for(model)))
+        run_in_thread(new.load)
+        old.close()
+        np.testing.assert_array_equal(new.infer({"x": batch(1)})[0], 2 * batch(1))
+        run_in_thread(new.close)
+        assert fake_gpu.memory == {}, f"round {round_}"
+    assert fake_gpu.retains == 1 and fake_gpu.detached == 0
+    assert depths == [0, 0, 0] and fake_gpu.context_stack == 0
+    assert not fake_gpu.cleanup_errors
+
+
+def test_a_context_that_cannot_be_pushed_is_an_engine_error(
+    fake_gpu: FakeGpu, model: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A push the driver refuses is an EngineError from infer, an EngineLoadError from load (never pycuda's
+    own exception), and close() only logs it."""
+    engine = TensorRTEngine(config_for(model))
+    engine.load()
+    fake_gpu.fail_push = True
+    with pytest.raises(EngineError, match="cannot make the CUDA context current to infer") as raised:
+        engine.infer({"x": batch(1)})
+    assert type(raised.value) is EngineError  # pylint: disable=unidiomatic-typecheck
+    assert type(raised.value.__cause__).__name__ == "LogicError"
+    with pytest.raises(EngineLoadError, match="context is destroyed"):
+        TensorRTEngine(config_for(model)).load()
+    with caplog.at_level(logging.ERROR, logger=TRT_LOGGER_NAME):
+        engine.close()
+    assert any("could not release" in r.getMessage() for r in caplog.records)
+    fake_gpu.fail_push = False
+    assert fake_gpu.context_stack == 0
+    engine.load()  # the device works again once the driver does
+    np.testing.assert_array_equal(engine.infer({"x": batch(1)})[0], 2 * batch(1))
+    engine.close()
+
+
+def test_detaching_is_what_left_a_stale_context(fake_gpu: FakeGpu) -> None:
+    """The fake's pycuda is faithful where the old close() went wrong: detaching a primary context that is
+    not current leaves it on the calling thread's stack."""
+    import pycuda.driver as cuda  # pylint: disable=import-outside-toplevel  # the fake
+
+    context = cuda.Device(0).retain_primary_context()
+    context.detach()
+    assert fake_gpu.context_stack == 1
+
+
+# ----------------------------------------------------------------------------------------------------
+# What the engine reports, and the GPU in the cache key
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_describe_reports_backend_version_gpu_and_cache(fake_gpu: FakeGpu, model: Path) -> None:
+    """describe() names the backend, TensorRT version, GPU, precision, and whether the plan came from cache."""
+    engine = TensorRTEngine(config_for(model))
+    assert engine.describe() == {"backend": "tensorrt"}
+    engine.load()
+    first = engine.describe()
+    engine.load()
+    second = engine.describe()
+    engine.close()
+    assert first == {
+        "backend": "tensorrt",
+        "tensorrt": fake_gpu.release.version,
+        "device": "Orin (nvgpu)",
+        "device_memory_mib": 7_620_968_448 // (1 << 20),
+        "compute_capability": "8.7",
+        "precision_requested": "fp32",
+        "precision": "fp32",
+        "engine_cached": False,
+    }
+    assert second == {**first, "engine_cached": True}
+
+
+@pytest.mark.parametrize(
+    ("device_name", "total_memory", "rebuilt"),
+    [
+        ("Orin (nvgpu)", 7_620_968_448, False),
+        ("Orin (nvgpu)", 15_655_829_504, True),  # Orin NX 16 GB: same name and compute capability
+        ("NVIDIA Jetson AGX Orin", 7_620_968_448, True),
+    ],
+    ids=["same-gpu", "other-memory", "other-name"],
+)
+def test_another_gpu_of_the_same_architecture_misses_the_cache(
+    fake_gpu: FakeGpu, model: Path, device_name: str, total_memory: int, rebuilt: bool
+) -> None:
+    """A plan built on one board is not loaded on another board of compute capability 8.7."""
+    with TensorRTEngine(config_for(model)):
+        pass
+    fake_gpu.device_name, fake_gpu.total_memory = device_name, total_memory
+    with TensorRTEngine(config_for(model)) as engine:
+        assert engine.describe()["engine_cached"] is not rebuilt
+    assert fake_gpu.builds == (2 if rebuilt else 1)
+
+
+# ----------------------------------------------------------------------------------------------------
 # Availability and imports
 # ----------------------------------------------------------------------------------------------------
 
@@ -975,6 +1123,22 @@ def test_tensorrt_from_8_5_is_accepted(fake_gpu: FakeGpu, version: str, accepted
     else:
         with pytest.raises(EngineUnavailableError, match=f"found {version}"):
             TensorRTEngine.check_available()
+
+
+def test_sdk_report_names_both_versions(fake_gpu: FakeGpu, capsys: pytest.CaptureFixture[str]) -> None:
+    """The build-time check prints TensorRT's and pycuda's versions and exits 0."""
+    assert tensorrt_engine.main() == 0
+    assert capsys.readouterr().out.strip() == f"TensorRT {fake_gpu.release.version}, pycuda 2024.1.2"
+
+
+def test_sdk_check_fails_without_tensorrt() -> None:
+    """`python -m edgevision.engines.tensorrt_engine` exits 1 saying what is missing (no TensorRT here)."""
+    script = "import sys; sys.modules['tensorrt'] = None; import runpy; " + (
+        "runpy.run_module('edgevision.engines.tensorrt_engine', run_name='__main__')"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "tensorrt backend unavailable" in done.stderr and "TensorRT >= 8.5" in done.stderr
 
 
 def test_load_without_the_sdk_is_unavailable_not_a_crash(

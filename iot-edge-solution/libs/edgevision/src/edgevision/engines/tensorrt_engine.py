@@ -459,12 +459,18 @@ class TensorRTEngine(Engine):
             return plan
 
         gpu.engine = cache.load_or_build(key, gpu.runtime.deserialize_cuda_engine, build)
+        if built:
+            cache.write_info(key, {"precision": built["precision"], "tensorrt": trt.__version__})
         gpu.context = gpu.engine.create_execution_context()
         if gpu.context is None:
             raise EngineLoadError("TensorRT could not create an execution context (out of GPU memory?)")
         gpu.stream = gpu.cuda.Stream()
         self._discover_tensors(trt, gpu)
-        precision = built.get("precision") or self._expected_precision(trt, device.compute_capability)
+        precision = str(
+            built.get("precision")
+            or cache.read_info(key).get("precision")
+            or self._expected_precision(trt, device.compute_capability)
+        )
         self._facts = {
             "tensorrt": trt.__version__,
             "device": device.name,
@@ -486,8 +492,8 @@ class TensorRTEngine(Engine):
         )
 
     def _expected_precision(self, trt: ModuleType, compute_capability: tuple[int, int]) -> str:
-        """The precision a cached plan was built in, worked out as the build decides it (the build itself
-        reports what it did)."""
+        """The precision a cached plan without its facts file was built in, worked out as the build decides it
+        where that needs no network ("model types" where it does: TensorRT 11)."""
         if fp16_flag(trt) is None:
             return "model types"
         if self.config.precision == "fp16" and has_fast_fp16(None, compute_capability):

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # Bumped when the key recipe or the file layout changes, so older files are simply never looked up again.
 CACHE_FORMAT_VERSION = 2
 CACHE_SUFFIX = ".engine"
+INFO_SUFFIX = ".json"
 
 
 T = TypeVar("T")
@@ -123,6 +124,26 @@ class EngineCache:
         """Where the plan for `key` lives (whether or not it exists yet)."""
         return self.directory / f"{key}{CACHE_SUFFIX}"
 
+    def info_path_for(self, key: str) -> Path:
+        """Where the facts about the plan for `key` (e.g. the precision it was built in) live."""
+        return self.directory / f"{key}{INFO_SUFFIX}"
+
+    def write_info(self, key: str, info: Mapping[str, object]) -> None:
+        """Store facts about a plan beside it, atomically; failing to is only a warning (they are reports)."""
+        data = json.dumps(dict(info), sort_keys=True).encode("utf-8")
+        try:
+            write_atomic(self.info_path_for(key), lambda f: f.write(data))
+        except OSError as e:
+            log.warning("could not write %s: %s", self.info_path_for(key), e)
+
+    def read_info(self, key: str) -> dict[str, object]:
+        """The facts stored beside the plan for `key`; {} when there are none or they cannot be read."""
+        try:
+            info = json.loads(self.info_path_for(key).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return info if isinstance(info, dict) else {}
+
     def read(self, key: str) -> bytes | None:
         """The stored plan, or None when there is none or it cannot be read (then it is rebuilt)."""
         path = self.path_for(key)
@@ -143,11 +164,11 @@ class EngineCache:
     def discard(self, key: str) -> None:
         """Remove the plan for `key` if there is one; a plan that cannot be removed is only logged, since the
         rebuilt one replaces it anyway when the directory is writable."""
-        path = self.path_for(key)
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as e:
-            log.warning("cannot delete the cached TensorRT engine %s: %s", path, e)
+        for path in (self.path_for(key), self.info_path_for(key)):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as e:
+                log.warning("cannot delete the cached TensorRT engine %s: %s", path, e)
 
     def load_or_build(
         self,
