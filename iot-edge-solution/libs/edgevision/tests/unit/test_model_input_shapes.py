@@ -50,6 +50,11 @@ def real_frames(media) -> list[np.ndarray]:
     return [*frames, frame, np.ascontiguousarray(frame.transpose(1, 0, 2))]
 
 
+def _shapes_of(config) -> dict:
+    """The two shape settings of an EngineConfig, as optimization_profiles takes them."""
+    return {"input_shapes": config.input_shapes, "dynamic_shapes": config.dynamic_shapes}
+
+
 def test_every_bundled_model_is_covered() -> None:
     """The list below is the bundled models, so a new one gets checked too."""
     assert {name for name, _ in BUNDLED} >= {"efficientnet-lite0", "nanodet-m-416", "ppocr-det"}
@@ -60,20 +65,17 @@ def test_bundled_model_profiles_build_and_cover_real_frames(name: str, version: 
     """engine_config_for + optimization_profiles accept every bundled model, vary only the axes its graph
     leaves open, and cover the tensors its pre-processing makes from real photos and video frames."""
     model = load(name, version)
-    config = engine_config_for(model, threads=1)
     network = graph_inputs(model.model_path)
-    profiles = optimization_profiles(network, config.input_shapes, config.dynamic_shapes)
-    input_name = model.manifest.input.name
-    graph_shape = network[input_name]
+    profiles = optimization_profiles(network, **_shapes_of(engine_config_for(model, threads=1)))
+    graph_shape = network[model.manifest.input.name]
     assert set(profiles) == {n for n, s in network.items() if -1 in s}
-    low, opt, high = profiles.get(input_name, (graph_shape,) * 3)
+    low, opt, high = profiles.get(model.manifest.input.name, (graph_shape,) * 3)
     for axis, size in enumerate(graph_shape):
         if size >= 0:  # fixed in the graph: never varied, whatever model.json says
             assert low[axis] == opt[axis] == high[axis] == size, f"axis {axis} of {low}, {opt}, {high}"
     preprocessor = Preprocessor(model.manifest.preprocess, model.manifest.input)
     for frame in real_frames(media):
-        tensor, _ = preprocessor(frame)
-        shape = tensor.shape
+        shape = preprocessor(frame)[0].shape
         assert len(shape) == len(low)
         assert all(a <= s <= b for a, s, b in zip(low, shape, high)), f"{shape} outside {low}..{high}"
 

@@ -45,8 +45,7 @@ def _from_onnx(onnx: Any, path: Path) -> dict[str, Shape | None]:
             shapes[value.name] = None
             continue
         shapes[value.name] = tuple(
-            int(dim.dim_value) if dim.HasField("dim_value") and dim.dim_value > 0 else -1
-            for dim in tensor.shape.dim
+            int(dim.dim_value) if dim.HasField("dim_value") and dim.dim_value > 0 else -1 for dim in tensor.shape.dim
         )
     return shapes
 

@@ -1,11 +1,13 @@
 """On-disk cache of serialised TensorRT engines.
 
 Building a TensorRT engine from ONNX takes from seconds to many minutes on a Jetson, so the plan is stored
-and reused. A plan is only valid for the exact model, TensorRT version, GPU (model, not only architecture: Orin
-Nano, NX and AGX all report compute capability 8.7), precision and shape range it was built for; all of them go into the cache key, so a change in any one of them misses the cache
-instead of loading a plan that TensorRT would reject (or, worse, accept with other shapes).
+and reused. A plan is only valid for the exact model, TensorRT version, GPU (the board, not only its
+architecture: Orin Nano, NX and AGX all report compute capability 8.7), precision and shape range it was built
+for; all of them go into the cache key, so a change in any one of them misses the cache instead of loading a
+plan that TensorRT would reject (or, worse, accept with other shapes). Beside each plan, a small JSON file keeps
+what the build decided (the precision it built in), so a cache hit can report it.
 
-This module imports nothing from TensorRT or CUDA: the caller passes the version and compute capability in,
+This module imports nothing from TensorRT or CUDA: the caller passes the version and the GPU's facts in,
 and hands over `deserialize`/`build` callables, so every rule here is unit-tested on any laptop.
 """
 
