@@ -22,7 +22,7 @@ from edgevision.engines.onnx_inputs import onnx_input_shapes
 from edgevision.engines.tensorrt_engine import optimization_profiles
 from edgevision.models import LoadedModel, ModelRepository
 from edgevision.tasks.preprocess import Preprocessor
-from edgevision.vision import engine_config_for, model_input_shape
+from edgevision.vision import build_task, engine_config_for, model_input_shape
 
 MODELS = Path(__file__).resolve().parents[4] / "models"
 BUNDLED = sorted((p.parent.parent.name, p.parent.name) for p in MODELS.glob("*/*/model.json"))
@@ -166,3 +166,15 @@ def test_manifest_size_pins_an_axis_the_graph_leaves_open(model_copy) -> None:
     assert config.dynamic_shapes == {"x": ((1, 3, 640, 640),) * 3}
     profiles = optimization_profiles(graph_inputs(model.model_path), config.input_shapes, config.dynamic_shapes)
     assert profiles == {"x": ((1, 3, 640, 640),) * 3}
+
+
+def test_built_task_says_which_backend_runs_it() -> None:
+    """build_task's task names the backend actually running the model, for the module to report."""
+    task = build_task(load("efficientnet-lite0", "1"), "onnxruntime", threads=1)
+    try:
+        assert task.backend == "onnxruntime"
+        facts = task.engine.describe()
+        assert facts["backend"] == "onnxruntime" and facts["device"] == "CPU"
+        assert facts["onnxruntime"] == ort.__version__
+    finally:
+        task.engine.close()

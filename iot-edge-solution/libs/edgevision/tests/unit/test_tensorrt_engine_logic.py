@@ -1037,6 +1037,7 @@ def test_describe_reports_backend_version_gpu_and_cache(fake_gpu: FakeGpu, model
     engine.load()
     second = engine.describe()
     engine.close()
+    assert engine.describe() == {"backend": "tensorrt"}  # nothing loaded, nothing claimed
     assert first == {
         "backend": "tensorrt",
         "tensorrt": fake_gpu.release.version,

@@ -475,7 +475,7 @@ class TensorRTEngine(Engine):
             "tensorrt": trt.__version__,
             "device": device.name,
             "device_memory_mib": device.total_memory // (1 << 20),
-            "compute_capability": "%d.%d" % device.compute_capability,  # pylint: disable=consider-using-f-string
+            "compute_capability": ".".join(str(part) for part in device.compute_capability),
             "precision_requested": self.config.precision,
             "precision": precision,
             "engine_cached": not built,
@@ -686,6 +686,7 @@ class TensorRTEngine(Engine):
         gpu, self._gpu = self._gpu, None
         if gpu is None:
             return
+        self._facts = {}
         try:
             with gpu.current("close the engine"):
                 gpu.release()
