@@ -42,7 +42,7 @@ BATCH_RANGE = ((1, 4), (4, 4), (16, 4))
 
 
 def build_contract_model(path: Path) -> Path:
-    """Write the contract model (ONNX opset 13, IR 7, readable by TensorRT 8.6 and any ONNX Runtime)."""
+    """Write the contract model (ONNX opset 13, IR 7, readable by TensorRT 8.5 and any ONNX Runtime)."""
     onnx = pytest.importorskip("onnx", reason="the contract model is built with onnx: pip install onnx")
     helper, float32 = onnx.helper, onnx.TensorProto.FLOAT
     nodes = [
