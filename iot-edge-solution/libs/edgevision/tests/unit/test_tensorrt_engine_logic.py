@@ -1146,6 +1146,18 @@ def test_sdk_check_fails_without_tensorrt() -> None:
     assert "tensorrt backend unavailable" in done.stderr and "TensorRT >= 8.5" in done.stderr
 
 
+def test_tensorrt_bench_says_why_it_cannot_run() -> None:
+    """bench/tensorrt_bench.py exits 2 with the reason where TensorRT cannot run (it is blocked here)."""
+    bench = Path(__file__).resolve().parents[5] / "bench" / "tensorrt_bench.py"
+    script = (
+        "import sys, runpy; sys.modules['tensorrt'] = None; sys.argv = ['x']; "
+        f"runpy.run_path({str(bench)!r}, run_name='__main__')"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "TensorRT cannot run here" in done.stderr and not done.stdout
+
+
 def test_load_without_the_sdk_is_unavailable_not_a_crash(
     monkeypatch: pytest.MonkeyPatch, model: Path
 ) -> None:
