@@ -62,17 +62,20 @@ def measure(model: LoadedModel, args: argparse.Namespace, cache_root: Path) -> d
         runs["onnxruntime"]["engine"] = task.engine.describe()
     finally:
         task.engine.close()
+    return {"model": model.ref, "ratios": ratios_of(runs), "runs": runs}
+
+
+def ratios_of(runs: dict[str, Any]) -> dict[str, float]:
+    """TensorRT over ONNX Runtime (engine only and pipeline) per precision, and FP16 over FP32."""
     ort = runs["onnxruntime"]
     ratios = {}
     for precision in ("fp16", "fp32"):
         trt = runs[f"tensorrt_{precision}"]
-        ratios[f"tensorrt_{precision}_over_onnxruntime_engine"] = round(
-            trt["inference_only_fps"] / ort["inference_only_fps"], 3
-        )
-        ratios[f"tensorrt_{precision}_over_onnxruntime_pipeline"] = round(trt["pipeline_fps"] / ort["pipeline_fps"], 3)
+        for kind, key in (("engine", "inference_only_fps"), ("pipeline", "pipeline_fps")):
+            ratios[f"tensorrt_{precision}_over_onnxruntime_{kind}"] = round(trt[key] / ort[key], 3)
     fp16, fp32 = runs["tensorrt_fp16"], runs["tensorrt_fp32"]
     ratios["fp16_over_fp32_engine"] = round(fp16["inference_only_fps"] / fp32["inference_only_fps"], 3)
-    return {"model": model.ref, "ratios": ratios, "runs": runs}
+    return ratios
 
 
 def main() -> int:
