@@ -49,7 +49,7 @@ help:
 	@echo "make emulator-up   the emulator and every module of deployment.template.json as local processes"
 	@echo "make emulator-env [MODULE=classifier]  write .vscode/MODULE.env: what a module needs to reach the emulator"
 	@echo "make iotedgedev-setup  iotedgedev in its own environment, $(IOTEDGEDEV_VENV)"
-	@echo "make genconfig [PLATFORM=amd64|arm64v8]  expand both deployment templates into iot-edge-solution/config/"
+	@echo "make genconfig [PLATFORM=amd64|amd64.gpu|arm64v8]  expand both deployment templates into iot-edge-solution/config/"
 
 setup: $(STAMP) $(NPM_STAMP)
 

@@ -1,6 +1,6 @@
 """The deployment templates are the single source of truth for modules, env, routes and desired properties:
 check their shape, that the debug template matches, that .env_template defines every variable they use, and
-that iotedgedev expands both for amd64 and arm64v8."""
+that iotedgedev expands both for amd64, amd64.gpu and arm64v8."""
 
 from __future__ import annotations
 
@@ -87,6 +87,7 @@ def test_classifier_env_create_options_and_routes(kind: str) -> None:
         "CAMERA_PATH",
         "USE_TENSOR_RT",
         "TENSORRT_FALLBACK",
+        "NVIDIA_VISIBLE_DEVICES",
         "MODEL_NAME",
         "STORAGE_CONNECTION_STRING",
         "MODULE_KEY",
@@ -151,7 +152,7 @@ def iotedgedev_or_fail() -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("platform", ["amd64", "arm64v8"])
+@pytest.mark.parametrize("platform", ["amd64", "amd64.gpu", "arm64v8"])
 def test_iotedgedev_genconfig_expands_both_templates(  # pylint: disable=too-many-locals
     platform: str, tmp_path: Path
 ) -> None:

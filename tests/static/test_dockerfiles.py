@@ -1,6 +1,9 @@
 """Static checks of every Dockerfile (no Docker engine here): they parse, the dev container's stage matrix
 resolves for every TARGETARCH x CUDA_SUPPORT pair, base images are pinned, hadolint passes, and every module
-has its module.json with the four platform Dockerfiles whose COPY sources exist in the build context."""
+has its module.json with the four platform Dockerfiles whose COPY sources exist in the build context. A module
+may add the `amd64.gpu` platform (with its `.debug` twin) for x86 devices with an NVIDIA GPU; the classifier
+has it. GPU images build on the dev container's NVIDIA bases and check at build time that TensorRT and pycuda
+import; CPU images never install either."""
 
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ SOLUTION = ROOT / "iot-edge-solution"
 DEVCONTAINER_DOCKERFILE = ROOT / ".devcontainer" / "Dockerfile"
 MODULE_DIRS = sorted(p.parent for p in (SOLUTION / "modules").glob("*/main.py"))
 MODULE_PLATFORMS = ("amd64", "amd64.debug", "arm64v8", "arm64v8.debug")
+GPU_PLATFORMS = ("amd64.gpu", "amd64.gpu.debug")
+SDK_CHECK = "python3 -m edgevision.engines.tensorrt_engine"
 ALL_DOCKERFILES = [DEVCONTAINER_DOCKERFILE] + sorted((SOLUTION / "modules").glob("*/Dockerfile.*"))
 INSTRUCTIONS = {
     "FROM",
@@ -255,7 +260,8 @@ def test_module_json_names_the_four_platform_dockerfiles(module_dir: Path) -> No
     assert image["repository"] == f"${{CONTAINER_REGISTRY_SERVER}}/{module_dir.name}"
     assert re.fullmatch(r"\d+\.\d+\.\d+", image["tag"]["version"])
     platforms = image["tag"]["platforms"]
-    assert set(platforms) == set(MODULE_PLATFORMS)
+    assert set(platforms) - set(GPU_PLATFORMS) == set(MODULE_PLATFORMS)
+    assert set(platforms) & set(GPU_PLATFORMS) in (set(), set(GPU_PLATFORMS)), "amd64.gpu needs its .debug twin"
     for platform, dockerfile in platforms.items():
         assert (module_dir / dockerfile).resolve() == (module_dir / f"Dockerfile.{platform}").resolve()
         assert (module_dir / dockerfile).is_file(), f"{dockerfile} is missing"
@@ -283,3 +289,54 @@ def test_module_dockerfile_copies_exist_in_the_build_context(dockerfile: Path) -
         assert parse_dockerfile(dockerfile).stages[0].base.startswith("nvcr.io/nvidia/l4t-"), (
             "Jetson images use JetPack"
         )
+
+
+def devcontainer_stage_base(stage_name: str) -> str:
+    """The external image a dev container stage is built FROM."""
+    (stage,) = [s for s in parse_dockerfile(DEVCONTAINER_DOCKERFILE).stages if s.name == stage_name]
+    return stage.base
+
+
+def test_classifier_has_the_amd64_gpu_platform() -> None:
+    """x86 devices with an NVIDIA GPU get a TensorRT image of the classifier, with a debug twin."""
+    data = json.loads((SOLUTION / "modules" / "classifier" / "module.json").read_text(encoding="utf-8"))
+    platforms = data["image"]["tag"]["platforms"]
+    assert platforms["amd64.gpu"] == "./Dockerfile.amd64.gpu"
+    assert platforms["amd64.gpu.debug"] == "./Dockerfile.amd64.gpu.debug"
+
+
+def gpu_dockerfiles() -> list[Path]:
+    """Every module image meant for an NVIDIA GPU: the Jetson ones and the amd64.gpu ones."""
+    return sorted(
+        p for p in (SOLUTION / "modules").glob("*/Dockerfile.*") if "arm64v8" in p.name or ".gpu" in p.name
+    )
+
+
+@pytest.mark.parametrize("dockerfile", gpu_dockerfiles(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_gpu_images_match_the_dev_container_and_check_the_sdk_at_build_time(dockerfile: Path) -> None:
+    """Same NVIDIA base as the dev container's matching CUDA stage; pinned pycuda; TensorRT on by default; and
+    a RUN after the install that imports TensorRT (>= 8.5) and pycuda, so a missing binding fails the build
+    instead of falling back to the CPU on the device."""
+    parsed = parse_dockerfile(dockerfile)
+    stage = "base-amd64-cuda" if ".gpu" in dockerfile.name else "base-arm64-cuda"
+    assert parsed.stages[0].base == devcontainer_stage_base(stage)
+    instructions = [(k, v) for s in parsed.stages for k, v in s.instructions]
+    runs = [v for k, v in instructions if k == "RUN"]
+    install = next(i for i, run in enumerate(runs) if "pycuda==" in run and "libs/edgevision" in run)
+    check = next((i for i, run in enumerate(runs) if SDK_CHECK in run), None)
+    assert check is not None and check > install, f"{dockerfile.name}: no `{SDK_CHECK}` after the install"
+    assert "libcuda.so.1" in runs[check], "the check needs the CUDA stub as libcuda.so.1 (no driver at build time)"
+    env = " ".join(v for k, v in instructions if k == "ENV")
+    assert "USE_TENSOR_RT=True" in env
+
+
+@pytest.mark.parametrize(
+    "dockerfile",
+    [p for p in sorted((SOLUTION / "modules").glob("*/Dockerfile.*")) if p not in gpu_dockerfiles()],
+    ids=lambda p: f"{p.parent.name}/{p.name}",
+)
+def test_cpu_images_install_no_gpu_sdk(dockerfile: Path) -> None:
+    """CPU images stay small and never pretend to run TensorRT."""
+    text = "\n".join(f"{k} {v}" for s in parse_dockerfile(dockerfile).stages for k, v in s.instructions)
+    assert "pycuda" not in text and "tensorrt" not in text.lower().replace("use_tensor_rt", "")
+    assert not parse_dockerfile(dockerfile).stages[0].base.startswith("nvcr.io/")

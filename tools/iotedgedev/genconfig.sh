@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Expand iot-edge-solution/deployment*.template.json into deployment manifests with iotedgedev, offline.
 #   tools/iotedgedev/genconfig.sh [PLATFORM] [TEMPLATE]...
-# PLATFORM: amd64 (default: DEFAULT_PLATFORM from .env) | arm64v8. TEMPLATE: default both templates.
+# PLATFORM: amd64 (default: DEFAULT_PLATFORM from .env) | amd64.gpu | arm64v8. TEMPLATE: default both templates.
 # Variables come from .env (or .env_template when there is none yet), exactly as in `iotedgedev genconfig`.
 # Output: iot-edge-solution/$CONFIG_OUTPUT_DIR (default config/), e.g. config/deployment.arm64v8.json.
 set -euo pipefail

@@ -6,7 +6,8 @@ import logging
 from pathlib import Path
 
 from edgevision.config import VisionSettings
-from edgevision.engines import EngineConfig, create_engine
+from edgevision.engines import EngineConfig, EngineLoadError, create_engine
+from edgevision.engines.onnx_inputs import onnx_input_shapes
 from edgevision.engines.selection import choose_backend
 from edgevision.models import LoadedModel, ModelRepository
 from edgevision.tasks import Task, create_task
@@ -18,29 +19,98 @@ log = logging.getLogger(__name__)
 BUNDLED_MODELS_FROM_MODULE = Path("..", "..", "models")
 
 
-def engine_config_for(model: LoadedModel, threads: int, cache_dir: Path | None = None) -> EngineConfig:
-    """Engine settings from a manifest; dynamic image axes get a shape range for backends that need one."""
+# Shape ranges for axes the model leaves open (TensorRT builds one optimisation profile for them). Tasks infer
+# one frame at a time, so a dynamic batch axis is pinned to 1; an open image side may go from MIN_SIDE up to the
+# manifest's max_side_len (else LARGEST_SIDE), tuned for the size the pre-processing usually gives.
+MAX_BATCH = 1
+MIN_SIDE = 32
+LARGEST_SIDE = 2048
+DEFAULT_SIDE = 640
+
+
+def model_input_shape(model: LoadedModel) -> tuple[int, ...]:
+    """The manifest's input shape with -1 only where the ONNX graph leaves the axis open as well.
+
+    A -1 in `model.json` over an axis the graph fixes takes the graph's size (efficientnet-lite0 declares
+    `[-1, 3, 224, 224]` and its graph only leaves the batch open); a size in `model.json` over an open graph
+    axis pins it. Raises EngineLoadError when the graph has no such input, another rank, or another fixed size.
+    """
     spec = model.manifest.input
-    shape = tuple(spec.shape)
-    dynamic = {}
-    if any(d == -1 for d in shape):
-        resize = model.manifest.preprocess.resize
-        largest = resize.max_side_len or 2048
-        typical = resize.limit_shorter_side or resize.size or 640
-        channels_first = model.manifest.preprocess.layout == "NCHW"
+    declared = tuple(spec.shape)
+    graph_inputs = onnx_input_shapes(model.model_path)
+    if spec.name not in graph_inputs:
+        raise EngineLoadError(
+            f"{model.model_path} has no input {spec.name!r} (named in model.json); it has {sorted(graph_inputs)}"
+        )
+    graph = graph_inputs[spec.name]
+    if graph is None:
+        return declared
+    if len(graph) != len(declared):
+        raise EngineLoadError(
+            f"model.json gives input {spec.name!r} the shape {list(declared)}, the ONNX graph {list(graph)} "
+            f"(rank {len(graph)})"
+        )
+    for axis, (manifest_size, graph_size) in enumerate(zip(declared, graph)):
+        if manifest_size >= 0 and graph_size >= 0 and manifest_size != graph_size:
+            raise EngineLoadError(
+                f"model.json gives input {spec.name!r} the shape {list(declared)}, which does not fit the ONNX "
+                f"graph's {list(graph)} at axis {axis}"
+            )
+    return tuple(m if m >= 0 else g for m, g in zip(declared, graph))
 
-        def concrete(side: int) -> tuple[int, ...]:
-            spatial = (side, side)
-            return (1, 3, *spatial) if channels_first else (1, *spatial, 3)
 
-        dynamic[spec.name] = (concrete(32), concrete(typical), concrete(largest))
+def _typical_sides(model: LoadedModel) -> tuple[int, int]:
+    """(height, width) the pre-processing gives most often: the optimisation profile's "opt" sides."""
+    pre = model.manifest.preprocess
+    resize = pre.resize
+    if pre.center_crop:
+        return pre.center_crop, pre.center_crop
+    if resize.mode == "stretch" and resize.height and resize.width:
+        return resize.height, resize.width
+    side = resize.limit_shorter_side or resize.size or DEFAULT_SIDE
+    return side, side
+
+
+def dynamic_shape_range(
+    model: LoadedModel, shape: tuple[int, ...]
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None:
+    """(min, opt, max) for an input `shape` with open (-1) axes, varying only those; None when none is open."""
+    if all(d >= 0 for d in shape):
+        return None
+    pre = model.manifest.preprocess
+    channels_first = pre.layout == "NCHW"
+    batch_axis, channel_axis = 0, (1 if channels_first else 3)
+    height_axis, width_axis = (2, 3) if channels_first else (1, 2)
+    typical = dict(zip((height_axis, width_axis), _typical_sides(model)))
+    largest = pre.resize.max_side_len or LARGEST_SIDE
+    low, opt, high = list(shape), list(shape), list(shape)
+    for axis, size in enumerate(shape):
+        if size >= 0:
+            continue
+        if axis == batch_axis:
+            low[axis], opt[axis], high[axis] = 1, 1, MAX_BATCH
+        elif axis == channel_axis:
+            low[axis] = opt[axis] = high[axis] = 3
+        else:
+            low[axis] = min(MIN_SIDE, typical[axis])
+            opt[axis] = typical[axis]
+            high[axis] = max(largest, typical[axis])
+    return tuple(low), tuple(opt), tuple(high)
+
+
+def engine_config_for(model: LoadedModel, threads: int, cache_dir: Path | None = None) -> EngineConfig:
+    """Engine settings from a manifest and its ONNX graph: axes open in both get a shape range for backends
+    that build for one (TensorRT); every other axis keeps its one size."""
+    spec = model.manifest.input
+    shape = model_input_shape(model)
+    shape_range = dynamic_shape_range(model, shape)
     return EngineConfig(
         model_path=model.model_path,
         input_shapes={spec.name: shape},
         output_names=tuple(model.manifest.outputs),
         intra_op_threads=threads,
         cache_dir=cache_dir,
-        dynamic_shapes=dynamic,
+        dynamic_shapes={spec.name: shape_range} if shape_range else {},
     )
 
 
@@ -50,7 +120,7 @@ def build_task(
     """Create and load the engine for `model` and wrap it in its task."""
     engine = create_engine(backend, engine_config_for(model, threads, cache_dir))
     engine.load()
-    log.info("model %s (%s) ready on %s", model.ref, model.manifest.task, backend)
+    log.info("model %s (%s) ready on %s", model.ref, model.manifest.task, engine.describe())
     return create_task(model, engine)
 
 

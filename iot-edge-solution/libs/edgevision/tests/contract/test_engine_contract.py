@@ -11,6 +11,7 @@ FP16 and TF32, so every backend can be held to tight tolerances.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ BATCH_RANGE = ((1, 4), (4, 4), (16, 4))
 
 
 def build_contract_model(path: Path) -> Path:
-    """Write the contract model (ONNX opset 13, IR 7, readable by TensorRT 8.6 and any ONNX Runtime)."""
+    """Write the contract model (ONNX opset 13, IR 7, readable by TensorRT 8.5 and any ONNX Runtime)."""
     onnx = pytest.importorskip("onnx", reason="the contract model is built with onnx: pip install onnx")
     helper, float32 = onnx.helper, onnx.TensorProto.FLOAT
     nodes = [
@@ -143,6 +144,37 @@ def test_infer_matches_numpy(backend: str, make_engine: Callable[..., Engine]) -
         assert_outputs(backend, engine.infer({"x": batch(4)}), ["y", "scaled"], batch(4))
     finally:
         engine.close()
+
+
+def test_describe_names_the_backend_that_runs(backend: str, make_engine: Callable[..., Engine]) -> None:
+    """describe() says which backend runs the model (what a module reports), with its device once loaded."""
+    engine = make_engine()
+    assert engine.describe()["backend"] == backend
+    with engine:
+        facts = engine.describe()
+    assert facts["backend"] == backend and facts["device"]
+
+
+def test_infer_from_another_thread_than_load(backend: str, make_engine: Callable[..., Engine]) -> None:
+    """Loaded on one thread, inferred on another, closed on a third: what a pipeline and a model swap do."""
+    engine = make_engine()
+    engine.load()
+    results: dict[str, Any] = {}
+
+    def infer() -> None:
+        try:
+            results["outputs"] = engine.infer({"x": batch(3)})
+        except Exception as e:  # pylint: disable=broad-exception-caught  # reported below
+            results["error"] = e
+
+    worker = threading.Thread(target=infer)
+    worker.start()
+    worker.join(timeout=120)
+    closer = threading.Thread(target=engine.close)
+    closer.start()
+    closer.join(timeout=120)
+    assert "error" not in results, results.get("error")
+    assert_outputs(backend, results["outputs"], ["y", "scaled"], batch(3))
 
 
 @pytest.mark.parametrize("order", [("scaled", "y"), ("y",), ("scaled",)])

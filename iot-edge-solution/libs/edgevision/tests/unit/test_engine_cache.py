@@ -25,6 +25,8 @@ BASE = {
     "precision": "fp16",
     "input_shapes": {"images": (-1, 3, 224, 224)},
     "dynamic_shapes": {"images": ((1, 3, 224, 224), (4, 3, 224, 224), (8, 3, 224, 224))},
+    "gpu_name": "Orin (nvgpu)",
+    "gpu_memory_bytes": 7_620_968_448,
 }
 
 
@@ -47,6 +49,9 @@ def key_with(**changes: object) -> str:
         ("dynamic_shapes", {"images": ((1, 3, 224, 224), (4, 3, 224, 224), (16, 3, 224, 224))}),
         ("dynamic_shapes", {"images": ((1, 3, 224, 224), (2, 3, 224, 224), (8, 3, 224, 224))}),
         ("dynamic_shapes", {}),
+        # Orin Nano 8 GB, Orin NX 16 GB and AGX Orin share compute capability 8.7: name and memory tell them apart.
+        ("gpu_name", "NVIDIA Jetson AGX Orin"),
+        ("gpu_memory_bytes", 15_655_829_504),
     ],
 )
 def test_key_changes_with_each_ingredient(ingredient: str, value: object) -> None:
@@ -242,6 +247,26 @@ def test_unwritable_cache_only_warns(tmp_path: Path, caplog: pytest.LogCaptureFi
     with caplog.at_level(logging.WARNING, logger="edgevision.engines.trt_cache"):
         assert cache.load_or_build("k1", rec.deserialize, rec.build) == "engine<GOOD plan>"
     assert any("could not write" in r.getMessage() for r in caplog.records)
+
+
+def test_plan_facts_are_stored_beside_the_plan_and_go_with_it(tmp_path: Path) -> None:
+    """write_info/read_info keep a small JSON beside the plan; discarding the plan discards it too."""
+    cache = EngineCache(tmp_path)
+    assert cache.read_info("k1") == {}
+    cache.write("k1", b"GOOD plan")
+    cache.write_info("k1", {"precision": "fp16", "tensorrt": "10.0.1.6"})
+    assert cache.read_info("k1") == {"precision": "fp16", "tensorrt": "10.0.1.6"}
+    assert cache.info_path_for("k1").name == "k1.json"
+    cache.discard("k1")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"\xff\xfe"], ids=["broken", "a-list", "not-utf8"])
+def test_unreadable_plan_facts_read_as_none(tmp_path: Path, content: bytes) -> None:
+    """A facts file that is not a JSON object reads as {} (the engine then works the precision out)."""
+    cache = EngineCache(tmp_path)
+    cache.info_path_for("k1").write_bytes(content)
+    assert cache.read_info("k1") == {}
 
 
 def test_build_accepts_a_buffer_like_plan(tmp_path: Path) -> None:

@@ -1,12 +1,18 @@
+# The fake SDK lives beside the tests that steer it, which makes this file long.
+# pylint: disable=too-many-lines
 """Control flow of the TensorRT backend, run against a fake `tensorrt` and a fake `pycuda`.
 
 STAND-IN, NOT THE REAL SDK: no NVIDIA GPU runs here (and no GPU machine is lent to this suite), so real
 TensorRT and pycuda cannot be imported. These tests inject two small fake modules into `sys.modules` with
-monkeypatch. The fakes imitate only the API surface the backend uses (TensorRT >= 8.6 name-based tensors,
-pycuda's driver calls) over a toy "ONNX" format of their own. What they prove is the backend's logic: cache
-hit/miss, corrupt cache, parser errors, FP16 and profile choices, buffer handling, shapes, errors, clean-up.
-They prove nothing about real TensorRT numerics or GPU memory: the real backend runs in
-`tests/contract/test_engine_contract.py` (marker `tensorrt`) wherever a GPU with TensorRT is lent.
+monkeypatch. The fakes imitate only the API surface the backend uses, over a toy "ONNX" format of their own,
+and they imitate it release by release: every test runs against the API of TensorRT 8.5 (JetPack 5.1), 8.6
+(JetPack 6.0), 10.0 (the NGC 24.05 image), 10.16 and 11.0, with the names each of them has and lacks
+(`EXPLICIT_BATCH` up to 10, `BuilderFlag.FP16` and `platform_has_fast_fp16` up to 10.x). The fake pycuda keeps
+one context stack per thread, as pycuda does, and refuses CUDA work on a thread where no context is current.
+What they prove is the backend's logic: cache hit/miss, corrupt cache, parser errors, FP16 and profile choices,
+buffer handling, shapes, errors, contexts across threads, clean-up. They prove nothing about real TensorRT
+numerics or GPU memory: the real backend runs in `tests/contract/test_engine_contract.py` (marker
+`tensorrt`) wherever a GPU with TensorRT is lent.
 """
 
 from __future__ import annotations
@@ -18,14 +24,17 @@ import math
 import subprocess
 import sys
 import textwrap
+import threading
 import types
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from edgevision.engines import tensorrt_engine
 from edgevision.engines.base import EngineConfig, EngineError, EngineLoadError, EngineUnavailableError
 from edgevision.engines.tensorrt_engine import TensorRTEngine, has_fast_fp16, optimization_profiles
 
@@ -33,6 +42,26 @@ FAKE_ONNX_MAGIC = b"FAKE-ONNX\n"
 FAKE_PLAN_MAGIC = b"FAKE-PLAN\n"
 TRT_LOGGER_NAME = "edgevision.engines.tensorrt_engine"
 STREAM_HANDLE = 0xBEEF
+
+
+@dataclass(frozen=True)
+class Release:
+    """What one TensorRT release's Python API has, as far as the backend cares."""
+
+    version: str
+    explicit_batch_flag: bool  # NetworkDefinitionCreationFlag.EXPLICIT_BATCH exists
+    explicit_batch_needed: bool  # networks are implicit-batch without it (8.x); 10 ignores it
+    strongly_typed_flag: bool  # NetworkDefinitionCreationFlag.STRONGLY_TYPED exists (10+)
+    weak_typing: bool  # BuilderFlag.FP16 and Builder.platform_has_fast_fp16 exist (up to 10.x)
+
+
+RELEASES = {
+    "8.5": Release("8.5.2.2", True, True, False, True),  # JetPack 5.1
+    "8.6": Release("8.6.2.3", True, True, False, True),  # JetPack 6.0
+    "10.0": Release("10.0.1.6", True, False, True, True),  # NGC 24.05, the GPU dev container and image
+    "10.16": Release("10.16.0.72", True, False, True, True),
+    "11.0": Release("11.0.0.114", False, False, True, False),
+}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -43,11 +72,12 @@ STREAM_HANDLE = 0xBEEF
 class FakeGpu:  # pylint: disable=too-many-instance-attributes
     """State shared by the fake modules, for the tests to steer and inspect."""
 
-    def __init__(self) -> None:
-        self.trt_version = "10.3.0"
-        self.has_explicit_batch_flag = False
-        self.fast_fp16: bool | None = True  # None: the builder no longer has the query (TensorRT >= 10.5)
+    def __init__(self, release: Release) -> None:
+        self.release = release
+        self.fast_fp16 = True  # what platform_has_fast_fp16 answers, where it exists
         self.device_count = 1
+        self.device_name = "Orin (nvgpu)"
+        self.total_memory = 7_620_968_448
         self.compute_capability = (8, 7)
         self.builds = 0
         self.deserializations = 0
@@ -56,18 +86,43 @@ class FakeGpu:  # pylint: disable=too-many-instance-attributes
         self.memory: dict[int, bytearray] = {}
         self.next_address = 0x1000
         self.host_allocations = 0
-        self.context_stack = 0
+        self.retains = 0
         self.pushes = 0
         self.detached = 0
+        self.fail_push = False
+        self.cleanup_errors: list[str] = []
+        self.threads_used: set[int] = set()
+        self._stacks = threading.local()
         self.install: Callable[[], None] = lambda: None  # set by the fixture: re-creates the fake modules
+
+    def stack(self) -> list[Any]:
+        """The calling thread's context stack (pycuda keeps one per thread)."""
+        if not hasattr(self._stacks, "contexts"):
+            self._stacks.contexts = []
+        return self._stacks.contexts
+
+    def current(self) -> Any:
+        """The context current on the calling thread, or None."""
+        stack = self.stack()
+        return stack[-1] if stack else None
+
+    @property
+    def context_stack(self) -> int:
+        """Depth of the calling thread's context stack."""
+        return len(self.stack())
 
 
 def make_fake_tensorrt(gpu: FakeGpu) -> types.ModuleType:  # pylint: disable=too-many-locals,too-many-statements
-    """A module that answers like `tensorrt` for the calls the backend makes."""
+    """A module that answers like `tensorrt` of `gpu.release` for the calls the backend makes."""
     # The fake's classes and methods mirror TensorRT's names one to one; docstrings would only repeat them.
     # pylint: disable=missing-class-docstring,missing-function-docstring
+    release = gpu.release
     trt = types.ModuleType("tensorrt")
-    trt.__version__ = gpu.trt_version
+    trt.__version__ = release.version
+
+    def require_context(what: str) -> None:
+        if gpu.current() is None:
+            raise RuntimeError(f"fake TensorRT: {what} without a current CUDA context (Cuda Runtime (invalid context))")
 
     class Severity(enum.Enum):
         INTERNAL_ERROR = 0
@@ -91,37 +146,55 @@ def make_fake_tensorrt(gpu: FakeGpu) -> types.ModuleType:  # pylint: disable=too
 
     class DataType(enum.Enum):
         FLOAT = 0
+        HALF = 1
 
     class MemoryPoolType(enum.Enum):
         WORKSPACE = 0
 
-    class BuilderFlag(enum.Enum):
-        FP16 = 0
-
-    members = {"EXPLICIT_BATCH": 0} if gpu.has_explicit_batch_flag else {"STRONGLY_TYPED": 1}
+    BuilderFlag = enum.Enum(  # pylint: disable=invalid-name
+        "BuilderFlag", {"FP16": 0, "REFIT": 5} if release.weak_typing else {"REFIT": 5}
+    )
+    members = {"EXPLICIT_BATCH": 0} if release.explicit_batch_flag else {}
+    members.update({"STRONGLY_TYPED": 5} if release.strongly_typed_flag else {"EXPLICIT_PRECISION": 1})
     NetworkDefinitionCreationFlag = enum.IntEnum(  # pylint: disable=invalid-name
         "NetworkDefinitionCreationFlag", members
     )
 
     class Tensor:
-        def __init__(self, name: str, shape: tuple[int, ...]) -> None:
-            self.name, self.shape = name, shape
+        def __init__(self, name: str, shape: tuple[int, ...], dtype: DataType = DataType.FLOAT) -> None:
+            self.name, self.shape, self.dtype = name, shape, dtype
+
+    class Layer:
+        def __init__(self, dtype: DataType) -> None:
+            self.outputs = [Tensor("out", (), dtype)]
+
+        @property
+        def num_outputs(self) -> int:
+            return len(self.outputs)
+
+        def get_output(self, index: int) -> Tensor:
+            return self.outputs[index]
 
     class Network:
-        def __init__(self) -> None:
+        def __init__(self, flags: int) -> None:
+            self.explicit_batch = not release.explicit_batch_needed or bool(flags & 1)
             self.inputs: list[Tensor] = []
             self.outputs: list[str] = []
+            self.layers: list[Layer] = []
 
         @property
         def num_inputs(self) -> int:
             return len(self.inputs)
 
         @property
-        def num_outputs(self) -> int:
-            return len(self.outputs)
+        def num_layers(self) -> int:
+            return len(self.layers)
 
         def get_input(self, index: int) -> Tensor:
             return self.inputs[index]
+
+        def get_layer(self, index: int) -> Layer:
+            return self.layers[index]
 
     class ParserError:
         def __init__(self, text: str) -> None:
@@ -141,9 +214,13 @@ def make_fake_tensorrt(gpu: FakeGpu) -> types.ModuleType:  # pylint: disable=too
                     ParserError("In node -1 (importModel): INVALID_GRAPH: failed to parse protobuf")
                 )
                 return False
+            if not self.network.explicit_batch:  # what TensorRT 8's parser says of an implicit-batch network
+                self.errors.append(ParserError("Network must have explicit batch dimensions"))
+                return False
             spec = json.loads(data[len(FAKE_ONNX_MAGIC) :])
             self.network.inputs = [Tensor(name, tuple(shape)) for name, shape in spec["inputs"].items()]
             self.network.outputs = list(spec["outputs"])
+            self.network.layers = [Layer(DataType.HALF if spec.get("half") else DataType.FLOAT)]
             return True
 
         @property
@@ -162,11 +239,12 @@ def make_fake_tensorrt(gpu: FakeGpu) -> types.ModuleType:  # pylint: disable=too
 
     class BuilderConfig:
         def __init__(self) -> None:
-            self.flags: set[BuilderFlag] = set()
+            self.flags: set[Any] = set()
             self.pool_limits: dict[MemoryPoolType, int] = {}
             self.profiles: list[Profile] = []
 
-        def set_flag(self, flag: BuilderFlag) -> None:
+        def set_flag(self, flag: Any) -> None:
+            assert flag in list(BuilderFlag), f"not a BuilderFlag: {flag!r}"
             self.flags.add(flag)
 
         def set_memory_pool_limit(self, pool: MemoryPoolType, size: int) -> None:
@@ -178,13 +256,17 @@ def make_fake_tensorrt(gpu: FakeGpu) -> types.ModuleType:  # pylint: disable=too
 
     class Builder:
         def __init__(self, logger: ILogger) -> None:
+            require_context("Builder()")
             self.logger = logger
-            if gpu.fast_fp16 is not None:
+            if release.weak_typing:
                 self.platform_has_fast_fp16 = gpu.fast_fp16
 
-        def create_network(self, flags: int) -> Network:
+        def create_network(self, flags: int = 0) -> Network:
+            known = sum(1 << int(member) for member in NetworkDefinitionCreationFlag)
+            if flags & ~known:
+                raise TypeError(f"fake TensorRT {release.version}: unknown network creation flags {flags:#x}")
             gpu.network_flags.append(flags)
-            return Network()
+            return Network(flags)
 
         def create_builder_config(self) -> BuilderConfig:
             return BuilderConfig()
@@ -193,6 +275,7 @@ def make_fake_tensorrt(gpu: FakeGpu) -> types.ModuleType:  # pylint: disable=too
             return Profile()
 
         def build_serialized_network(self, network: Network, config: BuilderConfig) -> memoryview:
+            require_context("build_serialized_network")
             gpu.builds += 1
             gpu.build_configs.append(config)
             self.logger.log(Severity.WARNING, "fake builder: weights of type INT64 were cast down")
@@ -228,7 +311,8 @@ def make_fake_tensorrt(gpu: FakeGpu) -> types.ModuleType:  # pylint: disable=too
             self.addresses[name] = address
 
         def execute_async_v3(self, stream_handle: int) -> bool:
-            assert gpu.context_stack > 0, "executed without a current CUDA context"
+            require_context("execute_async_v3")
+            gpu.threads_used.add(threading.get_ident())
             assert stream_handle == STREAM_HANDLE
             (x_name,) = self.engine.plan["inputs"]
             shape = self.input_shapes[x_name]
@@ -261,6 +345,7 @@ def make_fake_tensorrt(gpu: FakeGpu) -> types.ModuleType:  # pylint: disable=too
             return ExecutionContext(self).get_tensor_shape(name)
 
         def create_execution_context(self) -> ExecutionContext:
+            require_context("create_execution_context")
             return ExecutionContext(self)
 
     class Runtime:
@@ -268,6 +353,7 @@ def make_fake_tensorrt(gpu: FakeGpu) -> types.ModuleType:  # pylint: disable=too
             self.logger = logger
 
         def deserialize_cuda_engine(self, data: bytes) -> CudaEngine | None:
+            require_context("deserialize_cuda_engine")
             gpu.deserializations += 1
             if not bytes(data).startswith(FAKE_PLAN_MAGIC):
                 self.logger.log(Severity.ERROR, "fake runtime: magic tag does not match")
@@ -275,47 +361,85 @@ def make_fake_tensorrt(gpu: FakeGpu) -> types.ModuleType:  # pylint: disable=too
             return CudaEngine(json.loads(bytes(data)[len(FAKE_PLAN_MAGIC) :]))
 
     def nptype(data_type: DataType) -> type:
-        assert data_type is DataType.FLOAT
-        return np.float32
+        return {DataType.FLOAT: np.float32, DataType.HALF: np.float16}[data_type]
 
-    exported = (Severity, ILogger, TensorIOMode, DataType, MemoryPoolType, BuilderFlag, OnnxParser, Builder)
+    exported = (Severity, ILogger, TensorIOMode, DataType, MemoryPoolType, OnnxParser, Builder)
     for value in (*exported, Runtime, nptype):
         setattr(trt, value.__name__, value)
+    trt.BuilderFlag = BuilderFlag
     trt.NetworkDefinitionCreationFlag = NetworkDefinitionCreationFlag
     return trt
 
 
-def make_fake_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
-    """`pycuda` and `pycuda.driver`, with device memory as bytearrays keyed by fake addresses."""
+def make_fake_pycuda(  # pylint: disable=too-many-statements,too-many-locals
+    gpu: FakeGpu,
+) -> tuple[types.ModuleType, types.ModuleType]:
+    """`pycuda` and `pycuda.driver`, with device memory as bytearrays keyed by fake addresses.
+
+    As in pycuda: each thread has its own context stack; `pop` takes the calling thread's top context; CUDA
+    calls need a current context on the calling thread; memory and streams are freed in their own context,
+    which pycuda makes current by itself only on the thread that created the context (elsewhere it raises);
+    `detach` of a context that is not current pushes it and, for a primary context, leaves it there.
+    """
     # pylint: disable=missing-class-docstring,missing-function-docstring
     driver = types.ModuleType("pycuda.driver")
-
-    class Stream:
-        def __init__(self) -> None:
-            self.handle = STREAM_HANDLE
-
-        def synchronize(self) -> None:
-            assert gpu.context_stack > 0
 
     class Error(Exception):
         pass
 
+    class LogicError(Error):
+        pass
+
+    def require_context(what: str) -> Any:
+        context = gpu.current()
+        if context is None:
+            raise LogicError(f"{what} failed: invalid device context")
+        return context
+
+    def activate_for_cleanup(context: Any, what: str) -> None:
+        if gpu.current() is not context and threading.get_ident() != context.thread:
+            gpu.cleanup_errors.append(what)
+            raise LogicError(f"{what}: cannot activate out-of-thread context")
+
     class PrimaryContext:
+        def __init__(self) -> None:
+            self.thread = threading.get_ident()
+
         def push(self) -> None:
-            gpu.context_stack += 1
+            if gpu.fail_push:
+                raise LogicError("cuCtxPushCurrent failed: context is destroyed")
+            gpu.stack().append(self)
             gpu.pushes += 1
 
-        def pop(self) -> None:
-            assert gpu.context_stack > 0, "popped a context that was not pushed"
-            gpu.context_stack -= 1
+        @staticmethod
+        def pop() -> None:
+            stack = gpu.stack()
+            if not stack:
+                raise LogicError("context::pop failed: cannot pop non-current context")
+            stack.pop()
 
         def detach(self) -> None:
             gpu.detached += 1
+            if gpu.current() is not self and threading.get_ident() == self.thread:
+                gpu.stack().append(self)  # pycuda pushes to release; a primary context's release pops nothing
+
+    class Stream:
+        def __init__(self) -> None:
+            self.context = require_context("cuStreamCreate")
+            self.handle = STREAM_HANDLE
+
+        def synchronize(self) -> None:
+            require_context("cuStreamSynchronize")
+
+        def __del__(self) -> None:
+            # pycuda only warns here (a destructor cannot raise); the tests look at cleanup_errors.
+            if gpu.current() is not self.context and threading.get_ident() != self.context.thread:
+                gpu.cleanup_errors.append("cuStreamDestroy")
 
     class Device:
         def __init__(self, index: int) -> None:
             if index >= gpu.device_count:
-                raise Error(f"cuDeviceGet failed: invalid device ordinal {index}")
+                raise LogicError(f"cuDeviceGet failed: invalid device ordinal {index}")
 
         @staticmethod
         def count() -> int:
@@ -324,11 +448,19 @@ def make_fake_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
         def compute_capability(self) -> tuple[int, int]:
             return gpu.compute_capability
 
+        def name(self) -> str:
+            return gpu.device_name
+
+        def total_memory(self) -> int:
+            return gpu.total_memory
+
         def retain_primary_context(self) -> PrimaryContext:
+            gpu.retains += 1
             return PrimaryContext()
 
     class DeviceAllocation:
         def __init__(self, nbytes: int) -> None:
+            self.context = require_context("cuMemAlloc")
             self.address = gpu.next_address
             gpu.next_address += nbytes + 256
             gpu.memory[self.address] = bytearray(nbytes)
@@ -337,32 +469,36 @@ def make_fake_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
             return self.address
 
         def free(self) -> None:
+            activate_for_cleanup(self.context, "cuMemFree")
             del gpu.memory[self.address]
 
     def init() -> None:
         if gpu.device_count < 0:
-            raise Error("cuInit failed: no CUDA-capable device is detected")
+            raise LogicError("cuInit failed: no CUDA-capable device is detected")
 
     def pagelocked_empty(shape: Any, dtype: Any) -> np.ndarray:
+        require_context("cuMemHostAlloc")
         gpu.host_allocations += 1
         return np.empty(shape, dtype)
 
     def mem_alloc(nbytes: int) -> DeviceAllocation:
-        assert gpu.context_stack > 0, "allocated without a current CUDA context"
         return DeviceAllocation(nbytes)
 
     def memcpy_htod_async(dest: DeviceAllocation, src: np.ndarray, stream: Any) -> None:
+        require_context("cuMemcpyHtoDAsync")
         assert isinstance(stream, Stream)
         data = np.ascontiguousarray(src).tobytes()
         gpu.memory[int(dest)][: len(data)] = data
 
     def memcpy_dtoh_async(dest: np.ndarray, src: DeviceAllocation, stream: Any) -> None:
+        require_context("cuMemcpyDtoHAsync")
         assert isinstance(stream, Stream)
         dest[...] = np.frombuffer(gpu.memory[int(src)], dest.dtype, dest.size).reshape(dest.shape)
 
     exported = (
         Stream,
         Error,
+        LogicError,
         Device,
         init,
         pagelocked_empty,
@@ -372,15 +508,18 @@ def make_fake_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
     )
     for value in exported:
         setattr(driver, value.__name__, value)
+    driver.Context = PrimaryContext  # type: ignore[attr-defined]
     package = types.ModuleType("pycuda")
     package.driver = driver  # type: ignore[attr-defined]
+    package.VERSION_TEXT = "2024.1.2"  # type: ignore[attr-defined]
     return package, driver
 
 
-@pytest.fixture(name="fake_gpu")
-def fake_gpu_fixture(monkeypatch: pytest.MonkeyPatch) -> FakeGpu:
-    """Install the fakes; tests may change the FakeGpu and call `install` again before loading."""
-    gpu = FakeGpu()
+@pytest.fixture(name="fake_gpu", params=list(RELEASES), ids=[f"trt-{name}" for name in RELEASES])
+def fake_gpu_fixture(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> FakeGpu:
+    """Install the fakes of one TensorRT release; tests may change the FakeGpu and call `install` again
+    before loading. Each test starts with no primary context retained, as a fresh process would."""
+    gpu = FakeGpu(RELEASES[request.param])
 
     def install() -> None:
         """Re-create the fake modules from the current FakeGpu settings."""
@@ -389,6 +528,7 @@ def fake_gpu_fixture(monkeypatch: pytest.MonkeyPatch) -> FakeGpu:
         monkeypatch.setitem(sys.modules, "tensorrt", trt)
         monkeypatch.setitem(sys.modules, "pycuda", package)
         monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
+        monkeypatch.setattr(tensorrt_engine, "_PRIMARY_CONTEXTS", {})
 
     gpu.install = install
     install()
@@ -396,10 +536,10 @@ def fake_gpu_fixture(monkeypatch: pytest.MonkeyPatch) -> FakeGpu:
 
 
 def write_fake_model(
-    path: Path, input_shape: list[int], outputs: tuple[str, ...] = ("doubled", "total")
+    path: Path, input_shape: list[int], outputs: tuple[str, ...] = ("doubled", "total"), half: bool = False
 ) -> Path:
-    """Write a model in the fakes' toy format: one input `x` and the named outputs."""
-    spec = {"inputs": {"x": input_shape}, "outputs": list(outputs)}
+    """Write a model in the fakes' toy format: one input `x`, the named outputs, FP16 layers if `half`."""
+    spec = {"inputs": {"x": input_shape}, "outputs": list(outputs), "half": half}
     path.write_bytes(FAKE_ONNX_MAGIC + json.dumps(spec).encode())
     return path
 
@@ -437,9 +577,11 @@ def test_cache_miss_builds_and_writes_the_cache(fake_gpu: FakeGpu, model: Path) 
     engine = TensorRTEngine(config_for(model))
     engine.load()
     assert fake_gpu.builds == 1
-    cached = list((model.parent / "cache").iterdir())
-    assert len(cached) == 1 and cached[0].suffix == ".engine"
+    cached = sorted((model.parent / "cache").iterdir(), key=lambda p: p.suffix)
+    assert [p.suffix for p in cached] == [".engine", ".json"] and cached[0].stem == cached[1].stem
     assert cached[0].read_bytes().startswith(FAKE_PLAN_MAGIC)
+    # Beside the plan, what it was built as: a cache hit reports it without building again.
+    assert json.loads(cached[1].read_text()) == {"precision": "fp32", "tensorrt": fake_gpu.release.version}
     engine.close()
 
 
@@ -461,7 +603,7 @@ def test_changed_model_misses_the_cache(fake_gpu: FakeGpu, model: Path) -> None:
     with TensorRTEngine(config_for(model)) as engine:
         assert engine.output_names == ["total", "doubled"]
     assert fake_gpu.builds == 2
-    assert len(list((model.parent / "cache").iterdir())) == 2
+    assert len(list((model.parent / "cache").glob("*.engine"))) == 2
 
 
 def test_default_cache_dir_is_next_to_the_model(fake_gpu: FakeGpu, model: Path) -> None:
@@ -478,7 +620,7 @@ def test_corrupt_cache_is_deleted_and_rebuilt_with_a_warning(
     """A corrupt plan: warning, rebuild, and a good plan in its place."""
     with TensorRTEngine(config_for(model)):
         pass
-    (cached,) = (model.parent / "cache").iterdir()
+    (cached,) = (model.parent / "cache").glob("*.engine")
     cached.write_bytes(b"\x00\x01 truncated by a power cut")
     with caplog.at_level(logging.WARNING), TensorRTEngine(config_for(model)) as engine:
         np.testing.assert_array_equal(engine.infer({"x": batch(1)})[1], batch(1).sum(axis=-1))
@@ -504,47 +646,56 @@ def test_parser_error_is_an_engine_load_error_with_the_parser_message(
         TensorRTEngine(config_for(bad, dynamic_shapes={})).load()
     assert fake_gpu.builds == 0
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
-    # The CUDA context was popped and released on the way out.
-    assert fake_gpu.context_stack == 0 and fake_gpu.detached == 1
+    # The CUDA context was popped on the way out and stays retained for the next engine.
+    assert fake_gpu.context_stack == 0 and fake_gpu.detached == 0 and fake_gpu.retains == 1
 
 
 @pytest.mark.parametrize(
-    ("precision", "fast_fp16", "compute_capability", "expect_fp16"),
+    ("precision", "fast_fp16", "half_model", "weak_expected", "strong_expected"),
     [
-        ("fp16", True, (8, 7), True),
-        ("fp16", False, (8, 7), False),
-        ("fp32", True, (8, 7), False),
-        ("fp16", None, (7, 2), True),  # TensorRT >= 10.5: no query, Xavier has fast FP16
-        ("fp16", None, (6, 1), False),  # ... a Pascal desktop card has not
+        ("fp16", True, False, "fp16", "fp32"),
+        ("fp16", False, False, "fp32", "fp32"),
+        ("fp32", True, False, "fp32", "fp32"),
+        ("fp16", True, True, "fp16", "fp16 (model types)"),
+        ("fp32", True, True, "fp32", "fp16 (model types)"),
     ],
+    ids=["fp16-fast", "fp16-slow-gpu", "fp32", "fp16-model", "fp32-asked-fp16-model"],
 )
-def test_fp16_only_when_asked_and_supported(
+def test_fp16_only_when_asked_and_supported(  # pylint: disable=too-many-arguments,too-many-positional-arguments
     fake_gpu: FakeGpu,
-    model: Path,
+    tmp_path: Path,
     precision: str,
-    fast_fp16: bool | None,
-    compute_capability: tuple[int, int],
-    expect_fp16: bool,
+    fast_fp16: bool,
+    half_model: bool,
+    weak_expected: str,
+    strong_expected: str,
 ) -> None:
-    """The FP16 builder flag is set only for fp16 on a GPU with fast FP16."""
+    """Up to TensorRT 10, the FP16 flag is set for fp16 on a GPU with fast FP16; TensorRT 11 has no flag and
+    builds the model's own types. The engine reports the precision it built."""
+    model = write_fake_model(tmp_path / "model.onnx", [-1, 4], half=half_model)
     fake_gpu.fast_fp16 = fast_fp16
-    fake_gpu.compute_capability = compute_capability
     fake_gpu.install()
-    with TensorRTEngine(config_for(model, precision=precision)):
-        pass
+    with TensorRTEngine(config_for(model, precision=precision)) as engine:
+        built = engine.describe()["precision"]
     flags = {flag.name for flag in fake_gpu.build_configs[0].flags}
-    assert ("FP16" in flags) is expect_fp16
+    if fake_gpu.release.weak_typing:
+        assert ("FP16" in flags) is (weak_expected == "fp16")
+        assert built == weak_expected
+    else:
+        assert not flags
+        assert built == strong_expected
 
 
 def test_fp16_without_hardware_support_warns(
     fake_gpu: FakeGpu, model: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Asking for fp16 on a GPU without fast FP16 says so."""
+    """Asking for fp16 where it will not be built says why."""
     fake_gpu.fast_fp16 = False
     fake_gpu.install()
     with caplog.at_level(logging.WARNING), TensorRTEngine(config_for(model, precision="fp16")):
         pass
-    assert any("no fast FP16" in r.getMessage() for r in caplog.records)
+    expected = "no fast FP16" if fake_gpu.release.weak_typing else "this FP32 model runs in FP32"
+    assert any(expected in r.getMessage() for r in caplog.records)
 
 
 def test_precision_outside_the_supported_set_is_rejected(fake_gpu: FakeGpu, model: Path) -> None:
@@ -615,16 +766,12 @@ def test_bad_dynamic_shapes_are_load_errors(dynamic_shapes: dict[str, Any], erro
         optimization_profiles({"x": (-1, 4)}, {}, dynamic_shapes)
 
 
-@pytest.mark.parametrize(("has_flag", "expected_flags"), [(True, 1), (False, 0)], ids=["trt-8.6", "trt-10"])
-def test_explicit_batch_flag_only_where_it_exists(
-    fake_gpu: FakeGpu, model: Path, has_flag: bool, expected_flags: int
-) -> None:
-    """TensorRT 8.6 gets EXPLICIT_BATCH; TensorRT 10 (no such flag) gets 0."""
-    fake_gpu.has_explicit_batch_flag = has_flag
-    fake_gpu.install()
-    with TensorRTEngine(config_for(model)):
-        pass
-    assert fake_gpu.network_flags == [expected_flags]
+def test_explicit_batch_flag_only_before_tensorrt_10(fake_gpu: FakeGpu, model: Path) -> None:
+    """TensorRT 8.x gets EXPLICIT_BATCH (its ONNX parser refuses other networks); 10 (which ignores the flag)
+    and 11 (which lacks it) get 0."""
+    with TensorRTEngine(config_for(model)) as engine:
+        np.testing.assert_array_equal(engine.infer({"x": batch(2)})[0], 2 * batch(2))
+    assert fake_gpu.network_flags == [1 if fake_gpu.release.explicit_batch_needed else 0]
 
 
 def test_tensorrt_log_is_routed_to_python_logging(
@@ -642,7 +789,7 @@ def test_tensorrt_log_is_routed_to_python_logging(
     assert fake_gpu.builds == 1
 
 
-def test_has_fast_fp16_prefers_tensorrts_answer() -> None:
+def test_has_fast_fp16_prefers_tensorrts_answer() -> None:  # the architecture rule serves cached plans
     """TensorRT's answer wins; without it the architecture decides."""
     assert has_fast_fp16(types.SimpleNamespace(platform_has_fast_fp16=False), (8, 7)) is False
     assert has_fast_fp16(types.SimpleNamespace(), (5, 3)) is True  # Jetson Nano
@@ -677,7 +824,7 @@ def test_unknown_output_name_is_a_load_error(fake_gpu: FakeGpu, model: Path) -> 
     """A configured output the model lacks fails the load and releases the GPU."""
     with pytest.raises(EngineLoadError, match="no output"):
         TensorRTEngine(config_for(model, output_names=("scores",))).load()
-    assert fake_gpu.context_stack == 0 and fake_gpu.detached == 1
+    assert fake_gpu.context_stack == 0 and fake_gpu.detached == 0 and not fake_gpu.cleanup_errors
 
 
 def test_batch_size_changes_grow_buffers_only_when_needed(fake_gpu: FakeGpu, model: Path) -> None:
@@ -762,7 +909,7 @@ def test_close_frees_everything_and_is_idempotent(fake_gpu: FakeGpu, model: Path
     engine.close()
     engine.close()
     assert fake_gpu.memory == {}
-    assert fake_gpu.detached == 1 and fake_gpu.context_stack == 0
+    assert fake_gpu.detached == 0 and fake_gpu.context_stack == 0 and not fake_gpu.cleanup_errors
     with pytest.raises(EngineError):
         engine.infer({"x": batch(1)})
 
@@ -773,9 +920,156 @@ def test_load_twice_releases_the_first_engine(fake_gpu: FakeGpu, model: Path) ->
     engine.load()
     engine.infer({"x": batch(2)})
     engine.load()
-    assert fake_gpu.detached == 1 and fake_gpu.memory == {}
+    assert fake_gpu.memory == {} and fake_gpu.retains == 1 and fake_gpu.context_stack == 0
     np.testing.assert_array_equal(engine.infer({"x": batch(1)})[0], 2 * batch(1))
     engine.close()
+
+
+# ----------------------------------------------------------------------------------------------------
+# CUDA contexts and threads
+# ----------------------------------------------------------------------------------------------------
+
+
+def run_in_thread(work: Callable[[], Any]) -> Any:
+    """Run `work` on a new thread and return its result (or raise its exception here)."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = work()
+        except BaseException as e:  # pylint: disable=broad-exception-caught  # re-raised below
+            outcome["error"] = e
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def test_infer_and_close_from_other_threads_than_load(fake_gpu: FakeGpu, model: Path) -> None:
+    """Loaded on this thread, inferred on a second, closed on a third: each pushes and pops on its own
+    stack, every buffer is freed in its context, and no stack keeps an entry."""
+    engine = TensorRTEngine(config_for(model))
+    engine.load()
+    assert fake_gpu.context_stack == 0
+
+    def infer() -> tuple[list[np.ndarray], int]:
+        outputs = engine.infer({"x": batch(3)})
+        return outputs, fake_gpu.context_stack
+
+    (doubled, total), depth_after = run_in_thread(infer)
+    np.testing.assert_array_equal(doubled, 2 * batch(3))
+    np.testing.assert_array_equal(total, batch(3).sum(axis=-1))
+    assert depth_after == 0
+    assert fake_gpu.threads_used and threading.get_ident() not in fake_gpu.threads_used
+    run_in_thread(lambda: (engine.close(), fake_gpu.context_stack)[1])
+    assert fake_gpu.memory == {} and not fake_gpu.cleanup_errors
+    assert fake_gpu.context_stack == 0 and fake_gpu.detached == 0
+
+
+def test_model_swaps_retain_the_primary_context_once(fake_gpu: FakeGpu, model: Path) -> None:
+    """Engines loaded and closed over and over on two threads (a model swap each time) share one retained
+    primary context, never detach it, and leave both threads' stacks empty."""
+    depths = []
+    for round_ in range(3):
+        old = TensorRTEngine(config_for(model))
+        old.load()
+        depths.append(run_in_thread(lambda old=old: (old.infer({"x": batch(2)}), fake_gpu.context_stack)[1]))
+        new = run_in_thread(lambda: TensorRTEngine(config_for(model)))
+        run_in_thread(new.load)
+        old.close()
+        np.testing.assert_array_equal(new.infer({"x": batch(1)})[0], 2 * batch(1))
+        run_in_thread(new.close)
+        assert fake_gpu.memory == {}, f"round {round_}"
+    assert fake_gpu.retains == 1 and fake_gpu.detached == 0
+    assert depths == [0, 0, 0] and fake_gpu.context_stack == 0
+    assert not fake_gpu.cleanup_errors
+
+
+def test_a_context_that_cannot_be_pushed_is_an_engine_error(
+    fake_gpu: FakeGpu, model: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A push the driver refuses is an EngineError from infer, an EngineLoadError from load (never pycuda's
+    own exception), and close() only logs it."""
+    engine = TensorRTEngine(config_for(model))
+    engine.load()
+    fake_gpu.fail_push = True
+    with pytest.raises(EngineError, match="cannot make the CUDA context current to infer") as raised:
+        engine.infer({"x": batch(1)})
+    assert type(raised.value) is EngineError  # pylint: disable=unidiomatic-typecheck
+    assert type(raised.value.__cause__).__name__ == "LogicError"
+    with pytest.raises(EngineLoadError, match="context is destroyed"):
+        TensorRTEngine(config_for(model)).load()
+    with caplog.at_level(logging.ERROR, logger=TRT_LOGGER_NAME):
+        engine.close()
+    assert any("could not release" in r.getMessage() for r in caplog.records)
+    fake_gpu.fail_push = False
+    assert fake_gpu.context_stack == 0
+    engine.load()  # the device works again once the driver does
+    np.testing.assert_array_equal(engine.infer({"x": batch(1)})[0], 2 * batch(1))
+    engine.close()
+
+
+def test_detaching_is_what_left_a_stale_context(fake_gpu: FakeGpu) -> None:
+    """The fake's pycuda is faithful where the old close() went wrong: detaching a primary context that is
+    not current leaves it on the calling thread's stack."""
+    import pycuda.driver as cuda  # pylint: disable=import-outside-toplevel,import-error  # the fake
+
+    context = cuda.Device(0).retain_primary_context()
+    context.detach()
+    assert fake_gpu.context_stack == 1
+
+
+# ----------------------------------------------------------------------------------------------------
+# What the engine reports, and the GPU in the cache key
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_describe_reports_backend_version_gpu_and_cache(fake_gpu: FakeGpu, model: Path) -> None:
+    """describe() names the backend, TensorRT version, GPU, precision, and whether the plan came from cache."""
+    engine = TensorRTEngine(config_for(model))
+    assert engine.describe() == {"backend": "tensorrt"}
+    engine.load()
+    first = engine.describe()
+    engine.load()
+    second = engine.describe()
+    engine.close()
+    assert engine.describe() == {"backend": "tensorrt"}  # nothing loaded, nothing claimed
+    assert first == {
+        "backend": "tensorrt",
+        "tensorrt": fake_gpu.release.version,
+        "device": "Orin (nvgpu)",
+        "device_memory_mib": 7_620_968_448 // (1 << 20),
+        "compute_capability": "8.7",
+        "precision_requested": "fp32",
+        "precision": "fp32",
+        "engine_cached": False,
+    }
+    assert second == {**first, "engine_cached": True}
+
+
+@pytest.mark.parametrize(
+    ("device_name", "total_memory", "rebuilt"),
+    [
+        ("Orin (nvgpu)", 7_620_968_448, False),
+        ("Orin (nvgpu)", 15_655_829_504, True),  # Orin NX 16 GB: same name and compute capability
+        ("NVIDIA Jetson AGX Orin", 7_620_968_448, True),
+    ],
+    ids=["same-gpu", "other-memory", "other-name"],
+)
+def test_another_gpu_of_the_same_architecture_misses_the_cache(
+    fake_gpu: FakeGpu, model: Path, device_name: str, total_memory: int, rebuilt: bool
+) -> None:
+    """A plan built on one board is not loaded on another board of compute capability 8.7."""
+    with TensorRTEngine(config_for(model)):
+        pass
+    fake_gpu.device_name, fake_gpu.total_memory = device_name, total_memory
+    with TensorRTEngine(config_for(model)) as engine:
+        assert engine.describe()["engine_cached"] is not rebuilt
+    assert fake_gpu.builds == (2 if rebuilt else 1)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -821,12 +1115,47 @@ def test_check_available_without_pycuda(fake_gpu: FakeGpu, monkeypatch: pytest.M
     assert fake_gpu.builds == 0
 
 
-def test_tensorrt_older_than_8_6_is_unavailable(fake_gpu: FakeGpu) -> None:
-    """TensorRT before the name-based tensor API is refused with its version."""
-    fake_gpu.trt_version = "8.5.3.1"
+@pytest.mark.parametrize(
+    ("version", "accepted"),
+    [("8.4.3.1", False), ("8.5.2.2", True), ("8.6.2.3", True), ("10.0.1.6", True), ("11.0.0.114", True)],
+)
+def test_tensorrt_from_8_5_is_accepted(fake_gpu: FakeGpu, version: str, accepted: bool) -> None:
+    """TensorRT 8.5 (JetPack 5.1) and later are accepted; before 8.5 (no name-based tensor API) is refused."""
+    fake_gpu.release = Release(version, True, True, False, True)
     fake_gpu.install()
-    with pytest.raises(EngineUnavailableError, match="found 8.5.3.1"):
+    if accepted:
         TensorRTEngine.check_available()
+    else:
+        with pytest.raises(EngineUnavailableError, match=f"found {version}"):
+            TensorRTEngine.check_available()
+
+
+def test_sdk_report_names_both_versions(fake_gpu: FakeGpu, capsys: pytest.CaptureFixture[str]) -> None:
+    """The build-time check prints TensorRT's and pycuda's versions and exits 0."""
+    assert tensorrt_engine.main() == 0
+    assert capsys.readouterr().out.strip() == f"TensorRT {fake_gpu.release.version}, pycuda 2024.1.2"
+
+
+def test_sdk_check_fails_without_tensorrt() -> None:
+    """`python -m edgevision.engines.tensorrt_engine` exits 1 saying what is missing (no TensorRT here)."""
+    script = "import sys; sys.modules['tensorrt'] = None; import runpy; " + (
+        "runpy.run_module('edgevision.engines.tensorrt_engine', run_name='__main__')"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "tensorrt backend unavailable" in done.stderr and "TensorRT >= 8.5" in done.stderr
+
+
+def test_tensorrt_bench_says_why_it_cannot_run() -> None:
+    """bench/tensorrt_bench.py exits 2 with the reason where TensorRT cannot run (it is blocked here)."""
+    bench = Path(__file__).resolve().parents[5] / "bench" / "tensorrt_bench.py"
+    script = (
+        "import sys, runpy; sys.modules['tensorrt'] = None; sys.argv = ['x']; "
+        f"runpy.run_path({str(bench)!r}, run_name='__main__')"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "TensorRT cannot run here" in done.stderr and not done.stdout
 
 
 def test_load_without_the_sdk_is_unavailable_not_a_crash(

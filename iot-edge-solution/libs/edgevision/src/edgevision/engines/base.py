@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,6 +72,11 @@ class Engine(abc.ABC):
 
     def close(self) -> None:
         """Release what `load` acquired; safe to call twice."""
+
+    def describe(self) -> dict[str, Any]:
+        """What runs the model, for logs and a module's reported properties: at least {"backend": name};
+        backends add their version, device and precision once loaded."""
+        return {"backend": self.name}
 
     def __enter__(self) -> Engine:
         self.load()

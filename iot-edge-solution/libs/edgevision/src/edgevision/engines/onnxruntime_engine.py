@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 
@@ -77,6 +78,12 @@ class OnnxRuntimeEngine(Engine):
     def output_names(self) -> list[str]:
         self._require_session()
         return list(self._outputs)
+
+    def describe(self) -> dict[str, Any]:
+        """Backend, ONNX Runtime version and device (the CPU)."""
+        import onnxruntime as ort  # pylint: disable=import-outside-toplevel
+
+        return {"backend": self.name, "onnxruntime": ort.__version__, "device": "CPU"}
 
     def close(self) -> None:
         self._session = None

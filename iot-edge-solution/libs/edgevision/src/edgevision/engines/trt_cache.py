@@ -1,11 +1,13 @@
 """On-disk cache of serialised TensorRT engines.
 
 Building a TensorRT engine from ONNX takes from seconds to many minutes on a Jetson, so the plan is stored
-and reused. A plan is only valid for the exact model, TensorRT version, GPU architecture, precision and shape
-range it was built for; all of them go into the cache key, so a change in any one of them misses the cache
-instead of loading a plan that TensorRT would reject (or, worse, accept with other shapes).
+and reused. A plan is only valid for the exact model, TensorRT version, GPU (the board, not only its
+architecture: Orin Nano, NX and AGX all report compute capability 8.7), precision and shape range it was built
+for; all of them go into the cache key, so a change in any one of them misses the cache instead of loading a
+plan that TensorRT would reject (or, worse, accept with other shapes). Beside each plan, a small JSON file keeps
+what the build decided (the precision it built in), so a cache hit can report it.
 
-This module imports nothing from TensorRT or CUDA: the caller passes the version and compute capability in,
+This module imports nothing from TensorRT or CUDA: the caller passes the version and the GPU's facts in,
 and hands over `deserialize`/`build` callables, so every rule here is unit-tested on any laptop.
 """
 
@@ -25,8 +27,9 @@ from edgevision.engines.base import EngineLoadError
 log = logging.getLogger(__name__)
 
 # Bumped when the key recipe or the file layout changes, so older files are simply never looked up again.
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
 CACHE_SUFFIX = ".engine"
+INFO_SUFFIX = ".json"
 
 
 T = TypeVar("T")
@@ -36,25 +39,31 @@ ShapeRange = tuple[Shape, Shape, Shape]
 PlanBytes = bytes | bytearray | memoryview
 
 
-def engine_cache_key(
+def engine_cache_key(  # pylint: disable=too-many-arguments
     onnx_sha256: str,
     tensorrt_version: str,
     compute_capability: tuple[int, int],
     precision: str,
     input_shapes: Mapping[str, Shape],
     dynamic_shapes: Mapping[str, ShapeRange],
+    *,
+    gpu_name: str,
+    gpu_memory_bytes: int,
 ) -> str:
     """The hex SHA-256 naming one plan: equal for equal ingredients, different when any one differs.
 
     The ingredients are serialised as canonical JSON (sorted keys, shapes as lists of ints), so dict order and
     tuple-versus-list make no difference while any real change does. The shapes are the configured ones (not
-    the resolved profiles), which the profiles are a deterministic function of, given the same ONNX file.
+    the resolved profiles), which the profiles are a deterministic function of, given the same ONNX file. The
+    GPU's name and memory size (as the CUDA driver reports them) tell apart boards of one architecture.
     """
     ingredients = {
         "format": CACHE_FORMAT_VERSION,
         "onnx_sha256": onnx_sha256,
         "tensorrt": tensorrt_version,
         "compute_capability": [int(compute_capability[0]), int(compute_capability[1])],
+        "gpu_name": gpu_name,
+        "gpu_memory_bytes": int(gpu_memory_bytes),
         "precision": precision,
         "input_shapes": {name: [int(d) for d in shape] for name, shape in input_shapes.items()},
         "dynamic_shapes": {
@@ -117,6 +126,26 @@ class EngineCache:
         """Where the plan for `key` lives (whether or not it exists yet)."""
         return self.directory / f"{key}{CACHE_SUFFIX}"
 
+    def info_path_for(self, key: str) -> Path:
+        """Where the facts about the plan for `key` (e.g. the precision it was built in) live."""
+        return self.directory / f"{key}{INFO_SUFFIX}"
+
+    def write_info(self, key: str, info: Mapping[str, object]) -> None:
+        """Store facts about a plan beside it, atomically; failing to is only a warning (they are reports)."""
+        data = json.dumps(dict(info), sort_keys=True).encode("utf-8")
+        try:
+            write_atomic(self.info_path_for(key), lambda f: f.write(data))
+        except OSError as e:
+            log.warning("could not write %s: %s", self.info_path_for(key), e)
+
+    def read_info(self, key: str) -> dict[str, object]:
+        """The facts stored beside the plan for `key`; {} when there are none or they cannot be read."""
+        try:
+            info = json.loads(self.info_path_for(key).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return info if isinstance(info, dict) else {}
+
     def read(self, key: str) -> bytes | None:
         """The stored plan, or None when there is none or it cannot be read (then it is rebuilt)."""
         path = self.path_for(key)
@@ -137,11 +166,11 @@ class EngineCache:
     def discard(self, key: str) -> None:
         """Remove the plan for `key` if there is one; a plan that cannot be removed is only logged, since the
         rebuilt one replaces it anyway when the directory is writable."""
-        path = self.path_for(key)
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as e:
-            log.warning("cannot delete the cached TensorRT engine %s: %s", path, e)
+        for path in (self.path_for(key), self.info_path_for(key)):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as e:
+                log.warning("cannot delete the cached TensorRT engine %s: %s", path, e)
 
     def load_or_build(
         self,

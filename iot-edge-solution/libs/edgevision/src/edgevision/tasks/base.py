@@ -66,6 +66,11 @@ class Task(abc.ABC, Generic[ResultT]):
         inputs, geometry = self.pre_process(image)
         return self.infer(inputs, geometry, (time.perf_counter() - start) * 1000)
 
+    @property
+    def backend(self) -> str:
+        """The engine backend actually running the model ("tensorrt", "onnxruntime"), after any fallback."""
+        return self.engine.name
+
     def label(self, class_id: int) -> str:
         """The label of a class id, or `class_<id>` when the labels file is shorter."""
         return self.labels[class_id] if 0 <= class_id < len(self.labels) else f"class_{class_id}"
