@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 BUNDLED_MODELS_FROM_MODULE = Path("..", "..", "models")
 
 
-def engine_config_for(model: LoadedModel, threads: int, cache_dir: Path | None = None) -> EngineConfig:
+def engine_config_for(
+    model: LoadedModel, threads: int, cache_dir: Path | None = None, spinning: bool = False
+) -> EngineConfig:
     """Engine settings from a manifest; dynamic image axes get a shape range for backends that need one."""
     spec = model.manifest.input
     shape = tuple(spec.shape)
@@ -39,16 +41,21 @@ def engine_config_for(model: LoadedModel, threads: int, cache_dir: Path | None =
         input_shapes={spec.name: shape},
         output_names=tuple(model.manifest.outputs),
         intra_op_threads=threads,
+        intra_op_spinning=spinning,
         cache_dir=cache_dir,
         dynamic_shapes=dynamic,
     )
 
 
 def build_task(
-    model: LoadedModel, backend: str = "onnxruntime", threads: int = 1, cache_dir: Path | None = None
+    model: LoadedModel,
+    backend: str = "onnxruntime",
+    threads: int = 1,
+    cache_dir: Path | None = None,
+    spinning: bool = False,
 ) -> Task:
     """Create and load the engine for `model` and wrap it in its task."""
-    engine = create_engine(backend, engine_config_for(model, threads, cache_dir))
+    engine = create_engine(backend, engine_config_for(model, threads, cache_dir, spinning))
     engine.load()
     log.info("model %s (%s) ready on %s", model.ref, model.manifest.task, backend)
     return create_task(model, engine)
