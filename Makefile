@@ -77,7 +77,7 @@ $(IOTEDGEDEV_STAMP): tools/iotedgedev/requirements.txt
 	@touch $@
 
 genconfig: iotedgedev-setup
-	IOTEDGEDEV_VENV="$(IOTEDGEDEV_VENV)" tools/iotedgedev/genconfig.sh $(PLATFORM)
+	IOTEDGEDEV_VENV="$(abspath $(IOTEDGEDEV_VENV))" tools/iotedgedev/genconfig.sh $(PLATFORM)
 
 test: setup iotedgedev-setup
 	$(PY) -m pytest $(PYTEST_ARGS)
