@@ -17,7 +17,7 @@ from typing import Any
 from edgevision.config import available_cpus
 from edgevision.frames import SourceOptions, open_source
 from edgevision.models import LoadedModel
-from edgevision.pipeline import Pipeline, PipelineOptions, PipelineStats
+from edgevision.pipeline import STAGES, Pipeline, PipelineOptions, PipelineStats
 from edgevision.tasks import Task
 from edgevision.vision import build_task
 
@@ -147,10 +147,52 @@ def thread_counts(backend: str, default_threads: int, cpus: int | None = None) -
     return sorted(set(range(1, cpus + 1)) | {default_threads})
 
 
-def bench_pipeline(model: LoadedModel, video: Path, frames: int = 300, default_threads: int = 1,
-                   backend: str = "onnxruntime", rounds: int = 3, warmup: int = 10,
+@dataclass(frozen=True)
+class BenchPlan:
+    """How much to measure: `frames` per configuration over all `rounds`, `warmup` results before timing a
+    pipeline, `live_results` results of the live-source run."""
+
+    frames: int = 300
+    rounds: int = 3
+    warmup: int = 10
+    live_results: int = 45
+
+    @property
+    def per_round(self) -> int:
+        """Frames per configuration and round."""
+        return max(1, self.frames // self.rounds)
+
+
+@dataclass
+class _Measured:
+    engine: dict[int, _Figures]
+    pipeline: dict[int, _Figures]
+    sequential: _Figures = field(default_factory=_Figures)
+    stages: PipelineStats = field(default_factory=PipelineStats)
+
+
+def _measure(tasks: dict[int, Task], default_threads: int, video: Path, plan: BenchPlan,
+             options: PipelineOptions) -> _Measured:
+    """Every configuration once per round, in the same order each round."""
+    prepared = _prepared_frames(tasks[default_threads], video, min(32, plan.per_round))
+    for task in tasks.values():
+        for i in range(plan.warmup):
+            task.engine.infer(prepared[i % len(prepared)])
+    measured = _Measured({t: _Figures() for t in tasks}, {t: _Figures() for t in tasks})
+    for _ in range(plan.rounds):
+        for threads, task in tasks.items():
+            measured.engine[threads].rates.append(_inference_only_fps(task, prepared, plan.per_round))
+            totals = measured.stages if threads == default_threads else None
+            measured.pipeline[threads].rates.append(
+                _pipeline_fps(task, video, plan.per_round, plan.warmup, options, totals)
+            )
+        measured.sequential.rates.append(_sequential_fps(tasks[default_threads], video, plan.per_round))
+    return measured
+
+
+def bench_pipeline(model: LoadedModel, video: Path, default_threads: int = 1, backend: str = "onnxruntime",
                    spinning: bool = False, options: PipelineOptions | None = None,
-                   live_results: int = 45) -> dict[str, Any]:
+                   plan: BenchPlan | None = None) -> dict[str, Any]:
     """The engine alone and the pipeline at every thread count, the naive loop, and a live source's latency.
 
     `default_threads`, `spinning` and `options` are the settings under test (the module's defaults unless the
@@ -164,36 +206,33 @@ def bench_pipeline(model: LoadedModel, video: Path, frames: int = 300, default_t
     - by_threads: the two rates at each thread count; live: end-to-end latency for a live source.
     """
     options = options or PipelineOptions()
-    per_round = max(1, frames // rounds)
-    counts = thread_counts(backend, default_threads)
-    tasks = {t: build_task(model, backend, t, spinning=spinning) for t in counts}
+    plan = plan or BenchPlan()
+    tasks = {t: build_task(model, backend, t, spinning=spinning) for t in thread_counts(backend, default_threads)}
     try:
-        prepared = _prepared_frames(tasks[default_threads], video, min(32, per_round))
-        for task in tasks.values():
-            for i in range(warmup):
-                task.engine.infer(prepared[i % len(prepared)])
-        engine = {t: _Figures() for t in counts}
-        pipeline = {t: _Figures() for t in counts}
-        sequential = _Figures()
-        stage_totals = PipelineStats()
-        for _ in range(rounds):
-            for t in counts:
-                engine[t].rates.append(_inference_only_fps(tasks[t], prepared, per_round))
-                totals = stage_totals if t == default_threads else None
-                pipeline[t].rates.append(_pipeline_fps(tasks[t], video, per_round, warmup, options, totals))
-            sequential.rates.append(_sequential_fps(tasks[default_threads], video, per_round))
-        live = live_latency(tasks[default_threads], video, live_results, options)
+        measured = _measure(tasks, default_threads, video, plan, options)
+        live = live_latency(tasks[default_threads], video, plan.live_results, options)
     finally:
         for task in tasks.values():
             task.engine.close()
-    return _report(model, backend, video, per_round, rounds, default_threads, spinning, options,
-                   engine, pipeline, sequential, stage_totals, live)
+    report = {
+        "model": model.ref,
+        "backend": backend,
+        "video": str(video),
+        "cpu_count": available_cpus(),
+        "frames": plan.per_round * plan.rounds,
+        "rounds": plan.rounds,
+        "threads": default_threads,
+        "settings": {
+            "intra_op_spinning": spinning,
+            "opencv_threads": options.opencv_threads,
+            "queue_size": options.queue_size,
+        },
+    }
+    return {**report, **_figures(measured, default_threads), "live": live}
 
 
-def _report(model: LoadedModel, backend: str, video: Path, per_round: int, rounds: int, default_threads: int,
-            spinning: bool, options: PipelineOptions, engine: dict[int, _Figures], pipeline: dict[int, _Figures],
-            sequential: _Figures, stage_totals: PipelineStats, live: dict) -> dict[str, Any]:
-    # pylint: disable=too-many-arguments,too-many-positional-arguments,too-many-locals
+def _figures(measured: _Measured, default_threads: int) -> dict[str, Any]:
+    engine, pipeline, sequential = measured.engine, measured.pipeline, measured.sequential.median
     default_fps = pipeline[default_threads].median
     engine_fps = engine[default_threads].median
     best_engine_threads = max(engine, key=lambda t: engine[t].median)
@@ -201,23 +240,11 @@ def _report(model: LoadedModel, backend: str, video: Path, per_round: int, round
     best_engine_fps = engine[best_engine_threads].median
     best_pipeline_fps = pipeline[best_pipeline_threads].median
     return {
-        "model": model.ref,
-        "backend": backend,
-        "video": str(video),
-        "cpu_count": available_cpus(),
-        "frames": per_round * rounds,
-        "rounds": rounds,
-        "threads": default_threads,
-        "settings": {
-            "intra_op_spinning": spinning,
-            "opencv_threads": options.opencv_threads,
-            "queue_size": options.queue_size,
-        },
         "pipeline_fps": round(default_fps, 2),
         "inference_only_fps": round(engine_fps, 2),
         "ratio": round(default_fps / engine_fps, 3),
-        "sequential_fps": round(sequential.median, 2),
-        "sequential_ratio": round(sequential.median / engine_fps, 3),
+        "sequential_fps": round(sequential, 2),
+        "sequential_ratio": round(sequential / engine_fps, 3),
         "inference_only_best_fps": round(best_engine_fps, 2),
         "inference_only_best_threads": best_engine_threads,
         "ratio_to_best": round(default_fps / best_engine_fps, 3),
@@ -228,9 +255,5 @@ def _report(model: LoadedModel, backend: str, video: Path, per_round: int, round
             str(t): {"inference_only_fps": round(engine[t].median, 2), "pipeline_fps": round(pipeline[t].median, 2)}
             for t in engine
         },
-        "stage_mean_ms": {
-            stage: round(stage_totals.mean_ms(stage), 3) for stage in ("capture", "preprocess", "inference",
-                                                                         "postprocess", "end_to_end")
-        },
-        "live": live,
+        "stage_mean_ms": {stage: round(measured.stages.mean_ms(stage), 3) for stage in STAGES},
     }

@@ -82,11 +82,11 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     """Pipeline vs engine-only throughput at every thread count, one JSON object."""
-    from edgevision.bench import bench_pipeline  # pylint: disable=import-outside-toplevel
+    from edgevision.bench import BenchPlan, bench_pipeline  # pylint: disable=import-outside-toplevel
 
     model = ModelRepository(args.repository or default_repository()).load(args.model, args.version)
-    figures = bench_pipeline(model, args.video, args.frames, resolve_threads(args.threads), args.backend,
-                             rounds=args.rounds, spinning=args.spinning)
+    figures = bench_pipeline(model, args.video, resolve_threads(args.threads), args.backend, spinning=args.spinning,
+                             plan=BenchPlan(frames=args.frames, rounds=args.rounds))
     print(json.dumps(figures), flush=True)
     return 0
 

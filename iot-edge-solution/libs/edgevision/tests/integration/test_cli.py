@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edgevision.bench import bench_pipeline
+from edgevision.bench import BenchPlan, bench_pipeline
 from edgevision.cli import main
 from edgevision.config import available_cpus, resolve_threads
 from edgevision.engines import EngineConfig
@@ -73,7 +73,7 @@ def bench_figures(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) ->
         writer.write(np.full((240, 320, 3), i * 10, np.uint8))
     writer.release()
     model = ModelRepository(models_dir).load("efficientnet-lite0")
-    return bench_pipeline(model, video, frames=16, default_threads=1, rounds=2, live_results=12)
+    return bench_pipeline(model, video, default_threads=1, plan=BenchPlan(frames=16, rounds=2, live_results=12))
 
 
 def test_bench_measures_every_thread_count_from_one_to_the_cpu_count(bench_figures: dict) -> None:
