@@ -107,14 +107,10 @@ test: setup iotedgedev-setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # pyproject.toml's [tool.coverage.run] patch = ["subprocess"] measures the processes tests start (the emulator,
-# the CLIs, the modules) too; their data files are combined into the report.
+# the CLIs, the modules) too; pytest-cov combines their data files into the report.
 coverage: setup iotedgedev-setup
 	rm -f .coverage .coverage.*
-	$(PY) -m pytest --cov --cov-report= $(PYTEST_ARGS)
-	$(PY) -m coverage combine --quiet
-	$(PY) -m coverage report
-	$(PY) -m coverage html --quiet
-	$(PY) -m coverage xml --quiet
+	$(PY) -m pytest --cov --cov-report=term --cov-report=html --cov-report=xml $(PYTEST_ARGS)
 
 lint: setup
 	$(PY) -m pylint $(PY_SOURCES)
