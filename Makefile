@@ -4,8 +4,23 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+# The stamp records the interpreter .venv was built with (real path and version).
 STAMP := $(VENV)/.setup-done
 NPM_STAMP := node_modules/.setup-done
+SUPPORTED_PYTHONS := 3.10 3.11 3.12
+# PYTHON not chosen on the command line or in the environment: keep the interpreter .venv was built with.
+ifeq ($(origin PYTHON),file)
+RECORDED_PYTHON := $(firstword $(shell cat $(STAMP) 2>/dev/null))
+ifneq ($(wildcard $(RECORDED_PYTHON)),)
+PYTHON := $(RECORDED_PYTHON)
+endif
+endif
+PYTHON_ID := $(shell $(PYTHON) -c 'import os, sys; print(os.path.realpath(sys.executable), "%d.%d.%d" % sys.version_info[:3])' 2>/dev/null)
+PYTHON_VERSION := $(basename $(word 2,$(PYTHON_ID)))
+# Another interpreter than the one recorded: set up again (the recipe starts from an empty .venv).
+ifneq ($(PYTHON_ID),$(shell cat $(STAMP) 2>/dev/null))
+.PHONY: $(STAMP)
+endif
 
 SOLUTION := iot-edge-solution
 LIB := $(SOLUTION)/libs/edgevision
@@ -39,12 +54,13 @@ EMULATOR_STATE ?= .edgehub-emulator
 MODULE ?= classifier
 
 help:
+	@echo "make setup     create .venv (PYTHON=python3.10|3.11|3.12 chooses the interpreter; a new one rebuilds .venv)"
 	@echo "make run       set up, then run the classifier on the demo video (Ctrl-C stops it)"
 	@echo "make test      set up, then run every test"
-	@echo "make lint      pylint on all Python code"
-	@echo "make coverage  tests with coverage: terminal, htmlcov/ and coverage.xml"
-	@echo "make format    ruff format"
-	@echo "make clean     remove the virtual environment and caches"
+	@echo "make lint      pylint on all Python code, hadolint on the Dockerfiles, ruff format --check"
+	@echo "make coverage  tests with coverage, subprocesses included: terminal, htmlcov/ and coverage.xml"
+	@echo "make format    ruff format (the version pinned in requirements-dev.txt)"
+	@echo "make clean     remove the virtual environments, the emulator's state, node_modules and caches"
 	@echo "make emulator  the local IoT Hub / edgeHub emulator for deployment.template.json (Ctrl-C stops it)"
 	@echo "make emulator-up   the emulator and every module of deployment.template.json as local processes"
 	@echo "make emulator-env [MODULE=classifier]  write .vscode/MODULE.env: what a module needs to reach the emulator"
@@ -62,12 +78,20 @@ $(NPM_STAMP): package.json package-lock.json
 	@touch $@
 
 $(STAMP): $(SETUP_INPUTS)
-	@echo "== setting up $(VENV) with $$($(PYTHON) --version)"
+	@if [ -z "$(PYTHON_ID)" ]; then \
+		echo "error: PYTHON=$(PYTHON) is not a Python interpreter on PATH; choose one, e.g. make setup PYTHON=python3.12" >&2; \
+		exit 1; fi
+	@if [[ " $(SUPPORTED_PYTHONS) " != *" $(PYTHON_VERSION) "* ]]; then \
+		echo "error: PYTHON=$(PYTHON) is Python $(PYTHON_VERSION); this project needs $(SUPPORTED_PYTHONS):" \
+			"choose one, e.g. make setup PYTHON=python3.12" >&2; exit 1; fi
+	@if [[ -e $(VENV) && "$$(cat $@ 2>/dev/null)" != "$(PYTHON_ID)" ]]; then \
+		echo "== $(VENV) is not a finished set-up with $(PYTHON_ID): building it again"; rm -rf $(VENV); fi
+	@echo "== setting up $(VENV) with Python $(PYTHON_VERSION) ($(firstword $(PYTHON_ID)))"
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -r requirements-dev.txt -e "$(LIB)[dev]" $(addprefix -r ,$(MODULE_REQS)) \
 		$(if $(wildcard $(EMULATOR)/pyproject.toml),-e "$(EMULATOR)")
-	@touch $@
+	@echo "$(PYTHON_ID)" > $@
 
 run: setup
 	CAMERA_PATH="$(CAMERA_PATH)" MODEL_NAME="$(MODEL_NAME)" MODEL_REPOSITORY="$(MODEL_REPOSITORY)" \
@@ -86,23 +110,28 @@ $(IOTEDGEDEV_STAMP): tools/iotedgedev/requirements.txt
 	@touch $@
 
 genconfig: iotedgedev-setup
-	IOTEDGEDEV_VENV="$(IOTEDGEDEV_VENV)" tools/iotedgedev/genconfig.sh $(PLATFORM)
+	IOTEDGEDEV_VENV="$(abspath $(IOTEDGEDEV_VENV))" tools/iotedgedev/genconfig.sh $(PLATFORM)
 
 test: setup iotedgedev-setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# pyproject.toml's [tool.coverage.run] patch = ["subprocess"] measures the processes tests start (the emulator,
+# the CLIs, the modules) too; pytest-cov combines their data files into the report.
 coverage: setup iotedgedev-setup
+	rm -f .coverage .coverage.*
 	$(PY) -m pytest --cov --cov-report=term --cov-report=html --cov-report=xml $(PYTEST_ARGS)
 
 lint: setup
 	$(PY) -m pylint $(PY_SOURCES)
 	$(VENV)/bin/hadolint $(DOCKERFILES)
+	$(PY) -m ruff format --check $(PY_SOURCES)
 
 format: setup
 	$(PY) -m ruff format $(PY_SOURCES)
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache htmlcov coverage.xml .coverage
+	rm -rf $(VENV) $(IOTEDGEDEV_VENV) $(EMULATOR_STATE) node_modules .pytest_cache .ruff_cache htmlcov coverage.xml \
+		.coverage .coverage.*
 
 emulator: setup
 	$(VENV)/bin/edgehub-emulator start --manifest $(SOLUTION)/deployment.template.json --state $(EMULATOR_STATE)

@@ -1,43 +1,34 @@
 """Pipeline throughput against the engine alone, on the demo video, measured in one run.
 
-Prints one JSON object: pipeline_fps, inference_only_fps (same model, same pre-processed frames, engine only,
-same threads), their ratio, and the naive sequential read -> pre-process -> infer loop for comparison.
+Prints one JSON object (`edgevision bench pipeline` prints the same): the engine alone and the pipeline at every
+intra-op thread count from 1 to the CPU count, the best of each, the default pipeline against both
+(`ratio_to_best`, `default_to_best_pipeline`), the naive sequential loop, and a live source's end-to-end latency.
 
-    .venv/bin/python bench/pipeline_bench.py [--model efficientnet-lite0] [--frames 600] [--threads 0]
+    .venv/bin/python bench/pipeline_bench.py [--model efficientnet-lite0] [--frames 600] [--rounds 10] [--threads 0]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
+import sys
 from pathlib import Path
 
-from edgevision.bench import bench_pipeline
-from edgevision.config import resolve_threads
-from edgevision.models import ModelRepository
-from edgevision.vision import build_task
+from edgevision.cli import main as edgevision_main
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULTS = {
+    "--model": "efficientnet-lite0",
+    "--video": str(ROOT / "iot-edge-solution" / "media" / "demo.mp4"),
+    "--frames": "600",
+    "--rounds": "10",
+}
 
 
-def main() -> None:
-    """Run the benchmark and print its JSON figures."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", default="efficientnet-lite0")
-    parser.add_argument("--video", type=Path, default=ROOT / "iot-edge-solution" / "media" / "demo.mp4")
-    parser.add_argument("--frames", type=int, default=600)
-    parser.add_argument("--threads", type=int, default=0, help="intra-op threads; 0: CPU count - 1")
-    args = parser.parse_args()
-    threads = resolve_threads(args.threads)
-    model = ModelRepository(ROOT / "iot-edge-solution" / "models").load(args.model)
-    task = build_task(model, "onnxruntime", threads)
-    figures = bench_pipeline(task, args.video, args.frames)
-    figures["cpu_count"] = os.cpu_count()
-    print(json.dumps(figures, indent=2))
+def main(argv: list[str]) -> int:
+    """`edgevision bench pipeline` with the demo video and 600 frames in 10 rounds unless told otherwise."""
+    given = {arg.split("=", 1)[0] for arg in argv}
+    defaults = [item for name, value in DEFAULTS.items() if name not in given for item in (name, value)]
+    return edgevision_main(["bench", "pipeline", *defaults, *argv])
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(sys.argv[1:]))

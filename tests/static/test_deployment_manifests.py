@@ -193,6 +193,28 @@ def test_iotedgedev_genconfig_expands_both_templates(  # pylint: disable=too-man
         assert agent(generated)["runtime"]["settings"]["registryCredentials"]["registry"]["address"] == registry
 
 
+@pytest.mark.slow
+def test_make_genconfig_works_as_a_user_runs_it(tmp_path: Path) -> None:
+    """`make genconfig PLATFORM=arm64v8` from the repository root, as the README says: the Makefile's own paths
+    (a relative IOTEDGEDEV_VENV, the script changing folder) must hold up, not only the script's."""
+    iotedgedev_or_fail()
+    env = {k: v for k, v in os.environ.items() if k not in env_template_values() and not k.startswith("MAKE")}
+    env.update({"CONFIG_OUTPUT_DIR": str(tmp_path), "DOTENV_FILE": str(ROOT / ".env_template")})
+    result = subprocess.run(
+        ["make", "--no-print-directory", "genconfig", "PLATFORM=arm64v8"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in ("deployment.arm64v8.json", "deployment.debug.arm64v8.json"):
+        generated = json.loads((tmp_path / name).read_text(encoding="utf-8"))
+        assert sorted(agent(generated)["modules"]) == MODULE_NAMES
+
+
 @pytest.mark.parametrize("module", MODULE_NAMES)
 def test_default_camera_path_resolves_locally_and_in_the_image(module: str) -> None:
     """Relative paths in .env are relative to the module folder: the emulator's cwd and the image's WORKDIR."""

@@ -7,6 +7,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 venv="${IOTEDGEDEV_VENV:-$root/.venv-iotedgedev}"
+# A relative IOTEDGEDEV_VENV is relative to where the script was started, not to the folder it changes to.
+[[ "$venv" == /* ]] || venv="$PWD/$venv"
 if [[ ! -x "$venv/bin/iotedgedev" ]]; then
     echo "genconfig: $venv/bin/iotedgedev is missing; run 'make iotedgedev-setup'" >&2
     exit 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Generator
 from pathlib import Path
 
 import cv2
@@ -72,3 +73,17 @@ def write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path
         writer.write(frame)
     writer.release()
     return path
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """`tensorrt` tests skip for one reason where TensorRT cannot run: report that reason once per file, not once
+    per test (`-ra` folds skips that share a file, no line and a reason into one line)."""
+    del call
+    report = yield
+    if report.skipped and item.get_closest_marker("tensorrt") and isinstance(report.longrepr, tuple):
+        path, _, reason = report.longrepr
+        report.longrepr = (path, None, reason)
+    return report

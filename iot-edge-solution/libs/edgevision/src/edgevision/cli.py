@@ -28,12 +28,34 @@ def default_repository() -> Path:
     return Path("models")
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0: every available CPU), got {value}")
+    return value
+
+
+def video_file(text: str) -> Path:
+    """argparse type: an existing video file."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"video file not found: {text}")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text} is not a video file")
+    return path
+
+
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model name in the repository, e.g. efficientnet-lite0")
     parser.add_argument("--version", default=None, help="model version (default: the newest)")
     parser.add_argument("--repository", type=Path, default=None, help="model repository folder")
     parser.add_argument("--backend", choices=sorted(BACKENDS), default="onnxruntime")
-    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: CPU count - 1)")
+    parser.add_argument("--threads", type=non_negative_int, default=0,
+                        help="intra-op threads (0: every available CPU)")
 
 
 def _load(args: argparse.Namespace):
@@ -59,11 +81,13 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_pipeline(args: argparse.Namespace) -> int:
-    """Pipeline vs engine-only throughput, one JSON object."""
-    from edgevision.bench import bench_pipeline  # pylint: disable=import-outside-toplevel
+    """Pipeline vs engine-only throughput at every thread count, one JSON object."""
+    from edgevision.bench import BenchPlan, bench_pipeline  # pylint: disable=import-outside-toplevel
 
-    task = _load(args)
-    print(json.dumps(bench_pipeline(task, args.video, args.frames)), flush=True)
+    model = ModelRepository(args.repository or default_repository()).load(args.model, args.version)
+    figures = bench_pipeline(model, args.video, resolve_threads(args.threads), args.backend, spinning=args.spinning,
+                             plan=BenchPlan(frames=args.frames, rounds=args.rounds))
+    print(json.dumps(figures), flush=True)
     return 0
 
 
@@ -82,8 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench_kinds = bench.add_subparsers(dest="bench", required=True)
     pipeline = bench_kinds.add_parser("pipeline", help="pipeline FPS vs inference-only FPS on a video")
     _add_model_args(pipeline)
-    pipeline.add_argument("--video", type=Path, required=True)
-    pipeline.add_argument("--frames", type=int, default=300)
+    pipeline.add_argument("--video", type=video_file, required=True, help="a video file")
+    pipeline.add_argument("--frames", type=int, default=300, help="frames per measurement, over all rounds")
+    pipeline.add_argument("--rounds", type=int, default=3, help="rounds; each figure is the median over them")
+    pipeline.add_argument("--spinning", action="store_true",
+                          help="let ONNX Runtime's idle threads spin (default: they sleep)")
     pipeline.set_defaults(handler=cmd_bench_pipeline)
     return parser
 
@@ -92,9 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `edgevision` console script."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    if getattr(args, "frames", 1) <= 0:
-        print("edgevision: error: --frames must be > 0", file=sys.stderr)
-        return 2
+    for name in ("frames", "rounds"):
+        if getattr(args, name, 1) <= 0:
+            print(f"edgevision: error: --{name} must be > 0", file=sys.stderr)
+            return 2
     try:
         return args.handler(args)
     except EdgeVisionError as e:

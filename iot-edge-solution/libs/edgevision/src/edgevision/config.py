@@ -17,10 +17,21 @@ _FALSE = {"false", "0"}
 BOOL_ACCEPTED = "True or False (any case), 1 or 0"
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, e.g. a container's cpuset), else the CPU count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def resolve_threads(requested: int) -> int:
-    """Inference threads: `requested`, or for 0 one less than the CPU count, which leaves a core to capture and
-    pre-processing so the two overlap."""
-    return requested or max(1, (os.cpu_count() or 1) - 1)
+    """Inference threads: `requested`, or for 0 every available CPU. With the engine's idle threads sleeping
+    instead of spinning (EngineConfig.intra_op_spinning), capture and pre-processing still get a core when they
+    need one; `edgevision bench pipeline` shows how this compares to every other thread count on a machine."""
+    if requested < 0:
+        raise ValueError(f"threads must be >= 0 (0: every available CPU), got {requested}")
+    return requested or available_cpus()
 
 
 class SettingsError(EdgeVisionError):
@@ -76,7 +87,7 @@ class VisionSettings(ModuleSettings):
     )
     model_version: str | None = Field(None, description="MODEL_VERSION: a version folder; default: the newest.")
     intra_op_threads: int = Field(
-        0, ge=0, le=256, description="INTRA_OP_THREADS: ONNX Runtime threads; 0 = one less than the CPU count."
+        0, ge=0, le=256, description="INTRA_OP_THREADS: ONNX Runtime threads; 0 = every available CPU."
     )
     engine_cache_dir: Path | None = Field(
         None, description="ENGINE_CACHE_DIR: where TensorRT engines are cached; default: beside the model."
@@ -112,7 +123,7 @@ class VisionSettings(ModuleSettings):
         return value.strip()
 
     def resolved_threads(self) -> int:
-        """INTRA_OP_THREADS, with 0 meaning one less than the CPU count (leaves a core for capture)."""
+        """INTRA_OP_THREADS, with 0 meaning every available CPU."""
         return resolve_threads(self.intra_op_threads)
 
 

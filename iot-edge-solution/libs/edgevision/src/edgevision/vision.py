@@ -98,7 +98,9 @@ def dynamic_shape_range(
     return tuple(low), tuple(opt), tuple(high)
 
 
-def engine_config_for(model: LoadedModel, threads: int, cache_dir: Path | None = None) -> EngineConfig:
+def engine_config_for(
+    model: LoadedModel, threads: int, cache_dir: Path | None = None, spinning: bool = False
+) -> EngineConfig:
     """Engine settings from a manifest and its ONNX graph: axes open in both get a shape range for backends
     that build for one (TensorRT); every other axis keeps its one size."""
     spec = model.manifest.input
@@ -109,16 +111,21 @@ def engine_config_for(model: LoadedModel, threads: int, cache_dir: Path | None =
         input_shapes={spec.name: shape},
         output_names=tuple(model.manifest.outputs),
         intra_op_threads=threads,
+        intra_op_spinning=spinning,
         cache_dir=cache_dir,
         dynamic_shapes={spec.name: shape_range} if shape_range else {},
     )
 
 
 def build_task(
-    model: LoadedModel, backend: str = "onnxruntime", threads: int = 1, cache_dir: Path | None = None
+    model: LoadedModel,
+    backend: str = "onnxruntime",
+    threads: int = 1,
+    cache_dir: Path | None = None,
+    spinning: bool = False,
 ) -> Task:
     """Create and load the engine for `model` and wrap it in its task."""
-    engine = create_engine(backend, engine_config_for(model, threads, cache_dir))
+    engine = create_engine(backend, engine_config_for(model, threads, cache_dir, spinning))
     engine.load()
     log.info("model %s (%s) ready on %s", model.ref, model.manifest.task, engine.describe())
     return create_task(model, engine)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from edgevision.config import SettingsError, VisionSettings, load_settings, parse_bool
+from edgevision.config import (
+    SettingsError,
+    VisionSettings,
+    available_cpus,
+    load_settings,
+    parse_bool,
+    resolve_threads,
+)
 
 ENV_NAMES = [
     "CAMERA_PATH", "USE_TENSOR_RT", "TENSORRT_FALLBACK", "MODEL_NAME", "MODEL_REPOSITORY", "MODEL_VERSION",
@@ -106,3 +113,11 @@ def test_every_bad_variable_is_reported_at_once(monkeypatch: pytest.MonkeyPatch)
         load_settings(VisionSettings)
     message = str(caught.value)
     assert "CAMERA_PATH" in message and "USE_TENSOR_RT" in message and "LOOP_VIDEO" in message
+
+
+def test_default_threads_are_every_available_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAMERA_PATH", "video.mp4")
+    assert load_settings(VisionSettings).resolved_threads() == available_cpus()
+    assert resolve_threads(0) == available_cpus() and resolve_threads(3) == 3
+    with pytest.raises(ValueError, match="threads must be >= 0"):
+        resolve_threads(-3)

@@ -36,6 +36,9 @@ class EngineConfig:
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     output_names: tuple[str, ...] = ()
     intra_op_threads: int = 0
+    # Let idle intra-op threads spin waiting for the next run (ONNX Runtime's own default) instead of sleeping.
+    # Off: spinning threads take the cores that capture and pre-processing need, and collapse on a busy machine.
+    intra_op_spinning: bool = False
     precision: str = "fp16"
     cache_dir: Path | None = None
     # input name -> (min, opt, max) shapes, for backends that build for a shape range.

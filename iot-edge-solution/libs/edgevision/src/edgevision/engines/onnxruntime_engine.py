@@ -41,6 +41,9 @@ class OnnxRuntimeEngine(Engine):
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.config.intra_op_threads
         options.inter_op_num_threads = 1
+        spinning = "1" if self.config.intra_op_spinning else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         try:
@@ -56,7 +59,8 @@ class OnnxRuntimeEngine(Engine):
             raise EngineLoadError(f"{path} has no output(s) {missing}; it has {available}")
         self._outputs = wanted
         threads = self.config.intra_op_threads
-        log.info("loaded %s with ONNX Runtime (intra-op threads: %s)", path.name, threads or "ONNX Runtime's default")
+        log.info("loaded %s with ONNX Runtime (intra-op threads: %s, spinning: %s)", path.name,
+                 threads or "ONNX Runtime's default", self.config.intra_op_spinning)
 
     def _require_session(self):
         if self._session is None:
