@@ -45,7 +45,7 @@ class ScoringSettings(ModuleSettings):
 
     @field_validator("scoring_enabled", mode="before")
     @classmethod
-    def _strict_bool(cls, value: Any) -> bool:
+    def _strict_scoring_bool(cls, value: Any) -> bool:
         return parse_bool(value)
 
 
