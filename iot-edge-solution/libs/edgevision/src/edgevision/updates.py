@@ -10,9 +10,12 @@ restarts (the store remembers it), so the same patch twice is a no-op."""
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import logging
 import queue
+import shutil
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -52,7 +55,9 @@ class ModelUpdateSettings(ModuleSettings):
     def package_limits(self) -> PackageLimits:
         """The limits these settings set."""
         return PackageLimits(
-            self.model_max_bytes, self.model_max_unpacked_bytes, self.model_max_files,
+            self.model_max_bytes,
+            self.model_max_unpacked_bytes,
+            self.model_max_files,
             self.model_download_timeout_seconds,
         )
 
@@ -68,8 +73,8 @@ class UpdateRequest:
 
     @property
     def key(self) -> str:
-        """Identifies the request: the same key is the same patch."""
-        return json.dumps([self.file_name, self.url, self.md5, self.sha256])
+        """Identifies the request (a digest: the URL's SAS token is a secret and is not stored)."""
+        return hashlib.sha256(json.dumps([self.file_name, self.url, self.md5, self.sha256]).encode()).hexdigest()
 
 
 def parse_request(desired: dict[str, Any]) -> UpdateRequest | None:
@@ -88,6 +93,21 @@ def parse_request(desired: dict[str, Any]) -> UpdateRequest | None:
         raise PackageError("downloading", "desired property DownloadUrl is empty")
     file_name = fields["FileName"] or url.split("?")[0].rsplit("/", 1)[-1]
     return UpdateRequest(file_name, url, fields["ContentMD5"] or None, fields["ContentSHA256"] or None)
+
+
+def merge_patch(document: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """`document` with a twin patch applied (nested objects merge, null removes); `$`-keys are dropped."""
+    merged = dict(document)
+    for key, value in patch.items():
+        if key.startswith("$"):
+            continue
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_patch(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _now() -> str:
@@ -148,11 +168,16 @@ class ModelUpdater:
         self._thread = threading.Thread(target=self._work, name="model-updates", daemon=True)
         self._idle = threading.Event()
         self._idle.set()
+        self._desired: dict[str, Any] = {}
+        self._desired_lock = threading.Lock()
         self.handled = 0
 
     @classmethod
     def from_settings(
-        cls, settings: ModelUpdateSettings, manager: ModelManager, connection: ModuleConnection,
+        cls,
+        settings: ModelUpdateSettings,
+        manager: ModelManager,
+        connection: ModuleConnection,
         fallback_repository: Path | None = None,
     ) -> ModelUpdater:
         """An updater as MODEL_STORE and the MODEL_* limits say."""
@@ -169,8 +194,9 @@ class ModelUpdater:
                 log.info("using %s, active before the restart", model.ref)
                 return model
             except ModelError as e:
-                log.warning("the previously active model %s:%s cannot be used (%s); using the default", name,
-                            version, e)
+                log.warning(
+                    "the previously active model %s:%s cannot be used (%s); using the default", name, version, e
+                )
         return default()
 
     def register(self) -> None:
@@ -180,10 +206,13 @@ class ModelUpdater:
             self._thread.start()
 
     def on_desired(self, desired: dict, complete: bool) -> None:
-        """Queue desired properties (a whole document or a patch) for the worker."""
-        del complete  # each request is compared with what was handled, so both are treated alike
+        """Merge desired properties (a whole document, or a patch as JSON merge-patch: null removes a key) into
+        the module's view of the desired document and queue that for the worker."""
+        with self._desired_lock:
+            self._desired = dict(desired) if complete else merge_patch(self._desired, desired)
+            snapshot = copy.deepcopy(self._desired)
         self._idle.clear()
-        self._queue.put(dict(desired))
+        self._queue.put(snapshot)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until every queued request is handled (for tests and tools)."""
@@ -230,11 +259,18 @@ class ModelUpdater:
         """Download ... activate one package; None (status failed, old model serving) when any step fails."""
         log.info("model update requested: %s", request.file_name)
         try:
-            model = fetch_package(request.url, self.store.root, self.limits, request.md5, request.sha256,
-                                  on_step=lambda step: self._report_status(step))
-            self._report_status("loading")
-            served = self.manager.build(model)
+            installed = fetch_package(
+                request.url, self.store.root, self.limits, request.md5, request.sha256, on_step=self._report_status
+            )
         except EdgeVisionError as e:
+            self._report_failure(e)
+            return None
+        try:
+            self._report_status("loading")
+            served = self.manager.build(installed.model)
+        except EdgeVisionError as e:
+            if installed.new:  # a version that cannot run is not kept for a later rollback
+                shutil.rmtree(installed.model.folder, ignore_errors=True)
             self._report_failure(e)
             return None
         self._activate(served, request.file_name)
@@ -272,8 +308,13 @@ class ModelUpdater:
         if file_name:
             patch["LatestAIModelFileName"] = file_name
         self._report(patch)
-        body = {"FileName": file_name, "name": served.name, "version": served.version, "sha256": served.sha256,
-                "activatedAt": _now()}
+        body = {
+            "FileName": file_name,
+            "name": served.name,
+            "version": served.version,
+            "sha256": served.sha256,
+            "activatedAt": _now(),
+        }
         try:
             self.connection.send_output(OUTPUT_NAME, body, {"event": "modelActivated"})
         except IoTError as e:

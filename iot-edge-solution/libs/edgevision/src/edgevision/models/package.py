@@ -135,7 +135,9 @@ def verify(package: Downloaded, md5: str | None, sha256: str | None) -> None:
     if md5:
         expected = normalise_md5(md5)
         if expected != package.md5_hex:
-            raise PackageError("verifying", f"MD5 mismatch: the package has {package.md5_hex}, ContentMD5 says {expected}")
+            raise PackageError(
+                "verifying", f"MD5 mismatch: the package has {package.md5_hex}, ContentMD5 says {expected}"
+            )
     if sha256:
         expected = normalise_sha256(sha256)
         if expected != package.sha256_hex:
@@ -213,7 +215,15 @@ def validate(folder: Path) -> LoadedModel:
         raise PackageError("validating", str(e).replace(str(folder), "<package>")) from e
 
 
-def install(model: LoadedModel, store: Path) -> LoadedModel:
+@dataclass(frozen=True)
+class Installed:
+    """A package's model in the store; `new` when this install created its folder."""
+
+    model: LoadedModel
+    new: bool
+
+
+def install(model: LoadedModel, store: Path) -> Installed:
     """Move a validated package into `store/<name>/<version>`. An installed version with the same model file is
     kept (the package is the same); one with a different file is refused (versions are immutable)."""
     name, version = model.manifest.name, model.manifest.version
@@ -227,21 +237,26 @@ def install(model: LoadedModel, store: Path) -> LoadedModel:
         except ModelError:
             existing = None
         if existing is not None and existing.manifest.sha256 == model.manifest.sha256:
-            return existing
+            return Installed(existing, False)
         if existing is not None:
             raise PackageError(
-                "validating", f"{name}:{version} is already installed with a different model file; publish a new version"
+                "validating",
+                f"{name}:{version} is already installed with a different model file; publish a new version",
             )
         shutil.rmtree(target)  # a broken leftover
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(model.folder), str(target))
-    return ModelRepository.load_folder(target)
+    return Installed(ModelRepository.load_folder(target), True)
 
 
 def fetch_package(
-    url: str, store: Path, limits: PackageLimits, md5: str | None = None, sha256: str | None = None,
+    url: str,
+    store: Path,
+    limits: PackageLimits,
+    md5: str | None = None,
+    sha256: str | None = None,
     on_step: Callable[[str], None] | None = None,
-) -> LoadedModel:
+) -> Installed:
     """Download, verify, unpack, validate and install one package; `on_step(step)` before each step."""
     store.mkdir(parents=True, exist_ok=True)
     step = on_step or (lambda _step: None)
