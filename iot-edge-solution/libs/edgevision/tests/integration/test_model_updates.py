@@ -417,3 +417,73 @@ def test_4_a_restart_keeps_the_active_version(module) -> None:
     module.start()  # reads the whole twin again: every request in it was handled before
     assert module.score(SQUIRREL)["model_version"] == "2"
     assert module.manager.swaps == 1  # only the start-up model: nothing re-applied
+
+
+def test_5_publish_model_updates_the_module(registry, module, azurite, tmp_path, capsys) -> None:
+    """`edgevision publish-model` zips, uploads to Azurite, signs and patches the twin; the module follows."""
+    from edgevision.cli import main  # pylint: disable=import-outside-toplevel
+
+    folder = version_folder(tmp_path, "5", "v5-")
+    before = module.updater.handled
+    status = main(
+        [
+            "publish-model",
+            str(folder),
+            "--device",
+            os.environ["IOTEDGE_DEVICEID"],
+            "--module",
+            MODULE,
+            "--storage-connection-string",
+            azurite.connection_string,
+            "--hub-connection-string",
+            os.environ["IOTHUB_CONNECTION_STRING"],
+            "--expiry-hours",
+            "1",
+        ]
+    )
+    assert status == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["file_name"] == "efficientnet-lite0-5.zip" and "sig=" not in json.dumps(summary)
+    wait_for(lambda: module.updater.handled > before and module.updater.wait_idle(0))
+    model = reported(registry)["model"]
+    assert model["status"] == "active" and model["version"] == "5"
+    assert reported(registry)["LatestAIModelFileName"] == "efficientnet-lite0-5.zip"
+    assert module.score(SQUIRREL)["predictions"][0]["label"].startswith("v5-")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--device", "d"], "set STORAGE_CONNECTION_STRING and IOTHUB_CONNECTION_STRING"),
+    ],
+)
+def test_publish_model_needs_its_connection_strings(monkeypatch, capsys, argv, message, tmp_path) -> None:
+    from edgevision.cli import main  # pylint: disable=import-outside-toplevel
+
+    monkeypatch.delenv("STORAGE_CONNECTION_STRING", raising=False)
+    monkeypatch.delenv("IOTHUB_CONNECTION_STRING", raising=False)
+    assert main(["publish-model", str(tmp_path), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_publish_model_refuses_a_broken_folder(tmp_path, capsys) -> None:
+    from edgevision.cli import main  # pylint: disable=import-outside-toplevel
+
+    folder = version_folder(tmp_path, "6", "")
+    (folder / "model.json").write_text("{}", encoding="utf-8")
+    assert (
+        main(
+            [
+                "publish-model",
+                str(folder),
+                "--device",
+                "d",
+                "--storage-connection-string",
+                "x",
+                "--hub-connection-string",
+                "y",
+            ]
+        )
+        == 2
+    )
+    assert "is not a valid model version folder" in capsys.readouterr().err
