@@ -68,17 +68,24 @@ def publish_model(
     expiry_hours: float = 24.0,
 ) -> Published:
     """Package, upload, sign and request `folder` for `device`/`module`."""
-    # pylint: disable=import-outside-toplevel
-    from azure.core.exceptions import AzureError, ResourceExistsError
-    from azure.storage.blob import BlobSasPermissions, BlobServiceClient, ContentSettings, generate_blob_sas
-
     data, name, version = package_folder(folder)
     file_name = f"{name}-{version}.zip"
     md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
     sha256 = hashlib.sha256(data).hexdigest()
     expiry = datetime.now(timezone.utc) + timedelta(hours=expiry_hours)
+    blob_url, url = _upload(storage_connection_string, container, file_name, data, expiry)
+    _patch_twin(hub_connection_string, device, module, desired_patch(file_name, url, md5, sha256))
+    return Published(file_name, redact_url(blob_url), md5, sha256, expiry.isoformat(timespec="seconds"), name, version)
+
+
+def _upload(connection_string: str, container: str, file_name: str, data: bytes, expiry: datetime) -> tuple[str, str]:
+    """Upload the package; its blob URL and its read-only SAS URL."""
+    # pylint: disable=import-outside-toplevel
+    from azure.core.exceptions import AzureError, ResourceExistsError
+    from azure.storage.blob import BlobSasPermissions, BlobServiceClient, ContentSettings, generate_blob_sas
+
     try:
-        service = BlobServiceClient.from_connection_string(storage_connection_string)
+        service = BlobServiceClient.from_connection_string(connection_string)
         client = service.get_container_client(container)
         try:
             client.create_container()
@@ -97,9 +104,7 @@ def publish_model(
         )
     except (AzureError, ValueError, AttributeError) as e:
         raise PublishError(f"cannot upload {file_name} to container {container!r}: {e}") from e
-    url = f"{blob.url}?{sas}"
-    _patch_twin(hub_connection_string, device, module, desired_patch(file_name, url, md5, sha256))
-    return Published(file_name, redact_url(blob.url), md5, sha256, expiry.isoformat(timespec="seconds"), name, version)
+    return blob.url, f"{blob.url}?{sas}"
 
 
 def _patch_twin(hub_connection_string: str, device: str, module: str, desired: dict[str, Any]) -> None:

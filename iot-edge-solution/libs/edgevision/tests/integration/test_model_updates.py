@@ -127,14 +127,14 @@ def emulator(tmp_path_factory) -> Iterator[Emulator]:
 
 
 @pytest.fixture(scope="module")
-def registry(emulator):
+def registry(emulator):  # pylint: disable=unused-argument  # the emulator sets the connection string
     """The IoT Hub service SDK client."""
     from azure.iot.hub import IoTHubRegistryManager  # pylint: disable=import-outside-toplevel
 
     return IoTHubRegistryManager.from_connection_string(os.environ["IOTHUB_CONNECTION_STRING"])
 
 
-class Module:
+class Module:  # pylint: disable=attribute-defined-outside-init  # start() (re)builds the services
     """The classifier's model services as main.py wires them: manager, updater, scoring API, module client."""
 
     def __init__(self, store: Path, sample: Path) -> None:
@@ -175,7 +175,7 @@ class Module:
 
 
 @pytest.fixture(scope="module")
-def module(emulator, tmp_path_factory) -> Iterator[Module]:
+def module(emulator, tmp_path_factory) -> Iterator[Module]:  # pylint: disable=unused-argument
     """The running module services with an empty MODEL_STORE."""
     media = REPO / "iot-edge-solution" / "media"
     instance = Module(tmp_path_factory.mktemp("store"), media / "squirrel_cls.jpg")
@@ -301,7 +301,7 @@ def test_1_a_good_package_becomes_active_and_is_reported(registry, module, model
     assert "sig=" not in (module.store / "active.json").read_text(encoding="utf-8")  # the SAS is a secret
 
 
-def _package(case: str, tmp_path: Path) -> tuple[bytes, dict[str, str | None]]:
+def _package(case: str, tmp_path: Path)  # pylint: disable=too-many-branches -> tuple[bytes, dict[str, str | None]]:
     """A bad package and the checksums to announce for it."""
     folder = version_folder(tmp_path, "3", f"{case}-")
     data = zip_folder(folder)
@@ -398,7 +398,7 @@ def test_3_rollback_by_model_version_and_back(registry, module) -> None:
         registry.update_module_twin(
             device, MODULE, Twin(properties=TwinProperties(desired={"modelVersion": version})), twin.etag
         )
-        wait_for(lambda: module.updater.handled > before and module.updater.wait_idle(0))
+        wait_for(lambda seen=before: module.updater.handled > seen and module.updater.wait_idle(0))
         model = reported(registry)["model"]
         assert model["status"] == "active" and model["version"] == version
         assert module.score(SQUIRREL)["model_version"] == version

@@ -183,7 +183,7 @@ def test_not_ready_without_a_model(media) -> None:
         server.stop()
 
 
-def test_a_busy_port_is_a_clear_error(served, media) -> None:
+def test_a_busy_port_is_a_clear_error(served) -> None:
     other = ScoringServer(served.manager, "127.0.0.1", served.port)
     with pytest.raises(Exception, match=f"cannot listen on 127.0.0.1:{served.port}"):
         other.start()
