@@ -58,7 +58,7 @@ def desired_patch(file_name: str, url: str, md5: str, sha256: str) -> dict[str, 
     return {"modelUpdate": {"FileName": file_name, "DownloadUrl": url, "ContentMD5": md5, "ContentSHA256": sha256}}
 
 
-def publish_model(
+def publish_model(  # pylint: disable=too-many-arguments,too-many-positional-arguments,too-many-locals
     folder: Path,
     device: str,
     module: str,
@@ -78,7 +78,9 @@ def publish_model(
     return Published(file_name, redact_url(blob_url), md5, sha256, expiry.isoformat(timespec="seconds"), name, version)
 
 
-def _upload(connection_string: str, container: str, file_name: str, data: bytes, expiry: datetime) -> tuple[str, str]:
+def _upload(  # pylint: disable=too-many-locals
+    connection_string: str, container: str, file_name: str, data: bytes, expiry: datetime
+) -> tuple[str, str]:
     """Upload the package; its blob URL and its read-only SAS URL."""
     # pylint: disable=import-outside-toplevel
     from azure.core.exceptions import AzureError, ResourceExistsError

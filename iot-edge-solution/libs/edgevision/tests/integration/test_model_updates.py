@@ -301,7 +301,7 @@ def test_1_a_good_package_becomes_active_and_is_reported(registry, module, model
     assert "sig=" not in (module.store / "active.json").read_text(encoding="utf-8")  # the SAS is a secret
 
 
-def _package(case: str, tmp_path: Path)  # pylint: disable=too-many-branches -> tuple[bytes, dict[str, str | None]]:
+def _package(case: str, tmp_path: Path) -> tuple[bytes, dict[str, str | None]]:  # pylint: disable=too-many-branches
     """A bad package and the checksums to announce for it."""
     folder = version_folder(tmp_path, "3", f"{case}-")
     data = zip_folder(folder)
