@@ -96,8 +96,13 @@ def main() -> None:  # pylint: disable=too-many-locals,too-many-statements
         manager.activate(ModelRepository(MODELS).load("efficientnet-lite0", "1"))
         answers = Answers()
         stats = PipelineStats()
-        pipeline = Pipeline(open_source(str(VIDEO), SourceOptions(loop=True)), manager, [Recorder(answers)],
-                            PipelineOptions(every_frame=True), stats)
+        pipeline = Pipeline(
+            open_source(str(VIDEO), SourceOptions(loop=True)),
+            manager,
+            [Recorder(answers)],
+            PipelineOptions(every_frame=True),
+            stats,
+        )
         server = ScoringServer(manager, "127.0.0.1", free_port())
         server.start()
         stop = threading.Event()
@@ -140,28 +145,36 @@ def main() -> None:  # pylint: disable=too-many-locals,too-many-statements
         pipeline.close()
         server.stop()
         manager.close()
+
     def largest_gap_ms(times: list[float]) -> float:
         return max((b - a for a, b in zip(times, times[1:])), default=0.0) * 1000
 
     times = answers.times[first:]
-    baseline_gap_ms = largest_gap_ms(answers.times[baseline_start:first + 1])
+    baseline_gap_ms = largest_gap_ms(answers.times[baseline_start : first + 1])
     inference_ms = stats.mean_ms("inference")
     gap_ms = largest_gap_ms(times)
-    print(json.dumps({
-        "swaps": args.swaps,
-        "clients": args.clients,
-        "cpu_count": os.cpu_count(),
-        "failed_requests": failed[0],
-        "dropped_frames": stats.errors + stats.frames_skipped,
-        "pipeline_errors": pipeline.error is not None,
-        "answers": len(times),
-        "answers_per_version": dict(answers.versions),
-        "mean_inference_ms": round(inference_ms, 2),
-        "largest_gap_ms": round(gap_ms, 2),
-        "largest_gap_vs_inference": round(gap_ms / inference_ms, 2) if inference_ms else None,
-        "largest_gap_without_swaps_ms": round(baseline_gap_ms, 2),
-        "largest_gap_without_swaps_vs_inference": round(baseline_gap_ms / inference_ms, 2) if inference_ms else None,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "swaps": args.swaps,
+                "clients": args.clients,
+                "cpu_count": os.cpu_count(),
+                "failed_requests": failed[0],
+                "dropped_frames": stats.errors + stats.frames_skipped,
+                "pipeline_errors": pipeline.error is not None,
+                "answers": len(times),
+                "answers_per_version": dict(answers.versions),
+                "mean_inference_ms": round(inference_ms, 2),
+                "largest_gap_ms": round(gap_ms, 2),
+                "largest_gap_vs_inference": round(gap_ms / inference_ms, 2) if inference_ms else None,
+                "largest_gap_without_swaps_ms": round(baseline_gap_ms, 2),
+                "largest_gap_without_swaps_vs_inference": round(baseline_gap_ms / inference_ms, 2)
+                if inference_ms
+                else None,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

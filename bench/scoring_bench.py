@@ -126,19 +126,24 @@ def main() -> None:  # pylint: disable=too-many-locals
 
     seed_rps, _ = concurrent_rate(args.clients, args.seconds, seed_client)
     manager.close()
-    print(json.dumps({
-        "clients": args.clients,
-        "intra_op_threads": threads,
-        "cpu_count": os.cpu_count(),
-        "score_rps": round(score_rps, 2),
-        "score_failed_requests": failed,
-        "inference_only_rps": round(inference_only, 2),
-        "inference_only_one_caller_rps": round(inference_one, 2),
-        "inference_only_concurrent_rps": round(inference_many, 2),
-        "session_per_request_rps": round(seed_rps, 2),
-        "score_vs_inference_only": round(score_rps / inference_only, 3),
-        "score_vs_session_per_request": round(score_rps / seed_rps, 2) if seed_rps else None,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "clients": args.clients,
+                "intra_op_threads": threads,
+                "cpu_count": os.cpu_count(),
+                "score_rps": round(score_rps, 2),
+                "score_failed_requests": failed,
+                "inference_only_rps": round(inference_only, 2),
+                "inference_only_one_caller_rps": round(inference_one, 2),
+                "inference_only_concurrent_rps": round(inference_many, 2),
+                "session_per_request_rps": round(seed_rps, 2),
+                "score_vs_inference_only": round(score_rps / inference_only, 3),
+                "score_vs_session_per_request": round(score_rps / seed_rps, 2) if seed_rps else None,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

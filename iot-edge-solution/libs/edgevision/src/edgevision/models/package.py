@@ -156,7 +156,8 @@ def _safe_member_path(info: zipfile.ZipInfo) -> PurePosixPath:
     mode = info.external_attr >> 16
     if stat.S_ISLNK(mode):
         raise PackageError("unpacking", f"the archive holds a link: {info.filename!r}")
-    if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+    kind = stat.S_IFMT(mode)  # 0 when the archiver wrote permissions only
+    if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
         raise PackageError("unpacking", f"the archive holds a special file: {info.filename!r}")
     return path
 
