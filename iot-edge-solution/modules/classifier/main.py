@@ -42,7 +42,8 @@ def build_models(settings: ClassifierSettings, connection: ModuleConnection) -> 
     manager = ModelManager.from_settings(settings, __file__)
     bundled = settings.model_repository or (Path(__file__).resolve().parent / BUNDLED_MODELS_FROM_MODULE).resolve()
     updater = ModelUpdater.from_settings(settings, manager, connection, bundled)
-    manager.swap(manager.build(updater.initial_model(lambda: load_model_from_settings(settings, __file__))))
+    initial = updater.initial_model(lambda: load_model_from_settings(settings, __file__), settings.model_name)
+    manager.swap(manager.build(initial))
     updater.register()
     return manager, updater
 

@@ -184,11 +184,14 @@ class ModelUpdater:
         return cls(manager, connection, settings.model_store, settings.package_limits(), fallback_repository)
 
     # -- start-up --------------------------------------------------------------------------------------------
-    def initial_model(self, default: Callable[[], LoadedModel]) -> LoadedModel:
-        """The version active before a restart when MODEL_STORE has it, else `default()`."""
+    def initial_model(self, default: Callable[[], LoadedModel], model_name: str | None = None) -> LoadedModel:
+        """The version active before a restart when MODEL_STORE has it (and it is a version of `model_name`, when
+        given: a changed MODEL_NAME wins), else `default()`."""
         state = self.store.state()
         name, version = state.get("name"), state.get("version")
-        if isinstance(name, str) and isinstance(version, str):
+        if model_name is not None and name is not None and name != model_name:
+            log.info("MODEL_NAME is %s now; not using %s:%s, active before the restart", model_name, name, version)
+        elif isinstance(name, str) and isinstance(version, str):
             try:
                 model = self._find(name, version)
                 log.info("using %s, active before the restart", model.ref)

@@ -216,3 +216,59 @@ def test_concurrent_users_share_one_onnx_session(manager, model_version, media) 
         thread.join(60)
     assert len(results) == 12 and all(r == expected for r in results)
     assert served.users == 0
+
+
+class Overlaps:
+    """Counts how many calls run at once in a real ONNX Runtime engine."""
+
+    def __init__(self, engine: Any, concurrent: bool) -> None:
+        self.engine = engine
+        self.concurrent_infer = concurrent
+        self.name = engine.name
+        self.active = 0
+        self.most = 0
+        self.lock = threading.Lock()
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with self.lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        try:
+            time.sleep(0.01)
+            return self.engine.infer(inputs)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+@pytest.mark.parametrize("concurrent", [False, True])
+def test_engines_that_cannot_run_concurrently_are_serialised(model_version, media, concurrent) -> None:
+    """TensorRT engines say concurrent_infer False (contexts and buffers are per caller): the served model then
+    lets one call in at a time. Shown with a real ONNX Runtime engine that declares either."""
+    from edgevision.vision import build_task  # pylint: disable=import-outside-toplevel
+
+    task = build_task(load(model_version("1")))
+    probe = Overlaps(task.engine, concurrent)
+    task.engine = probe  # type: ignore[assignment]
+    served = ServedModel(task)
+    image = media.image("dog.jpg")
+    barrier = threading.Barrier(4)
+
+    def worker() -> None:
+        barrier.wait()
+        for _ in range(3):
+            served.run(image)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    if concurrent:
+        assert probe.most > 1
+    else:
+        assert probe.most == 1
+    served.retire()

@@ -155,3 +155,35 @@ def test_patches_merge_like_the_twin() -> None:
     document = {"modelUpdate": {"FileName": "a.zip", "DownloadUrl": "u1", "ContentSHA256": "s"}, "keep": 1}
     patch = {"modelUpdate": {"DownloadUrl": "u2", "ContentSHA256": None}, "$version": 4}
     assert merge_patch(document, patch) == {"modelUpdate": {"FileName": "a.zip", "DownloadUrl": "u2"}, "keep": 1}
+
+
+@pytest.mark.parametrize(
+    ("state", "model_name", "expected"),
+    [
+        (None, "efficientnet-lite0", "default"),
+        ({"name": "efficientnet-lite0", "version": "1"}, "efficientnet-lite0", "store"),
+        ({"name": "efficientnet-lite0", "version": "1"}, "nanodet-m-416", "default"),  # MODEL_NAME changed
+        ({"name": "efficientnet-lite0", "version": "9"}, "efficientnet-lite0", "default"),  # not installed
+        ("not json", "efficientnet-lite0", "default"),
+    ],
+)
+def test_the_model_after_a_restart(tmp_path: Path, state, model_name: str, expected: str) -> None:
+    import json  # pylint: disable=import-outside-toplevel
+    import shutil  # pylint: disable=import-outside-toplevel
+
+    from edgevision.iot import OfflineModuleConnection  # pylint: disable=import-outside-toplevel
+    from edgevision.manager import ModelManager  # pylint: disable=import-outside-toplevel
+    from edgevision.models import ModelRepository  # pylint: disable=import-outside-toplevel
+    from edgevision.updates import ModelUpdater  # pylint: disable=import-outside-toplevel
+
+    models = Path(__file__).resolve().parents[4] / "models"
+    store = tmp_path / "store"
+    shutil.copytree(models / "efficientnet-lite0" / "1", store / "efficientnet-lite0" / "1")
+    if state is not None:
+        (store / "active.json").write_text(state if isinstance(state, str) else json.dumps(state), encoding="utf-8")
+    updater = ModelUpdater(ModelManager(), OfflineModuleConnection(), store)
+    default = ModelRepository(models).load("efficientnet-lite0", "1")
+    chosen = updater.initial_model(lambda: default, model_name)
+    assert (chosen is default) == (expected == "default")
+    if expected == "store":
+        assert chosen.folder == store / "efficientnet-lite0" / "1"
