@@ -3,8 +3,8 @@ on the demo video (every frame), activate a new model version `--swaps` times (b
 
 Prints one JSON object: failed_requests (goal 0), dropped_frames (frames captured but never answered: errors
 and skips; goal 0), the largest gap between two consecutive answers (pipeline results and /score answers
-together) against the mean inference time (goal <= 2x), and the answers per model version. The same run first measures as long without swaps: the largest gap there is
-what the machine's own noise gives.
+together) against the mean inference time (goal <= 2x), and the answers per model version. The same run first
+measures as long without swaps: the largest gap there is what the machine's own noise gives.
 
     .venv/bin/python bench/hot_swap_bench.py [--swaps 5] [--clients 2] [--threads 0]
 """

@@ -2,8 +2,9 @@
 
 Prints one JSON object: `score_rps` (POST /score over HTTP with `--clients` concurrent keep-alive clients, the
 module's one shared model), `inference_only_rps` (the same model's engine alone on the same pre-processed image:
-the better of one caller and `--clients` callers), and `session_per_request_rps` (the seed's pattern: decode, a new ONNX Runtime session, infer, for
-each request, with the same number of concurrent callers and no HTTP at all), with the two ratios.
+the better of one caller and `--clients` callers), and `session_per_request_rps` (the seed's pattern: decode,
+a new ONNX Runtime session, infer, for each request, with the same number of concurrent callers and no HTTP at
+all), with the two ratios.
 Goals: score_vs_inference_only >= 0.8, score_vs_session_per_request >= 8.
 
     .venv/bin/python bench/scoring_bench.py [--seconds 10] [--clients 4] [--threads 0]

@@ -230,6 +230,7 @@ class Overlaps:
         self.lock = threading.Lock()
 
     def infer(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The engine's inference, counting overlapping calls."""
         with self.lock:
             self.active += 1
             self.most = max(self.most, self.active)
@@ -241,6 +242,7 @@ class Overlaps:
                 self.active -= 1
 
     def close(self) -> None:
+        """Close the engine."""
         self.engine.close()
 
 
