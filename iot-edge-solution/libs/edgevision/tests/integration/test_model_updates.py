@@ -101,6 +101,17 @@ class Emulator:
         )
         return json.loads(result.stdout)
 
+    def upstream(self) -> list[str]:
+        """The $upstream messages so far, one JSON line each (`monitor --from-start --once`)."""
+        result = subprocess.run(
+            [sys.executable, "-m", "edgehub_emulator.cli", "monitor", "--from-start", "--once", *self.args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return result.stdout.splitlines()
+
     def stop(self) -> None:
         """SIGTERM and wait."""
         if self.process and self.process.poll() is None:
@@ -268,7 +279,9 @@ def reported(registry) -> dict[str, Any]:
 SQUIRREL = REPO / "iot-edge-solution" / "media" / "squirrel_cls.jpg"
 
 
-def test_1_a_good_package_becomes_active_and_is_reported(registry, module, models_container, tmp_path) -> None:
+def test_1_a_good_package_becomes_active_and_is_reported(
+    emulator, registry, module, models_container, tmp_path
+) -> None:
     assert module.score(SQUIRREL)["model_version"] == "1"
     data = zip_folder(version_folder(tmp_path, "2", "v2-"))
     url = upload(models_container, "efficientnet-v2.zip", data)
@@ -282,6 +295,10 @@ def test_1_a_good_package_becomes_active_and_is_reported(registry, module, model
     answer = module.score(SQUIRREL)
     assert answer["model_version"] == "2" and answer["predictions"][0]["label"].startswith("v2-")
     assert module.connection.counters["outputs_sent"] == sent + 1  # DLModelOutput
+    upstream = [json.loads(line) for line in emulator.upstream() if "efficientnet-v2.zip" in line]
+    assert len(upstream) == 1 and upstream[0]["output"] == "DLModelOutput"  # routed by the template's route
+    body = json.loads(upstream[0]["body"])
+    assert (body["FileName"], body["name"], body["version"]) == ("efficientnet-v2.zip", "efficientnet-lite0", "2")
     assert (module.store / "efficientnet-lite0" / "2" / "model.onnx").is_file()
     # the same patch again (here: the whole twin, as after a reconnect) changes nothing
     swaps = module.manager.swaps
