@@ -170,6 +170,7 @@ class ModelUpdater:
         self._idle.set()
         self._desired: dict[str, Any] = {}
         self._desired_lock = threading.Lock()
+        self._pending = 0
         self.handled = 0
 
     @classmethod
@@ -214,7 +215,8 @@ class ModelUpdater:
         with self._desired_lock:
             self._desired = dict(desired) if complete else merge_patch(self._desired, desired)
             snapshot = copy.deepcopy(self._desired)
-        self._idle.clear()
+            self._pending += 1
+            self._idle.clear()
         self._queue.put(snapshot)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
@@ -238,8 +240,10 @@ class ModelUpdater:
             except Exception:  # pylint: disable=broad-exception-caught
                 log.exception("model update failed unexpectedly")
             finally:
-                if self._queue.empty():
-                    self._idle.set()
+                with self._desired_lock:
+                    self._pending -= 1
+                    if self._pending == 0:
+                        self._idle.set()
 
     def handle(self, desired: dict[str, Any]) -> None:
         """Apply one desired document or patch: a new package, then a version switch, each only when new."""
