@@ -8,13 +8,17 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from pathlib import Path
 
 from edgevision.config import SettingsError, VisionSettings, load_settings
 from edgevision.errors import EdgeVisionError
 from edgevision.frames import SourceOptions, describe_source, open_source
 from edgevision.iot import ModuleConnection, ShutdownSignal, connect_module
+from edgevision.manager import ModelManager
 from edgevision.pipeline import ConsoleReporter, Consumer, Pipeline, PipelineOptions, PipelineStats, format_summary
-from edgevision.vision import build_task_from_settings
+from edgevision.scoring import ScoringServer, ScoringSettings
+from edgevision.updates import ModelUpdater, ModelUpdateSettings
+from edgevision.vision import BUNDLED_MODELS_FROM_MODULE, load_model_from_settings
 
 log = logging.getLogger("classifier")
 
@@ -22,7 +26,7 @@ EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
 
 
-class ClassifierSettings(VisionSettings):
+class ClassifierSettings(ModelUpdateSettings, ScoringSettings, VisionSettings):
     """Everything the classifier reads from its environment. Each flow adds its settings class as a base."""
 
 
@@ -32,9 +36,36 @@ def build_consumers(settings: ClassifierSettings, connection: ModuleConnection, 
     return [ConsoleReporter(stats)]
 
 
-def build_pipeline(settings: ClassifierSettings, connection: ModuleConnection) -> Pipeline:
-    """Model, engine and frame source from the settings, wired to the consumers."""
-    task = build_task_from_settings(settings, __file__)
+def build_models(settings: ClassifierSettings, connection: ModuleConnection) -> tuple[ModelManager, ModelUpdater]:
+    """The model manager with the model in service (the one active before a restart, else MODEL_NAME), and the
+    twin-driven updater (registered: call before connection.start())."""
+    manager = ModelManager.from_settings(settings, __file__)
+    bundled = settings.model_repository or (Path(__file__).resolve().parent / BUNDLED_MODELS_FROM_MODULE).resolve()
+    updater = ModelUpdater.from_settings(settings, manager, connection, bundled)
+    initial = updater.initial_model(lambda: load_model_from_settings(settings, __file__), settings.model_name)
+    manager.swap(manager.build(initial))
+    updater.register()
+    return manager, updater
+
+
+def start_scoring(settings: ClassifierSettings, manager: ModelManager, stats: PipelineStats) -> ScoringServer | None:
+    """The scoring API on SCORING_PORT; a port that cannot be bound is logged and the module runs on without it."""
+    if not settings.scoring_enabled:
+        return None
+    server = ScoringServer.from_settings(settings, manager, lambda: stats.fps)
+    try:
+        server.start()
+    except EdgeVisionError as e:
+        log.error("scoring API off: %s", e)
+        return None
+    return server
+
+
+def build_pipeline(settings: ClassifierSettings, connection: ModuleConnection,
+                   manager: ModelManager | None = None) -> Pipeline:
+    """Model manager, engine and frame source from the settings, wired to the consumers."""
+    if manager is None:
+        manager, _ = build_models(settings, connection)
     source = open_source(
         settings.camera_path,
         SourceOptions(
@@ -45,7 +76,7 @@ def build_pipeline(settings: ClassifierSettings, connection: ModuleConnection) -
     )
     stats = PipelineStats()
     options = PipelineOptions(every_frame=None if settings.process_every_frame else False)
-    return Pipeline(source, task, build_consumers(settings, connection, stats), options, stats)
+    return Pipeline(source, manager, build_consumers(settings, connection, stats), options, stats)
 
 
 def main() -> int:
@@ -60,17 +91,23 @@ def main() -> int:
     shutdown = ShutdownSignal().install()
     try:
         connection = connect_module()
-        pipeline = build_pipeline(settings, connection)
+        manager, updater = build_models(settings, connection)
+        pipeline = build_pipeline(settings, connection, manager)
     except EdgeVisionError as e:
         log.error("cannot start: %s", e)
         return EXIT_CONFIG
+    scoring = None
     try:
         pipeline.start()
+        scoring = start_scoring(settings, manager, pipeline.stats)
         connection.start()
     except EdgeVisionError as e:
         log.error("cannot start: %s", e)
         pipeline.close()
-        pipeline.task.engine.close()
+        if scoring is not None:
+            scoring.stop()
+        updater.stop()
+        manager.close()
         connection.close()
         return EXIT_CONFIG
     shutdown.on_shutdown(pipeline.stop)
@@ -80,8 +117,11 @@ def main() -> int:
             pass
     finally:
         pipeline.close()
+        if scoring is not None:
+            scoring.stop()
+        updater.stop()
         connection.close()
-        pipeline.task.engine.close()
+        manager.close()
     print(format_summary(pipeline.stats, time.monotonic() - started), flush=True)
     if pipeline.error is not None:
         log.error("stopped on error: %s", pipeline.error)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Generator
 from pathlib import Path
@@ -87,3 +88,26 @@ def pytest_runtest_makereport(
         path, _, reason = report.longrepr
         report.longrepr = (path, None, reason)
     return report
+
+
+def copy_model_version(target_root: Path, version: str, label_prefix: str = "", name: str = "efficientnet-lite0",
+                       source_version: str = "1") -> Path:
+    """A new version of a bundled model under `target_root/<name>/<version>`: the same real model file, the
+    manifest's version changed and each label prefixed with `label_prefix` (so results show which version ran)."""
+    target = target_root / name / version
+    shutil.copytree(MODELS / name / source_version, target)
+    manifest = json.loads((target / "model.json").read_text(encoding="utf-8"))
+    manifest["version"] = version
+    (target / "model.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    if label_prefix and manifest.get("labels"):
+        labels = (target / manifest["labels"]).read_text(encoding="utf-8").splitlines()
+        (target / manifest["labels"]).write_text(
+            "\n".join(f"{label_prefix}{label}" for label in labels if label.strip()) + "\n", encoding="utf-8"
+        )
+    return target
+
+
+@pytest.fixture()
+def model_version(tmp_path: Path):
+    """`model_version(version, label_prefix)`: a re-labelled copy of efficientnet-lite0 in tmp_path/versions."""
+    return lambda version, label_prefix="": copy_model_version(tmp_path / "versions", version, label_prefix)

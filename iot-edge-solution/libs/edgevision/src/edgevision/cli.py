@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -91,6 +92,22 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish_model(args: argparse.Namespace) -> int:
+    """Zip, upload, sign and request a model version; one JSON summary (without the SAS token)."""
+    from edgevision.publish import publish_model  # pylint: disable=import-outside-toplevel
+
+    storage = args.storage_connection_string or os.environ.get("STORAGE_CONNECTION_STRING", "")
+    hub = args.hub_connection_string or os.environ.get("IOTHUB_CONNECTION_STRING", "")
+    missing = [name for name, value in (("STORAGE_CONNECTION_STRING", storage), ("IOTHUB_CONNECTION_STRING", hub))
+               if not value]
+    if missing:
+        print(f"edgevision: error: set {' and '.join(missing)} (or pass the options)", file=sys.stderr)
+        return 2
+    published = publish_model(args.folder, args.device, args.module, storage, hub, args.container, args.expiry_hours)
+    print(json.dumps(published.to_dict()), flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `edgevision` command."""
     parser = argparse.ArgumentParser(prog="edgevision", description=__doc__)
@@ -112,6 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--spinning", action="store_true",
                           help="let ONNX Runtime's idle threads spin (default: they sleep)")
     pipeline.set_defaults(handler=cmd_bench_pipeline)
+
+    publish = commands.add_parser(
+        "publish-model", help="zip a model version folder, upload it, and ask a module for it through its twin"
+    )
+    publish.add_argument("folder", type=Path, help="a model version folder (model.json and its files)")
+    publish.add_argument("--device", required=True, help="edge device id")
+    publish.add_argument("--module", default="classifier", help="module id (default: classifier)")
+    publish.add_argument("--container", default="models", help="blob container (default: models)")
+    publish.add_argument("--expiry-hours", type=float, default=24.0, help="how long the SAS URL stays valid")
+    publish.add_argument("--storage-connection-string", default=None,
+                         help="default: $STORAGE_CONNECTION_STRING (UseDevelopmentStorage=true: local Azurite)")
+    publish.add_argument("--hub-connection-string", default=None,
+                         help="IoT Hub service connection string; default: $IOTHUB_CONNECTION_STRING")
+    publish.set_defaults(handler=cmd_publish_model)
     return parser
 
 

@@ -48,9 +48,13 @@ class EngineConfig:
 
 
 class Engine(abc.ABC):
-    """Runs one model: `load()` once, `infer()` many times (from one thread at a time), `close()` at the end."""
+    """Runs one model: `load()` once, `infer()` many times (from one thread at a time
+    unless `concurrent_infer`), `close()` at the end."""
 
     name: str = "abstract"
+    # True when `infer` may run on several threads at once (ONNX Runtime sessions); False makes the model manager
+    # serialise calls (TensorRT execution contexts and their device buffers belong to one caller at a time).
+    concurrent_infer: bool = False
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config

@@ -16,6 +16,7 @@ class OnnxRuntimeEngine(Engine):
     """CPU inference with ONNX Runtime; `intra_op_threads` 0 lets ONNX Runtime choose."""
 
     name = "onnxruntime"
+    concurrent_infer = True  # InferenceSession.run is thread-safe
 
     def __init__(self, config: EngineConfig) -> None:
         super().__init__(config)

@@ -16,6 +16,7 @@ from edgevision.models.manifest import (
     ResizeSpec,
     TextDetectionPostprocess,
 )
+from edgevision.models.package import PackageError, PackageLimits, fetch_package, redact_url
 from edgevision.models.repository import LoadedModel, ModelRepository, sha256_of
 
 __all__ = [
@@ -29,9 +30,13 @@ __all__ = [
     "ModelFileError",
     "ModelManifest",
     "ModelNotFoundError",
+    "PackageError",
+    "PackageLimits",
     "ModelRepository",
     "PreprocessSpec",
     "ResizeSpec",
     "TextDetectionPostprocess",
+    "fetch_package",
+    "redact_url",
     "sha256_of",
 ]

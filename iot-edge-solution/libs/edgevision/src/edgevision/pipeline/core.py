@@ -17,6 +17,7 @@ import numpy as np
 
 from edgevision.errors import EdgeVisionError
 from edgevision.frames import EndOfStreamError, Frame, FrameSource, FrameSourceError
+from edgevision.manager import ModelManager, ServedModel
 from edgevision.pipeline.fanout import Consumer, Fanout
 from edgevision.pipeline.latest import LatestValue
 from edgevision.pipeline.stats import PipelineStats
@@ -44,19 +45,31 @@ class PipelineOptions:
 
 @dataclass
 class _Prepared:
+    """A frame pre-processed by `model`, which it holds until its inference is done (a swap in between does not
+    feed one model's tensors to another). `error` is set when pre-processing failed."""
+
     frame: Frame
-    inputs: dict[str, np.ndarray]
-    geometry: Geometry
-    preprocess_ms: float
+    model: ServedModel | None
+    inputs: dict[str, np.ndarray] | None = None
+    geometry: Geometry | None = None
+    preprocess_ms: float = 0.0
+    error: EdgeVisionError | None = None
+
+    def release(self) -> None:
+        """Let go of the model (once)."""
+        if self.model is not None:
+            self.model.release()
+            self.model = None
 
 
 class Pipeline:
-    """Runs `task` on frames from `source` and hands each result to every consumer."""
+    """Runs the model on frames from `source` and hands each result to every consumer. `task` is a fixed Task
+    (its owner closes its engine) or a ModelManager, whose current model is taken per frame (hot swaps)."""
 
-    def __init__(self, source: FrameSource, task: Task, consumers: list[Consumer] | None = None,
+    def __init__(self, source: FrameSource, task: Task | ModelManager, consumers: list[Consumer] | None = None,
                  options: PipelineOptions | None = None, stats: PipelineStats | None = None) -> None:
         self.source = source
-        self.task = task
+        self.models = task if isinstance(task, ModelManager) else ModelManager.for_task(task)
         self.options = options or PipelineOptions()
         self.stats = stats or PipelineStats()
         self.error: BaseException | None = None
@@ -72,6 +85,14 @@ class Pipeline:
             threading.Thread(target=self._capture_loop, name="capture", daemon=True),
             threading.Thread(target=self._inference_loop, name="inference", daemon=True),
         ]
+
+    @property
+    def task(self) -> Task:
+        """The task in service now."""
+        current = self.models.current
+        if current is None:
+            raise RuntimeError("the pipeline's model manager has no model in service")
+        return current.task
 
     # -- control ---------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -99,6 +120,7 @@ class Pipeline:
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(10)
+        self._release_queued()
         self._fanout.close()
 
     def run(self) -> PipelineStats:
@@ -146,6 +168,8 @@ class Pipeline:
                 if self.every_frame:
                     item = self._prepare(frame)
                 if not self._put(item):
+                    if isinstance(item, _Prepared):
+                        item.release()
                     break
         except FrameSourceError as e:
             if not self._stop.is_set():
@@ -170,11 +194,21 @@ class Pipeline:
                     return
 
     def _prepare(self, frame: Frame) -> _Prepared:
+        """Pre-process with the current model, which the result holds; errors travel with it to the inference
+        thread, which counts them against the error budget."""
+        try:
+            model = self.models.acquire()
+        except EdgeVisionError as e:
+            return _Prepared(frame, None, error=e)
         started = time.perf_counter()
-        inputs, geometry = self.task.pre_process(frame.image)
+        try:
+            inputs, geometry = model.pre_process(frame.image)
+        except EdgeVisionError as e:
+            model.release()
+            return _Prepared(frame, None, error=e)
         elapsed = (time.perf_counter() - started) * 1000
         self.stats.add_latency("preprocess", elapsed)
-        return _Prepared(frame, inputs, geometry, elapsed)
+        return _Prepared(frame, model, inputs, geometry, elapsed)
 
     def _next_item(self) -> object | None:
         if isinstance(self._queue, LatestValue):
@@ -196,11 +230,11 @@ class Pipeline:
                     break
                 prepared = item if isinstance(item, _Prepared) else self._prepare(item)  # type: ignore[arg-type]
                 try:
-                    result = self.task.infer(prepared.inputs, prepared.geometry, prepared.preprocess_ms)
+                    result = self._infer(prepared)
                 except EdgeVisionError as e:
                     consecutive_errors += 1
                     self.stats.count_error()
-                    log.error("inference failed on frame %d: %s", prepared.frame.index, e)
+                    log.error("frame %d failed: %s", prepared.frame.index, e)
                     if consecutive_errors >= self.options.max_consecutive_errors:
                         self.error = e
                         break
@@ -220,4 +254,29 @@ class Pipeline:
             self.error = e
         finally:
             self._stop.set()
+            self._release_queued()
             self._done.set()
+
+    @staticmethod
+    def _infer(prepared: _Prepared):
+        """Inference and post-processing of one prepared frame on the model that pre-processed it: together with
+        pre-processing one guarded step, whose EdgeVisionError counts against the error budget."""
+        try:
+            if prepared.error is not None:
+                raise prepared.error
+            assert prepared.model is not None and prepared.inputs is not None and prepared.geometry is not None
+            return prepared.model.infer(prepared.inputs, prepared.geometry, prepared.preprocess_ms)
+        finally:
+            prepared.release()
+
+    def _release_queued(self) -> None:
+        """Let go of the models held by frames pre-processed but never inferred."""
+        if isinstance(self._queue, LatestValue):
+            return
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Prepared):
+                item.release()

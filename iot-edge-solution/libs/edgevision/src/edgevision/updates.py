@@ -1,0 +1,355 @@
+"""Over-the-air model updates driven by the module twin.
+
+Desired properties (the seed's keys at the top level, or the same keys under `modelUpdate`):
+`FileName`, `DownloadUrl`, `ContentMD5` (base64 or hex), optional `ContentSHA256`; and `modelVersion` to switch to
+an installed version (roll back). A package is downloaded, verified, unpacked, validated, installed into
+MODEL_STORE, loaded in a new engine, warmed up, and swapped in; on any failure the old model keeps serving.
+Each step is reported in `model: {name, version, sha256, status, error, updatedAt}`; an activation also reports
+`LatestAIModelFileName` and sends a `DLModelOutput` message. Each desired request is handled once, also across
+restarts (the store remembers it), so the same patch twice is a no-op."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import queue
+import shutil
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import Field
+
+from edgevision.config import ModuleSettings
+from edgevision.errors import EdgeVisionError
+from edgevision.iot import IoTError, ModuleConnection
+from edgevision.manager import ModelManager, ServedModel
+from edgevision.models import LoadedModel, ModelRepository, PackageError, PackageLimits, fetch_package
+from edgevision.models.errors import ModelError, ModelNotFoundError
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "active.json"
+OUTPUT_NAME = "DLModelOutput"
+
+
+class ModelUpdateSettings(ModuleSettings):
+    """Where installed models live and what a package may cost."""
+
+    model_store: Path = Field(
+        Path(".model-store"), description="MODEL_STORE: folder of installed model versions (a volume on a device)."
+    )
+    model_max_bytes: int = Field(1 << 30, gt=0, description="MODEL_MAX_BYTES: largest package download.")
+    model_max_unpacked_bytes: int = Field(
+        2 << 30, gt=0, description="MODEL_MAX_UNPACKED_BYTES: largest total size a package may unpack to."
+    )
+    model_max_files: int = Field(1000, gt=0, description="MODEL_MAX_FILES: most entries a package may hold.")
+    model_download_timeout_seconds: float = Field(
+        60.0, gt=0, description="MODEL_DOWNLOAD_TIMEOUT_SECONDS: network timeout of a package download."
+    )
+
+    def package_limits(self) -> PackageLimits:
+        """The limits these settings set."""
+        return PackageLimits(
+            self.model_max_bytes,
+            self.model_max_unpacked_bytes,
+            self.model_max_files,
+            self.model_download_timeout_seconds,
+        )
+
+
+@dataclass(frozen=True)
+class UpdateRequest:
+    """A package the twin asks for."""
+
+    file_name: str
+    url: str
+    md5: str | None
+    sha256: str | None
+
+    @property
+    def key(self) -> str:
+        """Identifies the request (a digest: the URL's SAS token is a secret and is not stored)."""
+        return hashlib.sha256(json.dumps([self.file_name, self.url, self.md5, self.sha256]).encode()).hexdigest()
+
+
+def parse_request(desired: dict[str, Any]) -> UpdateRequest | None:
+    """The package request in desired properties, or None; PackageError when it is malformed."""
+    section = desired.get("modelUpdate")
+    if not isinstance(section, dict):
+        section = desired
+    url = section.get("DownloadUrl")
+    if url is None:
+        return None
+    fields = {key: section.get(key) for key in ("FileName", "DownloadUrl", "ContentMD5", "ContentSHA256")}
+    for key, value in fields.items():
+        if value is not None and not isinstance(value, str):
+            raise PackageError("downloading", f"desired property {key} must be a string")
+    if not url:
+        raise PackageError("downloading", "desired property DownloadUrl is empty")
+    file_name = fields["FileName"] or url.split("?")[0].rsplit("/", 1)[-1]
+    return UpdateRequest(file_name, url, fields["ContentMD5"] or None, fields["ContentSHA256"] or None)
+
+
+def merge_patch(document: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """`document` with a twin patch applied (nested objects merge, null removes); `$`-keys are dropped."""
+    merged = dict(document)
+    for key, value in patch.items():
+        if key.startswith("$"):
+            continue
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_patch(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class ModelStore:
+    """MODEL_STORE: installed versions (`<name>/<version>/`) and `active.json` (the active version and the
+    desired requests already handled)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def state(self) -> dict[str, Any]:
+        """The saved state, or {} when there is none (or it is unreadable, which is logged)."""
+        path = self.root / STATE_FILE
+        if not path.is_file():
+            return {}
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            log.warning("ignoring unreadable %s: %s", path, e)
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def save(self, **changes: Any) -> None:
+        """Update the saved state atomically (write, then rename)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        state = {**self.state(), **changes}
+        temporary = self.root / f".{STATE_FILE}.tmp"
+        temporary.write_text(json.dumps(state, indent=2), encoding="utf-8")
+        temporary.replace(self.root / STATE_FILE)
+
+    def load(self, name: str, version: str) -> LoadedModel:
+        """An installed version, validated (SHA-256 included)."""
+        if not self.root.is_dir():
+            raise ModelNotFoundError(f"MODEL_STORE {self.root} holds no models yet")
+        return ModelRepository(self.root).load(name, version)
+
+
+class ModelUpdater:
+    """Applies the twin's model requests to `manager`, one at a time on its own thread."""
+
+    def __init__(
+        self,
+        manager: ModelManager,
+        connection: ModuleConnection,
+        store: Path,
+        limits: PackageLimits | None = None,
+        fallback_repository: Path | None = None,
+    ) -> None:
+        self.manager = manager
+        self.connection = connection
+        self.store = ModelStore(store)
+        self.limits = limits or PackageLimits()
+        self.fallback_repository = fallback_repository
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name="model-updates", daemon=True)
+        self._idle = threading.Event()
+        self._idle.set()
+        self._desired: dict[str, Any] = {}
+        self._desired_lock = threading.Lock()
+        self._pending = 0
+        self.handled = 0
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: ModelUpdateSettings,
+        manager: ModelManager,
+        connection: ModuleConnection,
+        fallback_repository: Path | None = None,
+    ) -> ModelUpdater:
+        """An updater as MODEL_STORE and the MODEL_* limits say."""
+        return cls(manager, connection, settings.model_store, settings.package_limits(), fallback_repository)
+
+    # -- start-up --------------------------------------------------------------------------------------------
+    def initial_model(self, default: Callable[[], LoadedModel], model_name: str | None = None) -> LoadedModel:
+        """The version active before a restart when MODEL_STORE has it (and it is a version of `model_name`, when
+        given: a changed MODEL_NAME wins), else `default()`."""
+        state = self.store.state()
+        name, version = state.get("name"), state.get("version")
+        if model_name is not None and name is not None and name != model_name:
+            log.info("MODEL_NAME is %s now; not using %s:%s, active before the restart", model_name, name, version)
+        elif isinstance(name, str) and isinstance(version, str):
+            try:
+                model = self._find(name, version)
+                log.info("using %s, active before the restart", model.ref)
+                return model
+            except ModelError as e:
+                log.warning(
+                    "the previously active model %s:%s cannot be used (%s); using the default", name, version, e
+                )
+        return default()
+
+    def register(self) -> None:
+        """Listen to desired properties (call before `connection.start()`) and start the worker."""
+        self.connection.on_desired(self.on_desired)
+        if not self._thread.is_alive():
+            self._thread.start()
+
+    def on_desired(self, desired: dict, complete: bool) -> None:
+        """Merge desired properties (a whole document, or a patch as JSON merge-patch: null removes a key) into
+        the module's view of the desired document and queue that for the worker."""
+        with self._desired_lock:
+            self._desired = dict(desired) if complete else merge_patch(self._desired, desired)
+            snapshot = copy.deepcopy(self._desired)
+            self._pending += 1
+            self._idle.clear()
+        self._queue.put(snapshot)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until every queued request is handled (for tests and tools)."""
+        return self._idle.wait(timeout)
+
+    def stop(self) -> None:
+        """Finish the request in progress, then stop."""
+        self._queue.put(None)
+        if self._thread.is_alive():
+            self._thread.join(30)
+
+    # -- work ------------------------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            desired = self._queue.get()
+            if desired is None:
+                return
+            try:
+                self.handle(desired)
+            except Exception:  # pylint: disable=broad-exception-caught
+                log.exception("model update failed unexpectedly")
+            finally:
+                with self._desired_lock:
+                    self._pending -= 1
+                    if self._pending == 0:
+                        self._idle.set()
+
+    def handle(self, desired: dict[str, Any]) -> None:
+        """Apply one desired document or patch: a new package, then a version switch, each only when new."""
+        state = self.store.state()
+        try:
+            request = parse_request(desired)
+        except PackageError as e:
+            self._report_failure(e)
+            request = None
+        if request is not None and request.key != state.get("package"):
+            self.store.save(package=request.key)
+            self.apply_package(request)
+        version = desired.get("modelVersion")
+        if version is not None and str(version) != state.get("versionRequest"):
+            self.store.save(versionRequest=str(version))
+            self.switch_version(str(version))
+        self.handled += 1
+
+    def apply_package(self, request: UpdateRequest) -> ServedModel | None:
+        """Download ... activate one package; None (status failed, old model serving) when any step fails."""
+        log.info("model update requested: %s", request.file_name)
+        try:
+            installed = fetch_package(
+                request.url, self.store.root, self.limits, request.md5, request.sha256, on_step=self._report_status
+            )
+        except EdgeVisionError as e:
+            self._report_failure(e)
+            return None
+        try:
+            self._report_status("loading")
+            served = self.manager.build(installed.model)
+        except EdgeVisionError as e:
+            if installed.new:  # a version that cannot run is not kept for a later rollback
+                shutil.rmtree(installed.model.folder, ignore_errors=True)
+            self._report_failure(e)
+            return None
+        self._activate(served, request.file_name)
+        return served
+
+    def switch_version(self, version: str) -> ServedModel | None:
+        """Activate an installed version of the model in service (roll back or forward)."""
+        current = self.manager.current
+        if current is None:
+            return None
+        if current.version == version:
+            self._report_status("active")
+            return current
+        try:
+            self._report_status("loading")
+            served = self.manager.build(self._find(current.name, version))
+        except EdgeVisionError as e:
+            self._report_failure(e)
+            return None
+        self._activate(served, self.store.state().get("fileName"))
+        return served
+
+    def _find(self, name: str, version: str) -> LoadedModel:
+        try:
+            return self.store.load(name, version)
+        except ModelNotFoundError:
+            if self.fallback_repository is None:
+                raise
+            return ModelRepository(self.fallback_repository).load(name, version)
+
+    def _activate(self, served: ServedModel, file_name: str | None) -> None:
+        self.manager.swap(served)
+        self.store.save(name=served.name, version=served.version, fileName=file_name)
+        patch: dict[str, Any] = {"model": self._model_report("active", None)}
+        if file_name:
+            patch["LatestAIModelFileName"] = file_name
+        self._report(patch)
+        body = {
+            "FileName": file_name,
+            "name": served.name,
+            "version": served.version,
+            "sha256": served.sha256,
+            "activatedAt": _now(),
+        }
+        try:
+            self.connection.send_output(OUTPUT_NAME, body, {"event": "modelActivated"})
+        except IoTError as e:
+            log.warning("could not send %s: %s", OUTPUT_NAME, e)
+
+    # -- reporting -------------------------------------------------------------------------------------------
+    def _model_report(self, status: str, error: str | None) -> dict[str, Any]:
+        current = self.manager.current
+        return {
+            "name": current.name if current else None,
+            "version": current.version if current else None,
+            "sha256": current.sha256 if current else None,
+            "status": status,
+            "error": error,
+            "updatedAt": _now(),
+        }
+
+    def _report_status(self, status: str) -> None:
+        self._report({"model": self._model_report(status, None)})
+
+    def _report_failure(self, error: EdgeVisionError) -> None:
+        step = getattr(error, "step", "loading")
+        reason = f"{step}: {error}"
+        log.error("model update failed (the current model stays active): %s", reason)
+        self._report({"model": self._model_report("failed", reason)})
+
+    def _report(self, patch: dict[str, Any]) -> None:
+        try:
+            self.connection.report(patch)
+        except IoTError as e:
+            log.warning("could not report the model status: %s", e)
