@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from edgehub_emulator.config import STATE_DIR_ENV, EmulatorConfig
 from edgehub_emulator.errors import EmulatorError
-from edgehub_emulator.identity import SERVICE_POLICY, derive_key, generate_sas
+from edgehub_emulator.identity import SERVICE_POLICY, generate_sas, service_key
 
 if TYPE_CHECKING:
     from edgehub_emulator.emulator import EmulatorThread
@@ -135,7 +135,7 @@ def _service_request(config: EmulatorConfig, method: str, path: str, **kwargs: A
     from edgehub_emulator.environment import ca_path  # pylint: disable=import-outside-toplevel
 
     token = generate_sas(
-        config.service_hostname, derive_key(config.seed, f"service:{SERVICE_POLICY}"), policy=SERVICE_POLICY
+        config.service_hostname, service_key(config.seed), policy=SERVICE_POLICY
     )
     url = f"https://{config.service_hostname}{path}"
     try:
@@ -246,7 +246,7 @@ def cmd_env(args: argparse.Namespace) -> int:
     db = config.state_dir / "state.sqlite3"
     store = Store(db) if db.exists() else None
     try:
-        identity = module_identity(config, store, args.module) if store else _derived(config, args.module)
+        identity = module_identity(config, store, args.module)
     finally:
         if store:
             store.close()
@@ -259,18 +259,6 @@ def cmd_env(args: argparse.Namespace) -> int:
             quoted = "'" + value.replace("'", "'\\''") + "'" if args.format == "shell" else value
             print(f"{prefix}{name}={quoted}")
     return 0
-
-
-def _derived(config: EmulatorConfig, module_id: str) -> Any:
-    from edgehub_emulator.store import Identity  # pylint: disable=import-outside-toplevel
-
-    purpose = f"{config.device_id}/{module_id}"
-    return Identity(
-        config.device_id,
-        module_id,
-        derive_key(config.seed, f"primary:{purpose}"),
-        derive_key(config.seed, f"secondary:{purpose}"),
-    )
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
