@@ -193,8 +193,6 @@ class MqttServer:
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
-        except asyncio.TimeoutError:
-            logger.info("%s sent no CONNECT within %d s: closing", peer, CONNECT_TIMEOUT_SECS)
         except asyncio.CancelledError:
             pass  # the emulator is stopping; finishing normally keeps asyncio from logging the cancellation
         except mqtt.MalformedPacketError as e:
@@ -218,7 +216,13 @@ class MqttServer:
     async def _connect(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> ClientSession | None:
-        kind, _, body = await asyncio.wait_for(mqtt.read_packet(reader, 64 * 1024), CONNECT_TIMEOUT_SECS)
+        try:
+            kind, _, body = await asyncio.wait_for(mqtt.read_packet(reader, 64 * 1024), CONNECT_TIMEOUT_SECS)
+        except asyncio.TimeoutError:
+            logger.info(
+                "%s sent no CONNECT within %d s: closing", writer.get_extra_info("peername"), CONNECT_TIMEOUT_SECS
+            )
+            return None
         if kind != mqtt.CONNECT:
             raise mqtt.MalformedPacketError("the first packet must be CONNECT")
         packet = mqtt.parse_connect(body)

@@ -41,6 +41,8 @@ def _config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         "service_port": args.service_port,
         "workload_port": args.workload_port,
         "max_message_bytes": args.max_message_bytes,
+        "upstream_max_messages": args.upstream_max_messages,
+        "upstream_max_age_secs": args.upstream_max_age,
         "seed": args.seed,
     }
     values = {**base.__dict__, **{k: v for k, v in overrides.items() if v is not None}}
@@ -48,6 +50,8 @@ def _config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         values["module_method_port"] = args.module_method_port or None
     if args.cert_name:
         values["extra_cert_names"] = tuple(args.cert_name)
+    if args.bind:
+        values["bind_hosts"] = tuple(args.bind)
     return EmulatorConfig(**values)
 
 
@@ -284,7 +288,18 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--module-method-port", type=int, help="module-to-module method port (443; 0 = off)")
     common.add_argument("--max-message-bytes", type=int, help="largest message payload (default 262144)")
     common.add_argument("--cert-name", action="append", help="extra name for the server certificate")
-    common.add_argument("--seed", help="seed the keys derive from (stable connection strings)")
+    common.add_argument(
+        "--seed", help="seed the keys derive from (stable connection strings; the default is public)"
+    )
+    common.add_argument(
+        "--bind", action="append", help="address to listen on (repeatable; default 127.0.0.1 and ::1)"
+    )
+    common.add_argument(
+        "--upstream-max-messages", type=int, help="$upstream messages kept for monitor (default 10000)"
+    )
+    common.add_argument(
+        "--upstream-max-age", type=float, help="seconds a $upstream message is kept (default 86400)"
+    )
     common.add_argument("--log-level", default=os.environ.get("EDGEHUB_EMULATOR_LOG_LEVEL", "INFO"))
 
     parser = argparse.ArgumentParser(prog="edgehub-emulator", description=__doc__)

@@ -82,6 +82,7 @@ class MethodCalls:
         """The client went away: every call waiting for its answer ends with an error."""
         for key, future in list(self._pending.items()):
             if key[0] == client_id and not future.done():
+                logger.info("%s disconnected before it answered method request %s: the call ends", client_id, key[1])
                 future.set_exception(MethodDisconnectedError(f"{client_id} disconnected before it answered"))
 
     async def _wait_for_listener(self, client_id: str, connect_timeout: float) -> MethodTarget:
@@ -130,6 +131,8 @@ class MethodCalls:
         try:
             result = parse_json(payload, "the method response") if payload.strip() else None
         except BadRequestError as e:
-            logger.warning("%s answered method request %s with a payload that is not usable JSON: %s", client_id, rid, e)
+            logger.warning(
+                "%s answered method request %s with a payload that is not usable JSON: %s", client_id, rid, e
+            )
             result = payload.decode("utf-8", "replace")
         future.set_result((status, result))

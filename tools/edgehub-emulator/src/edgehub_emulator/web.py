@@ -61,9 +61,7 @@ Route = tuple[str, str, Handler]
 
 
 def _to_aiohttp(response: Response) -> web.Response:
-    return web.Response(
-        status=response.status, body=response.body, content_type=response.content_type, charset="utf-8"
-    )
+    return web.Response(status=response.status, body=response.body, content_type=response.content_type, charset="utf-8")
 
 
 def raise_open_files_limit() -> None:
