@@ -104,5 +104,7 @@ emulator-up: setup
 # Holds the module's key: .vscode/*.env is git-ignored.
 emulator-env: setup
 	@mkdir -p .vscode
-	$(VENV)/bin/edgehub-emulator env $(MODULE) --state $(EMULATOR_STATE) > .vscode/$(MODULE).env
+	$(VENV)/bin/edgehub-emulator env $(MODULE) --state $(EMULATOR_STATE) \
+		--manifest $(SOLUTION)/deployment.template.json > .vscode/$(MODULE).env.tmp
+	@mv .vscode/$(MODULE).env.tmp .vscode/$(MODULE).env
 	@echo "wrote .vscode/$(MODULE).env"

@@ -124,20 +124,54 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_state(config: EmulatorConfig) -> None:
+    """A client command needs the emulator's CA: without it the emulator never ran here (or was reset)."""
+    from edgehub_emulator.environment import ca_path  # pylint: disable=import-outside-toplevel
+
+    if not ca_path(config).is_file():
+        raise EmulatorError(
+            f"no emulator has run with the state folder {config.state_dir} (never started, or reset): "
+            "start it first with `edgehub-emulator start --manifest <deployment.json>` or `make emulator`"
+        )
+
+
+def _unreachable(config: EmulatorConfig, e: Exception) -> EmulatorError:
+    return EmulatorError(
+        f"cannot reach the emulator at https://{config.service_hostname}: is it running? "
+        f"Start it with `edgehub-emulator start --manifest <deployment.json>` or `make emulator` ({type(e).__name__})"
+    )
+
+
 def _registry(config: EmulatorConfig) -> Any:
     # pylint: disable=import-outside-toplevel
     from azure.iot.hub import IoTHubRegistryManager
     from edgehub_emulator.environment import ca_path, service_connection_string
 
+    _require_state(config)
     # The CLI talks to the emulator only: trust its CA even where the shell points requests at another bundle.
     os.environ["REQUESTS_CA_BUNDLE"] = str(ca_path(config))
     return IoTHubRegistryManager.from_connection_string(service_connection_string(config))
+
+
+def _sdk_call(config: EmulatorConfig, call: Any) -> Any:
+    """Run a service SDK call; its errors become one-line EmulatorErrors."""
+    # pylint: disable=import-outside-toplevel
+    import requests
+    from msrest.exceptions import ClientRequestError, HttpOperationError
+
+    try:
+        return call()
+    except HttpOperationError as e:
+        raise _http_error(e) from e
+    except (ClientRequestError, requests.RequestException) as e:
+        raise _unreachable(config, e) from e
 
 
 def _service_request(config: EmulatorConfig, method: str, path: str, **kwargs: Any) -> Any:
     import requests  # pylint: disable=import-outside-toplevel
     from edgehub_emulator.environment import ca_path  # pylint: disable=import-outside-toplevel
 
+    _require_state(config)
     token = generate_sas(
         config.service_hostname, service_key(config.seed), policy=SERVICE_POLICY
     )
@@ -147,7 +181,7 @@ def _service_request(config: EmulatorConfig, method: str, path: str, **kwargs: A
             method, url, headers={"Authorization": token}, verify=str(ca_path(config)), timeout=30, **kwargs
         )
     except requests.RequestException as e:
-        raise EmulatorError(f"cannot reach the emulator at {url}: is it running? ({type(e).__name__})") from e
+        raise _unreachable(config, e) from e
     if response.status_code >= 400:
         raise EmulatorError(f"{method} {path}: {response.status_code} {response.text}")
     return response.json()
@@ -163,23 +197,20 @@ def _http_error(e: Exception) -> EmulatorError:
 def cmd_invoke(args: argparse.Namespace) -> int:
     """Invoke a direct method and print `{status, payload}`."""
     from azure.iot.hub.models import CloudToDeviceMethod  # pylint: disable=import-outside-toplevel
-    from msrest.exceptions import HttpOperationError  # pylint: disable=import-outside-toplevel
 
     payload = _json_arg(args.payload, "--payload")
-    registry = _registry(_config_from_args(args))
+    config = _config_from_args(args)
+    registry = _registry(config)
     request = CloudToDeviceMethod(
         method_name=args.method,
         payload=payload,
         response_timeout_in_seconds=args.timeout,
         connect_timeout_in_seconds=0,
     )
-    try:
-        if args.module:
-            result = registry.invoke_device_module_method(args.device, args.module, request)
-        else:
-            result = registry.invoke_device_method(args.device, request)
-    except HttpOperationError as e:
-        raise _http_error(e) from e
+    if args.module:
+        result = _sdk_call(config, lambda: registry.invoke_device_module_method(args.device, args.module, request))
+    else:
+        result = _sdk_call(config, lambda: registry.invoke_device_method(args.device, request))
     print(json.dumps({"status": result.status, "payload": result.payload}))
     return 0
 
@@ -187,23 +218,21 @@ def cmd_invoke(args: argparse.Namespace) -> int:
 def cmd_twin(args: argparse.Namespace) -> int:
     """Print a module twin, or patch its desired properties."""
     from azure.iot.hub.models import Twin, TwinProperties  # pylint: disable=import-outside-toplevel
-    from msrest.exceptions import HttpOperationError  # pylint: disable=import-outside-toplevel
 
-    registry = _registry(_config_from_args(args))
-    try:
-        if args.action == "get":
-            twin = registry.get_module_twin(args.device, args.module)
-        else:
-            if args.patch is None:
-                raise EmulatorError("twin patch needs a JSON object of desired properties")
-            desired = _json_arg(args.patch, "the desired patch")
-            if not isinstance(desired, dict):
-                raise EmulatorError("the desired patch must be a JSON object")
-            twin = registry.update_module_twin(
-                args.device, args.module, Twin(properties=TwinProperties(desired=desired))
-            )
-    except HttpOperationError as e:
-        raise _http_error(e) from e
+    desired = None
+    if args.action == "patch":
+        if args.patch is None:
+            raise EmulatorError("twin patch needs a JSON object of desired properties")
+        desired = _json_arg(args.patch, "the desired patch")
+        if not isinstance(desired, dict):
+            raise EmulatorError("the desired patch must be a JSON object")
+    config = _config_from_args(args)
+    registry = _registry(config)
+    if desired is None:
+        twin = _sdk_call(config, lambda: registry.get_module_twin(args.device, args.module))
+    else:
+        patch = Twin(properties=TwinProperties(desired=desired))
+        twin = _sdk_call(config, lambda: registry.update_module_twin(args.device, args.module, patch))
     print(json.dumps(twin.as_dict(), indent=2, sort_keys=True))
     return 0
 
@@ -250,6 +279,20 @@ def cmd_env(args: argparse.Namespace) -> int:
     db = config.state_dir / "state.sqlite3"
     store = Store(db) if db.exists() else None
     try:
+        known = {i.module_id for i in store.list_identities(config.device_id)} if store else set()
+        if args.manifest:
+            from edgehub_emulator.manifest import load_manifest
+
+            known |= set(load_manifest(args.manifest).modules)
+        known = {name for name in known if name and not name.startswith("$")}
+        if args.module not in known:
+            if not known:
+                raise EmulatorError(
+                    f"no emulator state in {config.state_dir} and no --manifest: cannot tell whether module "
+                    f"{args.module!r} exists; start the emulator first or pass --manifest"
+                )
+            names = ", ".join(sorted(known))
+            raise EmulatorError(f"module {args.module!r} is not in the deployment; known modules: {names}")
         identity = module_identity(config, store, args.module)
     finally:
         if store:
@@ -311,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--env-file", help=".env file for the modules (default: next to the manifest)")
     env = sub.add_parser("env", parents=[common], help="print the environment a module needs")
     env.add_argument("module")
+    env.add_argument("--manifest", help="deployment manifest whose modules count as known (besides the state's)")
     env.add_argument("--workload", action="store_true", help="the IOTEDGE_* (workload API) path")
     env.add_argument("--format", choices=("dotenv", "shell", "json"), default="dotenv")
     invoke = sub.add_parser("invoke", parents=[common], help="invoke a direct method")
@@ -354,8 +398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    for noisy in ("azure", "paho", "urllib3", "msrest"):
+    for noisy in ("azure", "paho", "msrest"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retry warnings come before the one-line error
     try:
         return COMMANDS[args.command](args)
     except EmulatorError as e:
