@@ -29,7 +29,11 @@ IOTEDGEDEV_PYTHON ?= $(firstword $(foreach candidate,$(PYTHON) python3.12 python
 DOCKERFILES := .devcontainer/Dockerfile $(wildcard $(SOLUTION)/modules/*/Dockerfile.*)
 PLATFORM ?=
 
-.PHONY: iotedgedev-setup genconfig
+.PHONY: iotedgedev-setup genconfig node-setup
+
+# The Node.js module of the emulator's tests (a second SDK): its npm packages, installed from package-lock.json.
+NODE_TEST := $(EMULATOR)/tests/node
+NODE_STAMP := $(NODE_TEST)/node_modules/.install-done
 
 .PHONY: help setup run test lint coverage format clean emulator emulator-up emulator-env
 
@@ -76,13 +80,22 @@ $(IOTEDGEDEV_STAMP): tools/iotedgedev/requirements.txt
 	$(IOTEDGEDEV_VENV)/bin/python -m pip install --quiet -r tools/iotedgedev/requirements.txt
 	@touch $@
 
+node-setup:
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory $(NODE_STAMP); \
+	elif [ -n "$$CI" ]; then echo "npm is needed for the emulator's Node.js module test" >&2; exit 1; \
+	else echo "warning: npm is not on PATH: the emulator's Node.js module test will be skipped" >&2; fi
+
+$(NODE_STAMP): $(NODE_TEST)/package-lock.json
+	cd $(NODE_TEST) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 genconfig: iotedgedev-setup
 	IOTEDGEDEV_VENV="$(IOTEDGEDEV_VENV)" tools/iotedgedev/genconfig.sh $(PLATFORM)
 
-test: setup iotedgedev-setup
+test: setup iotedgedev-setup node-setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-coverage: setup iotedgedev-setup
+coverage: setup iotedgedev-setup node-setup
 	$(PY) -m pytest --cov --cov-report=term --cov-report=html --cov-report=xml $(PYTEST_ARGS)
 
 lint: setup
