@@ -82,10 +82,17 @@ def _start_hub(config: EmulatorConfig, manifest: Manifest | None) -> EmulatorThr
 
 def cmd_start(args: argparse.Namespace) -> int:
     """Run the hub until Ctrl-C / SIGTERM."""
-    from edgehub_emulator.manifest import load_manifest  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    from edgehub_emulator.agent import find_env_file, read_env_file
+    from edgehub_emulator.manifest import load_manifest
 
     config = _config_from_args(args)
-    manifest = load_manifest(args.manifest) if args.manifest else None
+    manifest = None
+    if args.manifest:
+        # $VAR placeholders expand from the nearest .env and this shell, as under `up` and genconfig.
+        env_file = find_env_file(Path(args.manifest))
+        variables = {**os.environ, **(read_env_file(env_file) if env_file else {})}
+        manifest = load_manifest(args.manifest, variables)
     stop = _stop_on_signals(threading.Event())
     hub = _start_hub(config, manifest)
     try:

@@ -106,11 +106,13 @@ class Hub:
         self.stats = {"routed": 0, "upstream": 0, "dropped": 0}
         self.ensure_identity(config.device_id, "")
         if manifest:
-            for name in manifest.modules:
-                self.ensure_identity(config.device_id, name)
+            new_twins = {
+                name
+                for name in [*manifest.modules, *manifest.desired]
+                if self.ensure_identity(config.device_id, name)[1]
+            }
             for name, desired in manifest.desired.items():
-                created = self.ensure_identity(config.device_id, name)[1]
-                self._apply_manifest_desired(name, desired, created)
+                self._apply_manifest_desired(name, desired, name in new_twins)
         for system_module in ("$edgeAgent", "$edgeHub"):
             self.ensure_identity(config.device_id, system_module)
 
