@@ -276,6 +276,16 @@ def cmd_send_input(args: argparse.Namespace) -> int:
     return 0
 
 
+def _known_modules(config: EmulatorConfig, store: Any, manifest: str | None) -> set[str]:
+    """Modules of the deployment: identities in the state folder and the manifest's modules."""
+    from edgehub_emulator.manifest import load_manifest  # pylint: disable=import-outside-toplevel
+
+    known = {i.module_id for i in store.list_identities(config.device_id)} if store else set()
+    if manifest:
+        known |= set(load_manifest(manifest).modules)
+    return {name for name in known if name and not name.startswith("$")}
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     """Print the environment a module needs (dotenv lines by default)."""
     # pylint: disable=import-outside-toplevel
@@ -286,12 +296,7 @@ def cmd_env(args: argparse.Namespace) -> int:
     db = config.state_dir / "state.sqlite3"
     store = Store(db) if db.exists() else None
     try:
-        known = {i.module_id for i in store.list_identities(config.device_id)} if store else set()
-        if args.manifest:
-            from edgehub_emulator.manifest import load_manifest
-
-            known |= set(load_manifest(args.manifest).modules)
-        known = {name for name in known if name and not name.startswith("$")}
+        known = _known_modules(config, store, args.manifest)
         if args.module not in known:
             if not known:
                 raise EmulatorError(

@@ -21,7 +21,8 @@ from edgehub_emulator.errors import (
     PreconditionFailedError,
     UnsupportedMediaTypeError,
 )
-from edgehub_emulator.hub import Hub, require_etag
+from edgehub_emulator.hub import Hub
+from edgehub_emulator.twins import require_etag
 from edgehub_emulator.identity import sign
 from edgehub_emulator.jsonlimits import parse_json
 from edgehub_emulator.messages import Message
