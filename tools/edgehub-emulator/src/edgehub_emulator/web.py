@@ -9,12 +9,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import resource
 import ssl
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
+
+try:
+    import resource
+except ImportError:  # Windows: no open-files limit to raise
+    resource = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +70,8 @@ def _to_aiohttp(response: Response) -> web.Response:
 
 def raise_open_files_limit() -> None:
     """Raise the soft limit of open files to the hard limit, so connection caps rather than the OS decide."""
+    if resource is None:
+        return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft < hard:
         try:
