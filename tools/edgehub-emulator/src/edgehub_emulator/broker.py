@@ -163,6 +163,7 @@ class MqttServer:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.max_remaining = hub.config.max_message_bytes + TOPIC_OVERHEAD
+        self.connect_timeout: float = CONNECT_TIMEOUT_SECS
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -217,10 +218,10 @@ class MqttServer:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> ClientSession | None:
         try:
-            kind, _, body = await asyncio.wait_for(mqtt.read_packet(reader, 64 * 1024), CONNECT_TIMEOUT_SECS)
+            kind, _, body = await asyncio.wait_for(mqtt.read_packet(reader, 64 * 1024), self.connect_timeout)
         except asyncio.TimeoutError:
             logger.info(
-                "%s sent no CONNECT within %d s: closing", writer.get_extra_info("peername"), CONNECT_TIMEOUT_SECS
+                "%s sent no CONNECT within %g s: closing", writer.get_extra_info("peername"), self.connect_timeout
             )
             return None
         if kind != mqtt.CONNECT:

@@ -119,3 +119,36 @@ def test_connections_over_the_cap_are_closed_and_logged_once(tmp_path: Path, cap
     assert sum("connections open, the limit" in r.message for r in caplog.records) == 1
     # listening beyond loopback with the public default seed is worth a warning
     assert "with the default seed: every key derives from a public value" in caplog.text
+
+
+def test_a_connection_without_connect_is_closed_with_an_info_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = EmulatorConfig(
+        state_dir=tmp_path / "state",
+        mqtt_port=free_port(),
+        service_port=free_port(),
+        workload_port=free_port(),
+        module_method_port=None,
+    )
+
+    async def scenario() -> bytes:
+        emulator = Emulator(config)
+        await emulator.start()
+        emulator.mqtt.connect_timeout = 0.5
+        try:
+            context = ssl.create_default_context(cafile=str(emulator.certs.ca_cert))
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", config.mqtt_port, ssl=context, server_hostname="localhost"
+            )
+            data = await asyncio.wait_for(reader.read(), 10)  # sends nothing; the server closes
+            writer.close()
+            return data
+        finally:
+            await emulator.stop()
+            emulator.close()
+
+    with caplog.at_level(logging.INFO):
+        assert asyncio.run(scenario()) == b""
+    assert "sent no CONNECT within 0.5 s: closing" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
