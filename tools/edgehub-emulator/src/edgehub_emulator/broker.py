@@ -79,7 +79,7 @@ class ClientSession:
         def wanted(seq: int, topic: str) -> bool:
             return seq not in sent and any(mqtt.topic_matches(f, topic) for f in self.subscriptions)
 
-        for message in self.hub.store.pending(self.client_id, wanted, room):
+        for message in self.hub.queues.window(self.client_id, wanted, room):
             packet_id = self._next_packet_id()
             self.inflight[packet_id] = message.seq
             self.write(mqtt.publish(message.topic, message.payload, qos=1, packet_id=packet_id))
@@ -88,7 +88,7 @@ class ClientSession:
         """The client has the message: forget it and send more."""
         seq = self.inflight.pop(packet_id, None)
         if seq is not None:
-            self.hub.store.ack(seq)
+            self.hub.queues.ack(seq)
             if len(self.inflight) <= MAX_INFLIGHT // 2:  # refill in batches: one read per half window
                 self.flush_queue()
 
@@ -119,13 +119,12 @@ class ClientSession:
         events = self._base + "/messages/events/"
         if topic.startswith(events) or topic == events[:-1]:
             if len(payload) > self.hub.config.max_message_bytes:
-                logger.error(
+                self.hub.queues.drop(
                     "%s sent a message of %d bytes, over the limit of %d bytes: dropped",
                     self.client_id,
                     len(payload),
                     self.hub.config.max_message_bytes,
                 )
-                self.hub.stats["dropped"] += 1
                 return
             message = parse_properties(topic[len(events) :])
             message.body = payload

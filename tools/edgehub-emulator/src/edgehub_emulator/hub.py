@@ -1,5 +1,5 @@
-"""The hub: sessions, routing and store-and-forward, composed with auth (auth.py), twins (twins.py) and direct
-methods (methods.py).
+"""The hub: connected sessions, composed with auth (auth.py), twins (twins.py), direct methods (methods.py) and
+the message queues with routing (queues.py); each rule lives in one of those.
 
 Every method runs on the emulator's event loop; the MQTT and HTTP servers call into it.
 """
@@ -7,8 +7,6 @@ Every method runs on the emulator's event loop; the MQTT and HTTP servers call i
 from __future__ import annotations
 
 import logging
-import time
-import urllib.parse
 from typing import TYPE_CHECKING, Any, Protocol
 
 from edgehub_emulator import mqtt
@@ -18,7 +16,7 @@ from edgehub_emulator.errors import NotFoundError
 from edgehub_emulator.manifest import Manifest
 from edgehub_emulator.messages import Message
 from edgehub_emulator.methods import MethodCalls
-from edgehub_emulator.routes import Route, resolve
+from edgehub_emulator.queues import MessageQueues
 from edgehub_emulator.store import Identity, Store, Twin
 from edgehub_emulator.twins import Twins
 
@@ -54,12 +52,16 @@ class Hub:
         self.config = config
         self.store = store
         self.auth = Authenticator(config, store)
-        self.routes: list[Route] = list(manifest.routes) if manifest else []
-        self.ttl_secs = manifest.ttl_secs if manifest else config.default_ttl_secs
         self.sessions: dict[str, Session] = {}
+        self.queues = MessageQueues(
+            config,
+            store,
+            list(manifest.routes) if manifest else [],
+            manifest.ttl_secs if manifest else config.default_ttl_secs,
+            self.sessions.get,
+        )
         self.methods = MethodCalls(lambda client_id: self._subscribed(client_id, METHOD_TOPIC))
         self.twins = Twins(config.device_id, store, self._push_desired, lambda client_id: client_id in self.sessions)
-        self.stats = {"routed": 0, "upstream": 0, "dropped": 0}
         self.ensure_identity(config.device_id, "")
         for stored in store.list_identities(config.device_id):  # generation ids stored as "1" by earlier versions
             self.auth.ensure_identity(stored.device_id, stored.module_id)
@@ -121,67 +123,24 @@ class Hub:
         return None
 
     # messages
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters of routed, upstream and dropped messages."""
+        return self.queues.stats
+
     def handle_message(self, identity: Identity, message: Message) -> None:
-        """Route telemetry or an output; each endpoint gets the message once."""
-        module_id = identity.module_id or None
-        props = message.routing_properties(identity.device_id, module_id)
-        deliveries = resolve(self.routes, module_id, message.output, props)
-        if not deliveries:
-            self.stats["dropped"] += 1
-            logger.debug("no route for a message from %s (output %s)", identity.client_id, message.output)
-        for delivery in deliveries:
-            if delivery.endpoint.is_upstream:
-                self.store.add_upstream(
-                    identity.device_id,
-                    module_id,
-                    message.output,
-                    {**message.system, **message.custom},
-                    message.body,
-                )
-                self.stats["upstream"] += 1
-            else:
-                self.deliver_input(
-                    delivery.endpoint.module,
-                    delivery.endpoint.input,
-                    message,
-                    delivery.priority,
-                    delivery.ttl_secs,
-                )
+        """See MessageQueues.handle_message."""
+        self.queues.handle_message(identity, message)
 
     def deliver_input(
-        self,
-        module_id: str,
-        input_name: str,
-        message: Message,
-        priority: int = 0,
-        ttl_secs: int | None = None,
+        self, module_id: str, input_name: str, message: Message, priority: int = 0, ttl_secs: int | None = None
     ) -> None:
-        """Queue a message for a module input and send it now when the module is connected."""
-        device_id = self.config.device_id
-        if self.store.get_identity(device_id, module_id) is None:
-            logger.warning("route target module %r has no identity; message dropped", module_id)
-            self.stats["dropped"] += 1
-            return
-        client_id = f"{device_id}/{module_id}"
-        props = message.encode_properties()
-        topic = f"devices/{device_id}/modules/{module_id}/inputs/{urllib.parse.quote(input_name, safe='')}/{props}"
-        ttl = self.ttl_secs if ttl_secs is None else ttl_secs
-        self.store.enqueue(client_id, topic, message.body, priority, time.time() + ttl if ttl else None)
-        self.stats["routed"] += 1
-        session = self.sessions.get(client_id)
-        if session:
-            session.flush_queue()
+        """See MessageQueues.deliver_input."""
+        self.queues.deliver_input(module_id, input_name, message, priority, ttl_secs)
 
     def purge(self, now: float | None = None) -> tuple[int, int]:
-        """Drop expired queued messages and `$upstream` messages past the retention; (queued, upstream) dropped."""
-        now = time.time() if now is None else now
-        expired = self.store.purge_expired(now)
-        pruned = self.store.prune_upstream(
-            self.config.upstream_max_messages, now - self.config.upstream_max_age_secs
-        )
-        if expired or pruned:
-            logger.info("purged %d expired queued messages and %d old $upstream messages", expired, pruned)
-        return expired, pruned
+        """See MessageQueues.purge."""
+        return self.queues.purge(now)
 
     # twins
     def _push_desired(self, client_id: str, topic: str, payload: bytes) -> None:
