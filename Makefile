@@ -45,7 +45,11 @@ IOTEDGEDEV_PYTHON ?= $(firstword $(foreach candidate,$(PYTHON) python3.12 python
 DOCKERFILES := .devcontainer/Dockerfile $(wildcard $(SOLUTION)/modules/*/Dockerfile.*)
 PLATFORM ?=
 
-.PHONY: iotedgedev-setup genconfig
+.PHONY: iotedgedev-setup genconfig node-setup
+
+# The Node.js module of the emulator's tests (a second SDK): its npm packages, installed from package-lock.json.
+NODE_TEST := $(EMULATOR)/tests/node
+NODE_STAMP := $(NODE_TEST)/node_modules/.install-done
 
 .PHONY: help setup run test lint coverage format clean emulator emulator-up emulator-env
 
@@ -109,15 +113,24 @@ $(IOTEDGEDEV_STAMP): tools/iotedgedev/requirements.txt
 	$(IOTEDGEDEV_VENV)/bin/python -m pip install --quiet -r tools/iotedgedev/requirements.txt
 	@touch $@
 
+node-setup:
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory $(NODE_STAMP); \
+	elif [ -n "$$CI" ]; then echo "npm is needed for the emulator's Node.js module test" >&2; exit 1; \
+	else echo "warning: npm is not on PATH: the emulator's Node.js module test will be skipped" >&2; fi
+
+$(NODE_STAMP): $(NODE_TEST)/package-lock.json
+	cd $(NODE_TEST) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 genconfig: iotedgedev-setup
 	IOTEDGEDEV_VENV="$(abspath $(IOTEDGEDEV_VENV))" tools/iotedgedev/genconfig.sh $(PLATFORM)
 
-test: setup iotedgedev-setup
+test: setup iotedgedev-setup node-setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # pyproject.toml's [tool.coverage.run] patch = ["subprocess"] measures the processes tests start (the emulator,
 # the CLIs, the modules) too; pytest-cov combines their data files into the report.
-coverage: setup iotedgedev-setup
+coverage: setup iotedgedev-setup node-setup
 	rm -f .coverage .coverage.*
 	$(PY) -m pytest --cov --cov-report=term --cov-report=html --cov-report=xml $(PYTEST_ARGS)
 
@@ -142,5 +155,7 @@ emulator-up: setup
 # Holds the module's key: .vscode/*.env is git-ignored.
 emulator-env: setup
 	@mkdir -p .vscode
-	$(VENV)/bin/edgehub-emulator env $(MODULE) --state $(EMULATOR_STATE) > .vscode/$(MODULE).env
+	$(VENV)/bin/edgehub-emulator env $(MODULE) --state $(EMULATOR_STATE) \
+		--manifest $(SOLUTION)/deployment.template.json > .vscode/$(MODULE).env.tmp
+	@mv .vscode/$(MODULE).env.tmp .vscode/$(MODULE).env
 	@echo "wrote .vscode/$(MODULE).env"

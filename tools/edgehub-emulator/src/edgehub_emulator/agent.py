@@ -22,6 +22,23 @@ logger = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECS = 30.0
 STOP_GRACE_SECS = 10.0
+# What a module's container image would provide for a process to run at all; nothing else of this shell passes.
+PROCESS_BASICS = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "TEMP",
+    "TMP",
+    "SYSTEMROOT",
+    "VIRTUAL_ENV",
+    "LD_LIBRARY_PATH",
+)
 
 
 def find_env_file(manifest_path: Path) -> Path | None:
@@ -130,13 +147,12 @@ class LocalEdgeAgent:
             self.output.flush()
 
     def environment(self, spec: ModuleSpec) -> dict[str, str]:
-        """What the process gets: this environment, .env, the manifest's env, the edge environment."""
-        env = dict(os.environ)
-        env.update(read_env_file(self.env_file))
+        """What a device gives the module: the manifest's `env` (placeholders already expanded from .env and the
+        shell), the edge environment, and the basics a process needs (PROCESS_BASICS, as its image would set
+        them). Nothing else of .env or this shell reaches the module."""
+        env = {name: os.environ[name] for name in PROCESS_BASICS if name in os.environ}
         env.update(spec.env)
         identity = module_identity(self.config, self.store, spec.name)
-        for stale in ("EdgeHubConnectionString", "EdgeModuleCACertificateFile"):
-            env.pop(stale, None)
         env.update(module_environment(self.config, identity, workload=True))
         env["PYTHONUNBUFFERED"] = "1"
         return env

@@ -16,6 +16,7 @@ from edgehub_emulator.store import Identity
 logger = logging.getLogger(__name__)
 
 MAX_INFLIGHT = 100
+CONNECT_TIMEOUT_SECS = 30
 TOPIC_OVERHEAD = 64 * 1024  # room for topic names and properties on top of the payload limit
 
 
@@ -70,16 +71,15 @@ class ClientSession:
 
     def flush_queue(self) -> None:
         """Send queued messages this client subscribed to, up to MAX_INFLIGHT unacknowledged."""
-        if self.closed or len(self.inflight) >= MAX_INFLIGHT:
+        room = MAX_INFLIGHT - len(self.inflight)
+        if self.closed or room <= 0 or not self.subscriptions:
             return
         sent = set(self.inflight.values())
-        for message in self.hub.store.pending(self.client_id):
-            if len(self.inflight) >= MAX_INFLIGHT:
-                break
-            if message.seq in sent or not any(
-                mqtt.topic_matches(f, message.topic) for f in self.subscriptions
-            ):
-                continue
+
+        def wanted(seq: int, topic: str) -> bool:
+            return seq not in sent and any(mqtt.topic_matches(f, topic) for f in self.subscriptions)
+
+        for message in self.hub.queues.window(self.client_id, wanted, room):
             packet_id = self._next_packet_id()
             self.inflight[packet_id] = message.seq
             self.write(mqtt.publish(message.topic, message.payload, qos=1, packet_id=packet_id))
@@ -88,8 +88,9 @@ class ClientSession:
         """The client has the message: forget it and send more."""
         seq = self.inflight.pop(packet_id, None)
         if seq is not None:
-            self.hub.store.ack(seq)
-            self.flush_queue()
+            self.hub.queues.ack(seq)
+            if len(self.inflight) <= MAX_INFLIGHT // 2:  # refill in batches: one read per half window
+                self.flush_queue()
 
     def subscribe(self, filters: list[tuple[str, int]]) -> list[int]:
         """Keep the filters this identity may use; return the SUBACK codes."""
@@ -105,6 +106,7 @@ class ClientSession:
                 )
                 codes.append(mqtt.SUBACK_FAILURE)
         self.hub.store.put_subscriptions(self.client_id, self.subscriptions)
+        self.hub.subscribed(self)
         return codes
 
     def unsubscribe(self, filters: list[str]) -> None:
@@ -117,13 +119,12 @@ class ClientSession:
         events = self._base + "/messages/events/"
         if topic.startswith(events) or topic == events[:-1]:
             if len(payload) > self.hub.config.max_message_bytes:
-                logger.error(
+                self.hub.queues.drop(
                     "%s sent a message of %d bytes, over the limit of %d bytes: dropped",
                     self.client_id,
                     len(payload),
                     self.hub.config.max_message_bytes,
                 )
-                self.hub.stats["dropped"] += 1
                 return
             message = parse_properties(topic[len(events) :])
             message.body = payload
@@ -161,6 +162,7 @@ class MqttServer:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.max_remaining = hub.config.max_message_bytes + TOPIC_OVERHEAD
+        self.connect_timeout: float = CONNECT_TIMEOUT_SECS
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -214,7 +216,13 @@ class MqttServer:
     async def _connect(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> ClientSession | None:
-        kind, _, body = await asyncio.wait_for(mqtt.read_packet(reader, 64 * 1024), 30)
+        try:
+            kind, _, body = await asyncio.wait_for(mqtt.read_packet(reader, 64 * 1024), self.connect_timeout)
+        except asyncio.TimeoutError:
+            logger.info(
+                "%s sent no CONNECT within %g s: closing", writer.get_extra_info("peername"), self.connect_timeout
+            )
+            return None
         if kind != mqtt.CONNECT:
             raise mqtt.MalformedPacketError("the first packet must be CONNECT")
         packet = mqtt.parse_connect(body)

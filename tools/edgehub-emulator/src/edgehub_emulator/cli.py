@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from edgehub_emulator.config import STATE_DIR_ENV, EmulatorConfig
 from edgehub_emulator.errors import EmulatorError
-from edgehub_emulator.identity import SERVICE_POLICY, derive_key, generate_sas
+from edgehub_emulator.identity import SERVICE_POLICY, generate_sas, service_key
 
 if TYPE_CHECKING:
     from edgehub_emulator.emulator import EmulatorThread
@@ -41,6 +41,8 @@ def _config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         "service_port": args.service_port,
         "workload_port": args.workload_port,
         "max_message_bytes": args.max_message_bytes,
+        "upstream_max_messages": args.upstream_max_messages,
+        "upstream_max_age_secs": args.upstream_max_age,
         "seed": args.seed,
     }
     values = {**base.__dict__, **{k: v for k, v in overrides.items() if v is not None}}
@@ -48,6 +50,8 @@ def _config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         values["module_method_port"] = args.module_method_port or None
     if args.cert_name:
         values["extra_cert_names"] = tuple(args.cert_name)
+    if args.bind:
+        values["bind_hosts"] = tuple(args.bind)
     return EmulatorConfig(**values)
 
 
@@ -78,10 +82,17 @@ def _start_hub(config: EmulatorConfig, manifest: Manifest | None) -> EmulatorThr
 
 def cmd_start(args: argparse.Namespace) -> int:
     """Run the hub until Ctrl-C / SIGTERM."""
-    from edgehub_emulator.manifest import load_manifest  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    from edgehub_emulator.agent import find_env_file, read_env_file
+    from edgehub_emulator.manifest import load_manifest
 
     config = _config_from_args(args)
-    manifest = load_manifest(args.manifest) if args.manifest else None
+    manifest = None
+    if args.manifest:
+        # $VAR placeholders expand from the nearest .env and this shell, as under `up` and genconfig.
+        env_file = find_env_file(Path(args.manifest))
+        variables = {**os.environ, **(read_env_file(env_file) if env_file else {})}
+        manifest = load_manifest(args.manifest, variables)
     stop = _stop_on_signals(threading.Event())
     hub = _start_hub(config, manifest)
     try:
@@ -120,22 +131,56 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_state(config: EmulatorConfig) -> None:
+    """A client command needs the emulator's CA: without it the emulator never ran here (or was reset)."""
+    from edgehub_emulator.environment import ca_path  # pylint: disable=import-outside-toplevel
+
+    if not ca_path(config).is_file():
+        raise EmulatorError(
+            f"no emulator has run with the state folder {config.state_dir} (never started, or reset): "
+            "start it first with `edgehub-emulator start --manifest <deployment.json>` or `make emulator`"
+        )
+
+
+def _unreachable(config: EmulatorConfig, e: Exception) -> EmulatorError:
+    return EmulatorError(
+        f"cannot reach the emulator at https://{config.service_hostname}: is it running? "
+        f"Start it with `edgehub-emulator start --manifest <deployment.json>` or `make emulator` ({type(e).__name__})"
+    )
+
+
 def _registry(config: EmulatorConfig) -> Any:
     # pylint: disable=import-outside-toplevel
     from azure.iot.hub import IoTHubRegistryManager
     from edgehub_emulator.environment import ca_path, service_connection_string
 
+    _require_state(config)
     # The CLI talks to the emulator only: trust its CA even where the shell points requests at another bundle.
     os.environ["REQUESTS_CA_BUNDLE"] = str(ca_path(config))
     return IoTHubRegistryManager.from_connection_string(service_connection_string(config))
+
+
+def _sdk_call(config: EmulatorConfig, call: Any) -> Any:
+    """Run a service SDK call; its errors become one-line EmulatorErrors."""
+    # pylint: disable=import-outside-toplevel
+    import requests
+    from msrest.exceptions import ClientRequestError, HttpOperationError
+
+    try:
+        return call()
+    except HttpOperationError as e:
+        raise _http_error(e) from e
+    except (ClientRequestError, requests.RequestException) as e:
+        raise _unreachable(config, e) from e
 
 
 def _service_request(config: EmulatorConfig, method: str, path: str, **kwargs: Any) -> Any:
     import requests  # pylint: disable=import-outside-toplevel
     from edgehub_emulator.environment import ca_path  # pylint: disable=import-outside-toplevel
 
+    _require_state(config)
     token = generate_sas(
-        config.service_hostname, derive_key(config.seed, f"service:{SERVICE_POLICY}"), policy=SERVICE_POLICY
+        config.service_hostname, service_key(config.seed), policy=SERVICE_POLICY
     )
     url = f"https://{config.service_hostname}{path}"
     try:
@@ -143,7 +188,7 @@ def _service_request(config: EmulatorConfig, method: str, path: str, **kwargs: A
             method, url, headers={"Authorization": token}, verify=str(ca_path(config)), timeout=30, **kwargs
         )
     except requests.RequestException as e:
-        raise EmulatorError(f"cannot reach the emulator at {url}: is it running? ({type(e).__name__})") from e
+        raise _unreachable(config, e) from e
     if response.status_code >= 400:
         raise EmulatorError(f"{method} {path}: {response.status_code} {response.text}")
     return response.json()
@@ -159,23 +204,20 @@ def _http_error(e: Exception) -> EmulatorError:
 def cmd_invoke(args: argparse.Namespace) -> int:
     """Invoke a direct method and print `{status, payload}`."""
     from azure.iot.hub.models import CloudToDeviceMethod  # pylint: disable=import-outside-toplevel
-    from msrest.exceptions import HttpOperationError  # pylint: disable=import-outside-toplevel
 
     payload = _json_arg(args.payload, "--payload")
-    registry = _registry(_config_from_args(args))
+    config = _config_from_args(args)
+    registry = _registry(config)
     request = CloudToDeviceMethod(
         method_name=args.method,
         payload=payload,
         response_timeout_in_seconds=args.timeout,
         connect_timeout_in_seconds=0,
     )
-    try:
-        if args.module:
-            result = registry.invoke_device_module_method(args.device, args.module, request)
-        else:
-            result = registry.invoke_device_method(args.device, request)
-    except HttpOperationError as e:
-        raise _http_error(e) from e
+    if args.module:
+        result = _sdk_call(config, lambda: registry.invoke_device_module_method(args.device, args.module, request))
+    else:
+        result = _sdk_call(config, lambda: registry.invoke_device_method(args.device, request))
     print(json.dumps({"status": result.status, "payload": result.payload}))
     return 0
 
@@ -183,23 +225,21 @@ def cmd_invoke(args: argparse.Namespace) -> int:
 def cmd_twin(args: argparse.Namespace) -> int:
     """Print a module twin, or patch its desired properties."""
     from azure.iot.hub.models import Twin, TwinProperties  # pylint: disable=import-outside-toplevel
-    from msrest.exceptions import HttpOperationError  # pylint: disable=import-outside-toplevel
 
-    registry = _registry(_config_from_args(args))
-    try:
-        if args.action == "get":
-            twin = registry.get_module_twin(args.device, args.module)
-        else:
-            if args.patch is None:
-                raise EmulatorError("twin patch needs a JSON object of desired properties")
-            desired = _json_arg(args.patch, "the desired patch")
-            if not isinstance(desired, dict):
-                raise EmulatorError("the desired patch must be a JSON object")
-            twin = registry.update_module_twin(
-                args.device, args.module, Twin(properties=TwinProperties(desired=desired))
-            )
-    except HttpOperationError as e:
-        raise _http_error(e) from e
+    desired = None
+    if args.action == "patch":
+        if args.patch is None:
+            raise EmulatorError("twin patch needs a JSON object of desired properties")
+        desired = _json_arg(args.patch, "the desired patch")
+        if not isinstance(desired, dict):
+            raise EmulatorError("the desired patch must be a JSON object")
+    config = _config_from_args(args)
+    registry = _registry(config)
+    if desired is None:
+        twin = _sdk_call(config, lambda: registry.get_module_twin(args.device, args.module))
+    else:
+        patch = Twin(properties=TwinProperties(desired=desired))
+        twin = _sdk_call(config, lambda: registry.update_module_twin(args.device, args.module, patch))
     print(json.dumps(twin.as_dict(), indent=2, sort_keys=True))
     return 0
 
@@ -236,6 +276,16 @@ def cmd_send_input(args: argparse.Namespace) -> int:
     return 0
 
 
+def _known_modules(config: EmulatorConfig, store: Any, manifest: str | None) -> set[str]:
+    """Modules of the deployment: identities in the state folder and the manifest's modules."""
+    from edgehub_emulator.manifest import load_manifest  # pylint: disable=import-outside-toplevel
+
+    known = {i.module_id for i in store.list_identities(config.device_id)} if store else set()
+    if manifest:
+        known |= set(load_manifest(manifest).modules)
+    return {name for name in known if name and not name.startswith("$")}
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     """Print the environment a module needs (dotenv lines by default)."""
     # pylint: disable=import-outside-toplevel
@@ -246,7 +296,16 @@ def cmd_env(args: argparse.Namespace) -> int:
     db = config.state_dir / "state.sqlite3"
     store = Store(db) if db.exists() else None
     try:
-        identity = module_identity(config, store, args.module) if store else _derived(config, args.module)
+        known = _known_modules(config, store, args.manifest)
+        if args.module not in known:
+            if not known:
+                raise EmulatorError(
+                    f"no emulator state in {config.state_dir} and no --manifest: cannot tell whether module "
+                    f"{args.module!r} exists; start the emulator first or pass --manifest"
+                )
+            names = ", ".join(sorted(known))
+            raise EmulatorError(f"module {args.module!r} is not in the deployment; known modules: {names}")
+        identity = module_identity(config, store, args.module)
     finally:
         if store:
             store.close()
@@ -259,18 +318,6 @@ def cmd_env(args: argparse.Namespace) -> int:
             quoted = "'" + value.replace("'", "'\\''") + "'" if args.format == "shell" else value
             print(f"{prefix}{name}={quoted}")
     return 0
-
-
-def _derived(config: EmulatorConfig, module_id: str) -> Any:
-    from edgehub_emulator.store import Identity  # pylint: disable=import-outside-toplevel
-
-    purpose = f"{config.device_id}/{module_id}"
-    return Identity(
-        config.device_id,
-        module_id,
-        derive_key(config.seed, f"primary:{purpose}"),
-        derive_key(config.seed, f"secondary:{purpose}"),
-    )
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
@@ -296,7 +343,18 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--module-method-port", type=int, help="module-to-module method port (443; 0 = off)")
     common.add_argument("--max-message-bytes", type=int, help="largest message payload (default 262144)")
     common.add_argument("--cert-name", action="append", help="extra name for the server certificate")
-    common.add_argument("--seed", help="seed the keys derive from (stable connection strings)")
+    common.add_argument(
+        "--seed", help="seed the keys derive from (stable connection strings; the default is public)"
+    )
+    common.add_argument(
+        "--bind", action="append", help="address to listen on (repeatable; default 127.0.0.1 and ::1)"
+    )
+    common.add_argument(
+        "--upstream-max-messages", type=int, help="$upstream messages kept for monitor (default 10000)"
+    )
+    common.add_argument(
+        "--upstream-max-age", type=float, help="seconds a $upstream message is kept (default 86400)"
+    )
     common.add_argument("--log-level", default=os.environ.get("EDGEHUB_EMULATOR_LOG_LEVEL", "INFO"))
 
     parser = argparse.ArgumentParser(prog="edgehub-emulator", description=__doc__)
@@ -308,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--env-file", help=".env file for the modules (default: next to the manifest)")
     env = sub.add_parser("env", parents=[common], help="print the environment a module needs")
     env.add_argument("module")
+    env.add_argument("--manifest", help="deployment manifest whose modules count as known (besides the state's)")
     env.add_argument("--workload", action="store_true", help="the IOTEDGE_* (workload API) path")
     env.add_argument("--format", choices=("dotenv", "shell", "json"), default="dotenv")
     invoke = sub.add_parser("invoke", parents=[common], help="invoke a direct method")
@@ -351,8 +410,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    for noisy in ("azure", "paho", "urllib3", "msrest"):
+    for noisy in ("azure", "paho", "msrest"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retry warnings come before the one-line error
     try:
         return COMMANDS[args.command](args)
     except EmulatorError as e:

@@ -8,10 +8,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgehub_emulator.errors import ConfigError
+from edgehub_emulator.store import make_private_dir, write_private
 
 DEFAULT_STATE_DIR = ".edgehub-emulator"
 STATE_DIR_ENV = "EDGEHUB_EMULATOR_STATE"
 RUNTIME_FILE = "runtime.json"
+DEFAULT_SEED = "edgehub-emulator-local-seed"
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
 @dataclass
@@ -35,8 +38,13 @@ class EmulatorConfig:  # pylint: disable=too-many-instance-attributes  # one fie
     extra_cert_names: tuple[str, ...] = ()
     default_ttl_secs: int = 7200
     method_default_timeout_secs: float = 30.0
-    # Keys derive from the seed, so connection strings stay the same across restarts and resets.
-    seed: str = "edgehub-emulator-local-seed"
+    # `$upstream` messages are kept for `monitor` up to this many and this long; older ones are pruned.
+    upstream_max_messages: int = 10_000
+    upstream_max_age_secs: float = 24 * 3600.0
+    purge_interval_secs: float = 30.0
+    # Keys derive from the seed, so connection strings stay the same across restarts and resets. The default is
+    # public (it is in this source): fine on loopback, a warning anywhere else.
+    seed: str = DEFAULT_SEED
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
@@ -54,6 +62,20 @@ class EmulatorConfig:  # pylint: disable=too-many-instance-attributes  # one fie
                 raise ConfigError(f"{name} must be between 1 and 65535, got {port}")
         if self.max_message_bytes < 1:
             raise ConfigError(f"max_message_bytes must be positive, got {self.max_message_bytes}")
+        if self.upstream_max_messages < 1 or self.upstream_max_age_secs <= 0 or self.purge_interval_secs <= 0:
+            raise ConfigError(
+                "upstream_max_messages, upstream_max_age_secs and purge_interval_secs must be positive, got "
+                f"{self.upstream_max_messages}, {self.upstream_max_age_secs}, {self.purge_interval_secs}"
+            )
+        if not self.bind_hosts:
+            raise ConfigError("bind_hosts must name at least one address")
+
+    @property
+    def public_seed_exposed(self) -> bool:
+        """True when the public default seed guards an emulator that listens beyond loopback."""
+        return self.seed == DEFAULT_SEED and any(
+            host not in LOOPBACK_HOSTS and not host.startswith("127.") for host in self.bind_hosts
+        )
 
     @property
     def service_hostname(self) -> str:
@@ -64,10 +86,8 @@ class EmulatorConfig:  # pylint: disable=too-many-instance-attributes  # one fie
         """Record the settings of the running instance so that CLI commands find its ports and names."""
         data = asdict(self)
         data["state_dir"] = str(self.state_dir)
-        path = self.state_dir / RUNTIME_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-        os.replace(tmp, path)
+        make_private_dir(self.state_dir)
+        write_private(self.state_dir / RUNTIME_FILE, json.dumps(data, indent=2).encode("utf-8"))
 
     @classmethod
     def from_state_dir(cls, state_dir: Path | str | None = None) -> EmulatorConfig:
@@ -82,6 +102,7 @@ class EmulatorConfig:  # pylint: disable=too-many-instance-attributes  # one fie
             raise ConfigError(f"cannot read {path}: {e}") from e
         data["state_dir"] = folder
         for key in ("bind_hosts", "extra_cert_names"):
-            data[key] = tuple(data.get(key, ()))
+            if key in data:
+                data[key] = tuple(data[key])
         known = set(cls.__dataclass_fields__)  # pylint: disable=no-member
         return cls(**{k: v for k, v in data.items() if k in known})

@@ -13,11 +13,11 @@ from edgehub_emulator.broker import MqttServer
 from edgehub_emulator.certs import CertPaths, ensure_certificates
 from edgehub_emulator.config import EmulatorConfig
 from edgehub_emulator.errors import ConfigError
-from edgehub_emulator.httpserver import HttpServer
 from edgehub_emulator.hub import Hub
 from edgehub_emulator.manifest import Manifest
 from edgehub_emulator.service import ServiceApi, WorkloadApi
-from edgehub_emulator.store import Store
+from edgehub_emulator.store import Store, make_private_dir
+from edgehub_emulator.web import WebServer, raise_open_files_limit
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class Emulator:
     def __init__(self, config: EmulatorConfig, manifest: Manifest | None = None) -> None:
         self.config = config
         self.manifest = manifest
-        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.config.state_dir)
         self.certs: CertPaths = ensure_certificates(
             config.state_dir, [config.gateway_hostname, config.hostname, *config.extra_cert_names]
         )
@@ -39,7 +39,8 @@ class Emulator:
         self.mqtt = MqttServer(self.hub)
         self._servers: list[asyncio.base_events.Server] = []
         self.module_method_port_bound = False
-        self._http: list[HttpServer] = []
+        self._http: list[WebServer] = []
+        self._purger: asyncio.Task[None] | None = None
 
     def _tls_context(self) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -47,21 +48,25 @@ class Emulator:
         context.load_cert_chain(self.certs.server_cert, self.certs.server_key)
         return context
 
-    async def _listen(
+    async def _listen(  # pylint: disable=too-many-arguments
         self,
-        handler,
+        handler: MqttServer | WebServer,
         port: int,
         hosts: tuple[str, ...],
         tls: bool,
-        what: str,  # type: ignore[no-untyped-def]
+        what: str,
         required: bool = True,
     ) -> bool:
         bound = []
         for host in hosts:
             try:
-                server = await asyncio.start_server(
-                    handler, host, port, ssl=self._tls_context() if tls else None, reuse_address=True
-                )
+                context = self._tls_context() if tls else None
+                if isinstance(handler, WebServer):
+                    server = await handler.listen(host, port, context)
+                else:
+                    server = await asyncio.start_server(
+                        handler.handle, host, port, ssl=context, reuse_address=True
+                    )
             except OSError as e:
                 if host == "::1" and e.errno != errno.EADDRINUSE:
                     logger.info("%s: IPv6 loopback unavailable (%s); serving IPv4 only", what, e.strerror)
@@ -81,15 +86,25 @@ class Emulator:
         """Bind every server; ConfigError when a required port is taken."""
         cfg = self.config
         cfg.write_runtime_file()
-        await self._listen(self.mqtt.handle, cfg.mqtt_port, cfg.bind_hosts, True, "MQTT over TLS")
-        service = HttpServer(ServiceApi(self.hub), cfg.max_message_bytes + 64 * 1024, "service API")
-        await self._listen(service.handle, cfg.service_port, cfg.bind_hosts, True, "service API (HTTPS)")
-        workload = HttpServer(WorkloadApi(self.hub, self.certs.ca_cert), 64 * 1024, "workload API")
+        if cfg.public_seed_exposed:
+            logger.warning(
+                "listening on %s with the default seed: every key derives from a public value; "
+                "pass --seed with a secret of your own",
+                ", ".join(cfg.bind_hosts),
+            )
+        raise_open_files_limit()
+        service = WebServer(ServiceApi(self.hub).routes(), cfg.max_message_bytes + 64 * 1024, "service API")
+        workload = WebServer(WorkloadApi(self.hub, self.certs.ca_cert).routes(), 64 * 1024, "workload API")
         self._http = [service, workload]
-        await self._listen(workload.handle, cfg.workload_port, ("127.0.0.1",), False, "workload API (HTTP)")
+        for http in self._http:
+            await http.setup()
+        await self._listen(self.mqtt, cfg.mqtt_port, cfg.bind_hosts, True, "MQTT over TLS")
+        await self._listen(service, cfg.service_port, cfg.bind_hosts, True, "service API (HTTPS)")
+        await self._listen(workload, cfg.workload_port, ("127.0.0.1",), False, "workload API (HTTP)")
+        self._purger = asyncio.get_running_loop().create_task(self._purge_periodically())
         if cfg.module_method_port:
             self.module_method_port_bound = await self._listen(
-                service.handle,
+                service,
                 cfg.module_method_port,
                 cfg.bind_hosts,
                 True,
@@ -99,17 +114,31 @@ class Emulator:
 
     async def stop(self) -> None:
         """Close servers and connections, then the database."""
+        if self._purger:
+            self._purger.cancel()
+            await asyncio.gather(self._purger, return_exceptions=True)
+            self._purger = None
         for server in self._servers:
             server.close()
         await self.mqtt.close_all()
         for http in self._http:
-            await http.close_all()
+            await http.close()
+        self._http.clear()
         for server in self._servers:
             try:
                 await asyncio.wait_for(server.wait_closed(), 2)
             except asyncio.TimeoutError:
                 pass
         self._servers.clear()
+
+    async def _purge_periodically(self) -> None:
+        """Expired queued messages and old `$upstream` messages go on a timer, whoever is connected."""
+        while True:
+            try:
+                self.hub.purge()
+            except Exception:  # pylint: disable=broad-exception-caught  # the next round tries again
+                logger.exception("purging expired messages failed")
+            await asyncio.sleep(self.config.purge_interval_secs)
 
     def close(self) -> None:
         """Release the database (after stop)."""

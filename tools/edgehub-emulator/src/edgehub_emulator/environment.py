@@ -6,7 +6,7 @@ from pathlib import Path
 
 from edgehub_emulator.certs import CA_CERT
 from edgehub_emulator.config import EmulatorConfig
-from edgehub_emulator.identity import SERVICE_POLICY, derive_key
+from edgehub_emulator.identity import SERVICE_POLICY, derived_identity, service_key
 from edgehub_emulator.store import Identity, Store
 
 WORKLOAD_API_VERSION = "2019-01-30"
@@ -17,18 +17,15 @@ def ca_path(config: EmulatorConfig) -> Path:
     return (config.state_dir / "certs" / CA_CERT).resolve()
 
 
-def module_identity(config: EmulatorConfig, store: Store, module_id: str) -> Identity:
+def module_identity(config: EmulatorConfig, store: Store | None, module_id: str) -> Identity:
     """The stored identity (keys may have been set through the service API) or the derived one."""
-    stored = store.get_identity(config.device_id, module_id)
-    if stored:
-        return stored
-    purpose = f"{config.device_id}/{module_id}" if module_id else config.device_id
-    return Identity(
-        config.device_id,
-        module_id,
-        derive_key(config.seed, f"primary:{purpose}"),
-        derive_key(config.seed, f"secondary:{purpose}"),
-    )
+    stored = store.get_identity(config.device_id, module_id) if store else None
+    derived = derived_identity(config.seed, config.device_id, module_id)
+    if stored is None:
+        return derived
+    if stored.generation_id == "1":  # stored by an earlier version; the hub derives it on its next start
+        stored.generation_id = derived.generation_id
+    return stored
 
 
 def module_connection_string(config: EmulatorConfig, identity: Identity) -> str:
@@ -42,7 +39,7 @@ def module_connection_string(config: EmulatorConfig, identity: Identity) -> str:
 
 def service_connection_string(config: EmulatorConfig) -> str:
     """What `IoTHubRegistryManager.from_connection_string` takes."""
-    key = derive_key(config.seed, f"service:{SERVICE_POLICY}")
+    key = service_key(config.seed)
     return f"HostName={config.service_hostname};SharedAccessKeyName={SERVICE_POLICY};SharedAccessKey={key}"
 
 

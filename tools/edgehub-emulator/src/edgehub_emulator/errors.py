@@ -39,3 +39,7 @@ class BadRequestError(EmulatorError):
 
 class GatewayTimeoutError(EmulatorError):
     """A module did not answer a direct method within the requested time."""
+
+
+class UnsupportedMediaTypeError(BadRequestError):
+    """A body declared as something other than what the endpoint reads (HTTP 415)."""

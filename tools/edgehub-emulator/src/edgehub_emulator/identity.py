@@ -16,6 +16,7 @@ import urllib.parse
 from dataclasses import dataclass
 
 from edgehub_emulator.errors import AuthError
+from edgehub_emulator.store import Identity
 
 SERVICE_POLICY = "iothubowner"
 
@@ -24,6 +25,24 @@ def derive_key(seed: str, purpose: str) -> str:
     """A stable base64 key of 32 bytes for `purpose` (e.g. `module:dev/mod`)."""
     digest = hmac.new(seed.encode("utf-8"), purpose.encode("utf-8"), hashlib.sha256).digest()
     return base64.b64encode(digest).decode("ascii")
+
+
+def service_key(seed: str) -> str:
+    """The key of the `iothubowner` policy."""
+    return derive_key(seed, f"service:{SERVICE_POLICY}")
+
+
+def derived_keys(seed: str, device_id: str, module_id: str) -> tuple[str, str, str]:
+    """(primary key, secondary key, generation id) of an identity, derived from the seed: the one place that
+    turns a seed into an identity's secrets. The generation id is what the workload API checks besides the module
+    name, so it must not be guessable from the names alone."""
+    purpose = f"{device_id}/{module_id}" if module_id else device_id
+    generation = hmac.new(seed.encode("utf-8"), f"generation:{purpose}".encode("utf-8"), hashlib.sha256)
+    return (
+        derive_key(seed, f"primary:{purpose}"),
+        derive_key(seed, f"secondary:{purpose}"),
+        generation.hexdigest()[:20],
+    )
 
 
 def sign(key_b64: str, data: str) -> str:
@@ -110,3 +129,9 @@ def parse_connection_string(text: str) -> dict[str, str]:
             raise AuthError(f"malformed connection string segment {name!r}")
         result[name] = value
     return result
+
+
+def derived_identity(seed: str, device_id: str, module_id: str) -> Identity:
+    """The identity with the keys and generation id the seed gives it."""
+    primary, secondary, generation = derived_keys(seed, device_id, module_id)
+    return Identity(device_id, module_id, primary, secondary, generation_id=generation)

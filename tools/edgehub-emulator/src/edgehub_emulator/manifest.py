@@ -3,7 +3,8 @@
 Read: `modulesContent.$edgeAgent.properties.desired.modules.<name>.{settings.image, settings.createOptions,
 env.<NAME>.value, restartPolicy, status}`, `$edgeHub.properties.desired.routes` (and
 `storeAndForwardConfiguration.timeToLiveSecs`), and `modulesContent.<module>.properties.desired`.
-Template placeholders (`${MODULES.x}`, `$VAR`) in image fields are kept as text: nothing here pulls images.
+`$VAR` / `${VAR}` placeholders in `env` values and desired properties expand as `iotedgedev genconfig` expands
+them; in image fields (`${MODULES.x}`) they are kept as text: nothing here pulls images.
 """
 
 from __future__ import annotations
@@ -96,7 +97,20 @@ def _parse_module(name: str, spec: Any, variables: Mapping[str, str] | None) -> 
     )
 
 
-def _parse_desired(content: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _expand_values(value: Any, variables: Mapping[str, str] | None) -> Any:
+    """`$VAR` placeholders expanded in every string value (not in keys) of a JSON document."""
+    if isinstance(value, str):
+        return _expand_env(value, variables)
+    if isinstance(value, dict):
+        return {key: _expand_values(item, variables) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_expand_values(item, variables) for item in value]
+    return value
+
+
+def _parse_desired(
+    content: dict[str, Any], variables: Mapping[str, str] | None = None
+) -> dict[str, dict[str, Any]]:
     desired: dict[str, dict[str, Any]] = {}
     for name, section in content.items():
         if name.startswith("$"):
@@ -104,15 +118,15 @@ def _parse_desired(content: dict[str, Any]) -> dict[str, dict[str, Any]]:
         props = section.get("properties.desired") if isinstance(section, dict) else None
         if not isinstance(props, dict):
             raise ManifestError(f"modulesContent.{name} needs a 'properties.desired' object")
-        desired[name] = props
+        desired[name] = _expand_values(props, variables)
     return desired
 
 
 def parse_manifest(
     data: Any, path: Path | None = None, variables: Mapping[str, str] | None = None
 ) -> Manifest:
-    """Validate and read a manifest already loaded from JSON; `$VAR` in env values expand from variables
-    (default: the environment)."""
+    """Validate and read a manifest already loaded from JSON; `$VAR` in env values and in desired properties expand
+    from variables (default: the environment), as `iotedgedev genconfig` expands them."""
     if not isinstance(data, dict):
         raise ManifestError("a manifest is a JSON object with 'modulesContent'")
     content = _section(data, "modulesContent")
@@ -129,7 +143,8 @@ def parse_manifest(
     if not isinstance(raw_routes, dict):
         raise ManifestError("$edgeHub.properties.desired.routes must be an object of name: route")
     routes = [parse_route(name, value, ttl) for name, value in raw_routes.items()]
-    return Manifest(path=path, modules=modules, routes=routes, desired=_parse_desired(content), ttl_secs=ttl)
+    desired = _parse_desired(content, variables)
+    return Manifest(path=path, modules=modules, routes=routes, desired=desired, ttl_secs=ttl)
 
 
 def load_manifest(path: Path | str, variables: Mapping[str, str] | None = None) -> Manifest:

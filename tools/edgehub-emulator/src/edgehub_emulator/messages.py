@@ -51,8 +51,10 @@ class Message:
 
 
 def parse_properties(text: str) -> Message:
-    """The property segment of an events topic into a Message without body."""
+    """The property segment of an events topic into a Message without body. As on IoT Hub, a trailing `/` ends the
+    bag (the Node.js SDK sends `...&name=value/`) and is no part of the last value."""
     message = Message(body=b"")
+    text = text.rstrip("/")
     if not text:
         return message
     for pair in text.split("&"):

@@ -5,12 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
+import hmac
 import logging
-import re
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from edgehub_emulator.errors import (
     AuthError,
@@ -20,12 +19,15 @@ from edgehub_emulator.errors import (
     GatewayTimeoutError,
     NotFoundError,
     PreconditionFailedError,
+    UnsupportedMediaTypeError,
 )
-from edgehub_emulator.httpserver import Request, Response
-from edgehub_emulator.hub import Hub, require_etag
+from edgehub_emulator.hub import Hub
+from edgehub_emulator.twins import require_etag
 from edgehub_emulator.identity import sign
+from edgehub_emulator.jsonlimits import parse_json
 from edgehub_emulator.messages import Message
 from edgehub_emulator.store import Identity
+from edgehub_emulator.web import Request, Response, Route
 
 logger = logging.getLogger(__name__)
 
@@ -35,31 +37,54 @@ STATUS_BY_ERROR: list[tuple[type[EmulatorError], int]] = [
     (NotFoundError, 404),
     (ConflictError, 409),
     (PreconditionFailedError, 412),
+    (UnsupportedMediaTypeError, 415),
     (BadRequestError, 400),
     (GatewayTimeoutError, 504),
 ]
 
-_SEG = r"([^/]+)"
-_ROUTES: list[tuple[str, re.Pattern[str], str]] = [
-    ("POST", re.compile(rf"^/twins/{_SEG}/modules/{_SEG}/methods/?$"), "invoke"),
-    ("POST", re.compile(rf"^/twins/{_SEG}/methods/?$"), "invoke"),
-    ("GET", re.compile(rf"^/twins/{_SEG}/modules/{_SEG}/?$"), "get_twin"),
-    ("PATCH", re.compile(rf"^/twins/{_SEG}/modules/{_SEG}/?$"), "patch_twin"),
-    ("PUT", re.compile(rf"^/twins/{_SEG}/modules/{_SEG}/?$"), "put_twin"),
-    ("GET", re.compile(rf"^/devices/{_SEG}/modules/?$"), "list_modules"),
-    ("GET", re.compile(rf"^/devices/{_SEG}/modules/{_SEG}/?$"), "get_module"),
-    ("PUT", re.compile(rf"^/devices/{_SEG}/modules/{_SEG}/?$"), "put_module"),
-    ("GET", re.compile(r"^/emulator/upstream/?$"), "upstream"),
-    ("POST", re.compile(rf"^/emulator/modules/{_SEG}/inputs/{_SEG}/?$"), "send_input"),
-    ("GET", re.compile(r"^/emulator/status/?$"), "status"),
+# (HTTP method, path, handler name); handlers take the path's parts in order.
+_ROUTES: list[tuple[str, str, str]] = [
+    ("POST", "/twins/{device}/modules/{module}/methods", "invoke"),
+    ("POST", "/twins/{device}/methods", "invoke"),
+    ("GET", "/twins/{device}/modules/{module}", "get_twin"),
+    ("PATCH", "/twins/{device}/modules/{module}", "patch_twin"),
+    ("PUT", "/twins/{device}/modules/{module}", "put_twin"),
+    ("GET", "/devices/{device}/modules", "list_modules"),
+    ("GET", "/devices/{device}/modules/{module}", "get_module"),
+    ("PUT", "/devices/{device}/modules/{module}", "put_module"),
+    ("GET", "/emulator/upstream", "upstream"),
+    ("POST", "/emulator/modules/{module}/inputs/{input}", "send_input"),
+    ("GET", "/emulator/status", "status"),
 ]
+MAX_UPSTREAM_LIMIT = 5000
+MAX_SEQ = 2**63 - 1
 
 
 def _json_body(request: Request, what: str) -> Any:
+    """The JSON body; a declared content type other than JSON is a 415 (a body without one is read as JSON)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type and content_type != "application/json" and not content_type.endswith("+json"):
+        raise UnsupportedMediaTypeError(f"{what} must be application/json, not {content_type}")
+    return parse_json(request.body, what) if request.body.strip() else None
+
+
+def _query_int(query: dict[str, list[str]], name: str, default: int, lowest: int, highest: int) -> int:
+    text = query.get(name, [str(default)])[0]
     try:
-        return json.loads(request.body.decode("utf-8")) if request.body.strip() else None
-    except (UnicodeDecodeError, ValueError) as e:
-        raise BadRequestError(f"{what} is not valid JSON: {e}") from e
+        value = int(text)
+    except ValueError as e:
+        raise BadRequestError(f"{name!r} must be an integer from {lowest} to {highest}, got {text[:40]!r}") from e
+    if not lowest <= value <= highest:
+        raise BadRequestError(f"{name!r} must be an integer from {lowest} to {highest}, got {value}")
+    return value
+
+
+def _is_key(text: str) -> bool:
+    """Whether text is a base64 key of 16 to 64 bytes (what IoT Hub accepts for symmetric keys)."""
+    try:
+        return 16 <= len(base64.b64decode(text, validate=True)) <= 64
+    except (binascii.Error, ValueError):
+        return False
 
 
 def _module_etag(identity: Identity) -> str:
@@ -90,22 +115,24 @@ class ServiceApi:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
 
-    async def __call__(self, request: Request) -> Response:
-        for method, pattern, action in _ROUTES:
-            match = pattern.match(request.path)
-            if match and method == request.method:
-                args = [urllib.parse.unquote(group) for group in match.groups()]
-                try:
-                    caller = self.hub.authenticate_http(request.headers.get("authorization"))
-                    if caller is not None and action != "invoke":
-                        raise AuthError("a module token may only invoke direct methods")
-                    return await getattr(self, f"_{action}")(request, *args)
-                except EmulatorError as e:
-                    status = next((code for cls, code in STATUS_BY_ERROR if isinstance(e, cls)), 500)
-                    if status >= 500 or status == 401:
-                        logger.warning("%s %s -> %d: %s", request.method, request.path, status, e)
-                    return Response.error(status, str(e))
-        return Response.error(404, f"no API at {request.method} {request.path}")
+    def routes(self) -> list[Route]:
+        """The routes of the service API for web.WebServer."""
+        return [(method, path, self._handler(action)) for method, path, action in _ROUTES]
+
+    def _handler(self, action: str) -> Callable[[Request, list[str]], Awaitable[Response]]:
+        async def handle(request: Request, args: list[str]) -> Response:
+            try:
+                caller = self.hub.authenticate_http(request.headers.get("authorization"))
+                if caller is not None and action != "invoke":
+                    raise AuthError("a module token may only invoke direct methods")
+                return await getattr(self, f"_{action}")(request, *args)
+            except EmulatorError as e:
+                status = next((code for cls, code in STATUS_BY_ERROR if isinstance(e, cls)), 500)
+                if status >= 500 or status == 401:
+                    logger.warning("%s %s -> %d: %s", request.method, request.path[:200], status, e)
+                return Response.error(status, str(e))
+
+        return handle
 
     async def _invoke(self, request: Request, device_id: str, module_id: str = "") -> Response:
         body = _json_body(request, "the method request")
@@ -146,6 +173,13 @@ class ServiceApi:
             raise BadRequestError("the module must be a JSON object")
         if self.hub.store.get_identity(device_id, "") is None:
             raise NotFoundError(f"device {device_id} does not exist")
+        keys = (body.get("authentication") or {}).get("symmetricKey") or {}
+        if not isinstance(keys, dict):
+            raise BadRequestError("authentication.symmetricKey must be an object")
+        for field in ("primaryKey", "secondaryKey"):
+            key = keys.get(field)
+            if key is not None and (not isinstance(key, str) or not _is_key(key)):
+                raise BadRequestError(f"{field} must be a base64 key of 16 to 64 bytes")
         existing = self.hub.store.get_identity(device_id, module_id)
         if_match = request.headers.get("if-match")
         if existing is not None:
@@ -155,15 +189,7 @@ class ServiceApi:
                     f"module {device_id}/{module_id} already exists; update it with If-Match (the etag or \"*\")"
                 )
             require_etag(if_match, _module_etag(existing))
-        identity = existing or self.hub.ensure_identity(device_id, module_id)
-        keys = (body.get("authentication") or {}).get("symmetricKey") or {}
-        for field in ("primaryKey", "secondaryKey"):
-            key = keys.get(field)
-            if key:
-                try:
-                    base64.b64decode(key, validate=True)
-                except (binascii.Error, ValueError) as e:
-                    raise BadRequestError(f"{field} is not valid base64") from e
+        identity = existing or self.hub.ensure_identity(device_id, module_id)[0]
         identity.primary_key = keys.get("primaryKey") or identity.primary_key
         identity.secondary_key = keys.get("secondaryKey") or identity.secondary_key
         identity.managed_by = body.get("managedBy")
@@ -172,11 +198,8 @@ class ServiceApi:
 
     async def _upstream(self, request: Request) -> Response:
         query = urllib.parse.parse_qs(request.query)
-        try:
-            after = int(query.get("after", ["0"])[0])
-            limit = min(int(query.get("limit", ["500"])[0]), 5000)
-        except ValueError as e:
-            raise BadRequestError("'after' and 'limit' must be integers") from e
+        after = _query_int(query, "after", 0, 0, MAX_SEQ)
+        limit = _query_int(query, "limit", 500, 1, MAX_UPSTREAM_LIMIT)
         out = []
         for item in self.hub.store.upstream_after(after, limit):
             try:
@@ -217,34 +240,47 @@ class ServiceApi:
                 "deviceId": self.hub.config.device_id,
                 "connected": sorted(self.hub.sessions),
                 "queued": self.hub.store.queue_length(),
+                "upstreamKept": self.hub.store.upstream_count(),
                 **self.hub.stats,
             },
         )
 
 
 class WorkloadApi:
-    """The IoT Edge workload API subset the device SDK uses: the trust bundle and HMAC signing."""
+    """The IoT Edge workload API subset the device SDK uses: the trust bundle and HMAC signing.
+
+    As on a device, signing needs the module's name and its current generation id (`IOTEDGE_MODULEGENERATIONID`,
+    which only that module's environment holds): a module cannot have another module's data signed.
+    """
 
     def __init__(self, hub: Hub, ca_cert: Path) -> None:
         self.hub = hub
         self.ca_cert = ca_cert
 
-    async def __call__(self, request: Request) -> Response:
-        if request.method == "GET" and request.path.rstrip("/") == "/trust-bundle":
-            return Response.json(200, {"certificate": self.ca_cert.read_text(encoding="utf-8")})
-        match = re.match(r"^/modules/([^/]+)/genid/([^/]+)/sign/?$", request.path)
-        if request.method == "POST" and match:
-            module_id = urllib.parse.unquote(match.group(1))
-            identity = self.hub.store.get_identity(self.hub.config.device_id, module_id)
-            if identity is None:
-                return Response.error(404, f"module {module_id} does not exist")
-            try:
-                body = json.loads(request.body.decode("utf-8"))
-                data = base64.b64decode(body["data"], validate=True).decode("utf-8")
-            except (UnicodeDecodeError, ValueError, KeyError, TypeError, binascii.Error):
-                return Response.error(400, 'the body must be {"keyId", "algo", "data": base64}')
-            if body.get("algo", "HMACSHA256") != "HMACSHA256":
-                return Response.error(400, "only algo HMACSHA256 is supported")
-            key = identity.secondary_key if body.get("keyId") == "secondary" else identity.primary_key
-            return Response.json(200, {"digest": sign(key, data)})
-        return Response.error(404, f"no workload API at {request.method} {request.path}")
+    def routes(self) -> list[Route]:
+        """The routes of the workload API for web.WebServer."""
+        return [
+            ("GET", "/trust-bundle", self._trust_bundle),
+            ("POST", "/modules/{module}/genid/{genid}/sign", self._sign),
+        ]
+
+    async def _trust_bundle(self, _request: Request, _args: list[str]) -> Response:
+        return Response.json(200, {"certificate": self.ca_cert.read_text(encoding="utf-8")})
+
+    async def _sign(self, request: Request, args: list[str]) -> Response:
+        module_id, genid = args
+        identity = self.hub.store.get_identity(self.hub.config.device_id, module_id)
+        if identity is None or not identity.module_id:
+            return Response.error(404, f"module {module_id} does not exist")
+        if not hmac.compare_digest(genid.encode(), identity.generation_id.encode()):
+            logger.warning("workload API: signing for %s refused: wrong generation id", module_id)
+            return Response.error(404, f"module {module_id} has no generation {genid[:40]!r}")
+        try:
+            body = parse_json(request.body, "the body")
+            data = base64.b64decode(body["data"], validate=True).decode("utf-8")
+        except (BadRequestError, UnicodeDecodeError, ValueError, KeyError, TypeError, binascii.Error):
+            return Response.error(400, 'the body must be {"keyId", "algo", "data": base64}')
+        if body.get("algo", "HMACSHA256") != "HMACSHA256":
+            return Response.error(400, "only algo HMACSHA256 is supported")
+        key = identity.secondary_key if body.get("keyId") == "secondary" else identity.primary_key
+        return Response.json(200, {"digest": sign(key, data)})

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS identities (
@@ -25,10 +26,31 @@ CREATE TABLE IF NOT EXISTS queue (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, client_id TEXT NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL,
     priority INTEGER NOT NULL DEFAULT 0, expires_at REAL);
 CREATE INDEX IF NOT EXISTS queue_client ON queue (client_id, priority, seq);
+CREATE INDEX IF NOT EXISTS queue_expiry ON queue (expires_at) WHERE expires_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS upstream (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, enqueued_at REAL NOT NULL, device_id TEXT NOT NULL, module_id TEXT,
     output TEXT, properties TEXT NOT NULL, body BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS upstream_time ON upstream (enqueued_at);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+
+
+def make_private_dir(folder: Path) -> None:
+    """Create `folder` (and parents) readable by its owner only; an existing one is made so too."""
+    folder.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    os.chmod(folder, PRIVATE_DIR)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file that only its owner can read (0600), atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(tmp, PRIVATE_FILE)
+    os.replace(tmp, path)
 
 
 @dataclass
@@ -94,7 +116,13 @@ class Store:
     """Thread-safe access to the state database (the HTTP and MQTT servers share one loop, the CLI may read)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path.parent)
+        # The database holds every key: create it (and its WAL and shared-memory files) for the owner only.
+        for name in (path.name, path.name + "-wal", path.name + "-shm"):
+            file = path.with_name(name)
+            if name == path.name or file.exists():
+                os.close(os.open(file, os.O_RDWR | os.O_CREAT, PRIVATE_FILE))
+                os.chmod(file, PRIVATE_FILE)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -184,15 +212,47 @@ class Store:
             )
         return int(cursor.lastrowid or 0)
 
-    def pending(self, client_id: str, now: float | None = None) -> list[QueuedMessage]:
-        """Unexpired messages for a client, by priority then arrival; drops the expired ones."""
+    def pending(
+        self,
+        client_id: str,
+        wanted: Callable[[int, str], bool],
+        limit: int,
+        now: float | None = None,
+    ) -> list[QueuedMessage]:
+        """Up to `limit` unexpired messages for a client, by priority then arrival, for which wanted(seq, topic)
+        holds. Reads in batches along the index and stops when it has enough: the cost follows what is skipped
+        (messages in flight, topics not subscribed), never the length of the backlog."""
+        now = time.time() if now is None else now
+        found: list[QueuedMessage] = []
+        with self._lock:
+            cursor = self._db.execute(
+                "SELECT seq, topic FROM queue WHERE client_id=? AND (expires_at IS NULL OR expires_at >= ?) "
+                "ORDER BY priority, seq",
+                (client_id, now),
+            )
+            try:
+                while len(found) < limit:
+                    rows = cursor.fetchmany(max(64, limit))
+                    if not rows:
+                        break
+                    chosen = [seq for seq, topic in rows if wanted(seq, topic)][: limit - len(found)]
+                    if chosen:
+                        marks = ",".join("?" * len(chosen))
+                        full = self._db.execute(
+                            f"SELECT * FROM queue WHERE seq IN ({marks})", chosen  # nosec: only placeholders
+                        ).fetchall()
+                        by_seq = {row[0]: QueuedMessage(*row) for row in full}
+                        found.extend(by_seq[seq] for seq in chosen if seq in by_seq)
+            finally:
+                cursor.close()
+        return found
+
+    def purge_expired(self, now: float | None = None) -> int:
+        """Delete queued messages whose time to live has passed; returns how many."""
         now = time.time() if now is None else now
         with self._lock:
-            self._db.execute("DELETE FROM queue WHERE expires_at IS NOT NULL AND expires_at < ?", (now,))
-            rows = self._db.execute(
-                "SELECT * FROM queue WHERE client_id=? ORDER BY priority, seq", (client_id,)
-            ).fetchall()
-        return [QueuedMessage(*row) for row in rows]
+            cursor = self._db.execute("DELETE FROM queue WHERE expires_at IS NOT NULL AND expires_at < ?", (now,))
+        return int(cursor.rowcount or 0)
 
     def ack(self, seq: int) -> None:
         """The client acknowledged the message: forget it."""
@@ -225,6 +285,32 @@ class Store:
                 (time.time(), device_id, module_id, output, json.dumps(properties), body),
             )
         return int(cursor.lastrowid or 0)
+
+    def prune_upstream(self, keep: int, older_than: float) -> int:
+        """Keep at most the newest `keep` `$upstream` messages and none enqueued before `older_than`."""
+        with self._lock:
+            removed = self._db.execute("DELETE FROM upstream WHERE enqueued_at < ?", (older_than,)).rowcount or 0
+            row = self._db.execute("SELECT MAX(seq) FROM upstream").fetchone()
+            if row and row[0] is not None:
+                removed += self._db.execute("DELETE FROM upstream WHERE seq <= ?", (row[0] - keep,)).rowcount or 0
+        return int(removed)
+
+    def upstream_count(self) -> int:
+        """How many `$upstream` messages are kept."""
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM upstream").fetchone()[0])
+
+    # meta
+    def get_meta(self, name: str) -> str | None:
+        """A value the emulator keeps about itself (e.g. which manifest section it applied), or None."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
+        return str(row[0]) if row else None
+
+    def put_meta(self, name: str, value: str) -> None:
+        """Set a value of get_meta."""
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", (name, value))
 
     def upstream_after(self, seq: int, limit: int = 500) -> list[UpstreamMessage]:
         """Upstream messages with a sequence number above `seq`."""

@@ -34,12 +34,11 @@ def test_module_gets_the_environment_of_a_device(up: UpProcess) -> None:
     env = json.loads(up.line("echo", "env "))
     edge = json.loads(up.cli("env", "echo", "--workload", "--format", "json").stdout)
     assert env["cwd"] == str(up.solution / "modules" / "echo")
-    # the manifest's env wins over .env, which wins over the shell; placeholders expand from both
+    # as on a device: only the manifest's env, its placeholders expanded from .env and the shell (.env wins);
+    # nothing else of .env or the shell reaches the module
     assert env["GREETING"] == "hello from the manifest"
     assert env["OVERRIDDEN"] == "manifest"
-    assert env["FROM_DOTENV"] == "dotenv"
-    assert env["DOTENV_OVER_SHELL"] == "dotenv"
-    assert env["FROM_SHELL"] == "shell"
+    assert env["FROM_DOTENV"] is None and env["DOTENV_OVER_SHELL"] is None and env["FROM_SHELL"] is None
     assert env["FROM_PLACEHOLDER_DOTENV"] == "dotenv placeholder"
     assert env["FROM_PLACEHOLDER_SHELL"] == "shell placeholder"
     assert env["UNKNOWN_PLACEHOLDER"] == "$NOT_DEFINED_ANYWHERE"
@@ -104,3 +103,12 @@ def test_hub_output_never_holds_a_key(up: UpProcess) -> None:
     for key in keys:
         assert key not in hub_output and key not in up.stderr()
     assert "SERVICE_API=https://localhost:" in hub_output
+
+
+def test_desired_property_placeholders_expand_like_genconfig(up: UpProcess) -> None:
+    result = up.cli("twin", "get", "edge-device", "echo")
+    assert result.returncode == 0, result.stderr
+    desired = json.loads(result.stdout)["properties"]["desired"]
+    assert desired["name"] == "dotenv placeholder"
+    assert desired["nested"] == {"from": "shell placeholder", "list": ["dotenv", 3]}
+    assert desired["unknown"] == "$NOT_DEFINED_ANYWHERE"

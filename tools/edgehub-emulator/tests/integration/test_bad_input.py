@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+import requests
 from azure.iot.device import IoTHubModuleClient, Message, MethodResponse
 from azure.iot.hub import IoTHubRegistryManager
 from azure.iot.hub.models import CloudToDeviceMethod
@@ -150,3 +151,107 @@ def test_bad_route_in_manifest_stops_start_with_a_clear_error(tmp_path: Path) ->
     )
     assert result.returncode == 2
     assert "route 'broken' is not 'FROM <source> [WHERE <condition>] INTO <sink>'" in result.stderr
+
+
+def _nested(levels: int) -> str:
+    return '{"a": ' * levels + "1" + "}" * levels
+
+
+DEEP = _nested(10_000)  # far past Python's recursion limit
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers", "status", "error"),
+    [
+        ("PATCH", "/twins/{d}/modules/receiver", '{"properties": {"desired": %s}}' % DEEP, {}, 400, "nests deeper"),
+        ("PATCH", "/twins/{d}/modules/receiver", '{"properties": {"desired": %s}}' % _nested(12), {}, 400,
+         "nests deeper than 10 levels"),
+        ("PATCH", "/twins/{d}/modules/receiver", '{"properties": {"desired": {"x": 1}}}',
+         {"Content-Type": "text/plain"}, 415, "must be application/json, not text/plain"),
+        ("POST", "/twins/{d}/modules/receiver/methods", '{"methodName": "m", "payload": %s}' % DEEP, {}, 400,
+         "nests deeper"),
+        ("POST", "/twins/{d}/modules/receiver/methods", json.dumps({"methodName": "m" * 101}), {}, 400,
+         "the limit is 100"),
+        ("POST", "/twins/{d}/modules/receiver/methods", json.dumps({"methodName": "m" * 200_000}), {}, 413,
+         "Maximum request body size"),
+        ("POST", "/twins/{d}/modules/receiver/methods", '{"methodName": "m", "responseTimeoutInSeconds": 1e308}',
+         {}, 400, "responseTimeoutInSeconds must be a number from 5 to 300"),
+        ("POST", "/twins/{d}/modules/receiver/methods", '{"methodName": "m", "responseTimeoutInSeconds": Infinity}',
+         {}, 400, "not valid JSON"),
+        ("POST", "/twins/{d}/modules/receiver/methods", '{"methodName": "m", "responseTimeoutInSeconds": NaN}',
+         {}, 400, "not valid JSON"),
+        ("POST", "/twins/{d}/modules/receiver/methods", '{"methodName": "m", "responseTimeoutInSeconds": 4}',
+         {}, 400, "from 5 to 300"),
+        ("POST", "/twins/{d}/modules/receiver/methods", '{"methodName": "m", "responseTimeoutInSeconds": 301}',
+         {}, 400, "from 5 to 300"),
+        ("POST", "/twins/{d}/modules/receiver/methods", '{"methodName": "m", "responseTimeoutInSeconds": true}',
+         {}, 400, "from 5 to 300"),
+        ("POST", "/twins/{d}/modules/receiver/methods", '{"methodName": "m", "connectTimeoutInSeconds": -1}',
+         {}, 400, "connectTimeoutInSeconds must be a number from 0 to 300"),
+        ("PUT", "/devices/{d}/modules/badkey", '{"authentication": {"symmetricKey": {"primaryKey": "not base64!"}}}',
+         {}, 400, "primaryKey must be a base64 key"),
+        ("GET", "/emulator/upstream?after=1e23", "", {}, 400, "'after' must be an integer"),
+        ("GET", "/emulator/upstream?after=100000000000000000000000", "", {}, 400, "'after' must be an integer"),
+        ("GET", "/emulator/upstream?after=-1", "", {}, 400, "'after' must be an integer"),
+        ("GET", "/emulator/upstream?limit=-1", "", {}, 400, "'limit' must be an integer from 1 to 5000"),
+        ("GET", "/emulator/upstream?limit=0", "", {}, 400, "'limit' must be an integer from 1 to 5000"),
+        ("GET", "/emulator/upstream?limit=5001", "", {}, 400, "'limit' must be an integer from 1 to 5000"),
+        ("GET", "/no/such/api", "", {}, 404, "Not Found"),
+        ("DELETE", "/twins/{d}/modules/receiver", "", {}, 405, "Method Not Allowed"),
+    ],
+)
+def test_bad_service_requests_get_a_4xx_and_change_nothing(  # pylint: disable=too-many-arguments,too-many-positional-arguments
+    emulator: EmulatorProcess,
+    registry: IoTHubRegistryManager,
+    healthy: IoTHubModuleClient,
+    method: str,
+    path: str,
+    body: str,
+    headers: dict[str, str],
+    status: int,
+    error: str,
+) -> None:
+    twin_before = registry.get_module_twin(DEVICE, "receiver").as_dict()
+    url_path = path.replace("{d}", DEVICE)
+    env = emulator.env("receiver")
+    host = env["IOTHUB_CONNECTION_STRING"].split(";")[0].split("=", 1)[1]
+    response = requests.request(
+        method,
+        f"https://{host}{url_path}",
+        data=body.encode(),
+        headers={"Authorization": service_token(emulator), **headers},
+        verify=env["REQUESTS_CA_BUNDLE"],
+        timeout=30,
+    )
+    assert response.status_code == status, response.text[:300]
+    assert error in response.json()["Message"]
+    assert registry.get_module_twin(DEVICE, "receiver").as_dict() == twin_before
+    assert call_service_api(emulator, "GET", f"/devices/{DEVICE}/modules/badkey", b"").status_code == 404
+    assert "Traceback" not in emulator.log_text()
+    assert _serving(registry, healthy)
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        (DEEP.encode(), b"nests deeper"),
+        (_nested(12).encode(), b"nests deeper than 10 levels"),
+        (b'{"x": NaN}', b"not valid JSON"),
+    ],
+)
+def test_bad_reported_patches_over_mqtt_get_400(
+    emulator: EmulatorProcess, registry: IoTHubRegistryManager, healthy: IoTHubModuleClient, payload: bytes,
+    error: bytes
+) -> None:
+    with tls_socket(emulator) as sock:
+        sock.sendall(connect_packet(emulator, "sender"))
+        assert sock.recv(4) == b"\x20\x02\x00\x00"
+        sock.sendall(mqtt.publish("$iothub/twin/PATCH/properties/reported/?$rid=9", payload, qos=0))
+        answer = b""
+        while b"$rid=9" not in answer or error not in answer:
+            chunk = sock.recv(4096)
+            assert chunk, answer
+            answer += chunk
+        assert b"$iothub/twin/res/400/?$rid=9" in answer
+    assert "Traceback" not in emulator.log_text()
+    assert _serving(registry, healthy)

@@ -104,7 +104,7 @@ def test_method_to_offline_module_is_404_and_to_silent_module_is_504(
         registry.invoke_device_module_method(
             DEVICE,
             "sender",
-            CloudToDeviceMethod(method_name="ping", payload={}, response_timeout_in_seconds=2),
+            CloudToDeviceMethod(method_name="ping", payload={}, response_timeout_in_seconds=5),
         )
     assert offline.value.response.status_code == 404
     silent = module_client("sender")
@@ -114,7 +114,7 @@ def test_method_to_offline_module_is_404_and_to_silent_module_is_504(
         registry.invoke_device_module_method(
             DEVICE,
             "sender",
-            CloudToDeviceMethod(method_name="ping", payload={}, response_timeout_in_seconds=1),
+            CloudToDeviceMethod(method_name="ping", payload={}, response_timeout_in_seconds=5),
         )
     assert timeout.value.response.status_code == 504
 
@@ -201,7 +201,7 @@ def test_client_survives_an_emulator_restart(
             return registry.invoke_device_module_method(
                 DEVICE,
                 "receiver",
-                CloudToDeviceMethod(method_name="after-restart", payload=None, response_timeout_in_seconds=3),
+                CloudToDeviceMethod(method_name="after-restart", payload=None, response_timeout_in_seconds=5),
             )
         except HttpOperationError:
             return None

@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from edgehub_emulator.hub import merge_patch, replacement_patch
+from edgehub_emulator.twins import merge_patch, replacement_patch
 
 
 @pytest.mark.parametrize(
