@@ -59,7 +59,7 @@ def test_replaced_engine_closes_only_after_its_last_user(manager, model_version,
     ("breakage", "error", "message"),
     [
         ("labels", ModelValidationError, "999 labels"),
-        ("model_file", EngineLoadError, "cannot load"),
+        ("model_file", EngineLoadError, "cannot (load|read the inputs)"),
     ],
 )
 def test_a_model_that_fails_its_warm_up_is_not_served(manager, model_version, breakage, error, message) -> None:
