@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SOLUTION = ROOT / "iot-edge-solution"
 DEVCONTAINER_DOCKERFILE = ROOT / ".devcontainer" / "Dockerfile"
 MODULE_DIRS = sorted(p.parent for p in (SOLUTION / "modules").glob("*/main.py"))
+# Modules that run a model on the GPU (TensorRT, CUDA): their Jetson images build on JetPack.
+GPU_MODULES = {"classifier"}
 MODULE_PLATFORMS = ("amd64", "amd64.debug", "arm64v8", "arm64v8.debug")
 ALL_DOCKERFILES = [DEVCONTAINER_DOCKERFILE] + sorted((SOLUTION / "modules").glob("*/Dockerfile.*"))
 INSTRUCTIONS = {
@@ -279,7 +281,8 @@ def test_module_dockerfile_copies_exist_in_the_build_context(dockerfile: Path) -
         assert (SOLUTION / source).exists(), f"COPY {source}: not in the build context iot-edge-solution/"
     is_debug = dockerfile.suffix == ".debug"
     assert ("debugpy" in text) == is_debug, "debugpy belongs in the .debug images only"
-    if "arm64v8" in dockerfile.name:
-        assert parse_dockerfile(dockerfile).stages[0].base.startswith("nvcr.io/nvidia/l4t-"), (
-            "Jetson images use JetPack"
-        )
+    base = parse_dockerfile(dockerfile).stages[0].base
+    if "arm64v8" in dockerfile.name and module in GPU_MODULES:
+        assert base.startswith("nvcr.io/nvidia/l4t-"), "Jetson images of modules that use the GPU build on JetPack"
+    elif "arm64v8" in dockerfile.name:
+        assert base.startswith("python:"), "a module without the GPU builds on the multi-platform python image"
