@@ -14,6 +14,9 @@ from edgevision.errors import EdgeVisionError
 from edgevision.frames import SourceOptions, describe_source, open_source
 from edgevision.iot import ModuleConnection, ShutdownSignal, connect_module
 from edgevision.pipeline import ConsoleReporter, Consumer, Pipeline, PipelineOptions, PipelineStats, format_summary
+from edgevision.tasks import Task
+from edgevision.twofactor import TwoFactorSettings
+from edgevision.twofactor.service import request_service_from_settings
 from edgevision.vision import build_task_from_settings
 
 log = logging.getLogger("classifier")
@@ -22,14 +25,20 @@ EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
 
 
-class ClassifierSettings(VisionSettings):
+class ClassifierSettings(TwoFactorSettings, VisionSettings):
     """Everything the classifier reads from its environment. Each flow adds its settings class as a base."""
 
 
-def build_consumers(settings: ClassifierSettings, connection: ModuleConnection, stats: PipelineStats) -> list[Consumer]:
+def build_consumers(
+    settings: ClassifierSettings, connection: ModuleConnection, stats: PipelineStats, task: Task
+) -> list[Consumer]:
     """The consumers of the running pipeline; each flow appends its own (the camera is opened once)."""
-    del settings, connection  # used by the flows' consumers
-    return [ConsoleReporter(stats)]
+    consumers: list[Consumer] = [ConsoleReporter(stats)]
+    # two-factor requests from the Storage queue (off, with one log line, without MODULE_KEY)
+    requests = request_service_from_settings(settings, connection, lambda: task.labels, lambda: task.model.ref)
+    if requests is not None:
+        consumers.append(requests)
+    return consumers
 
 
 def build_pipeline(settings: ClassifierSettings, connection: ModuleConnection) -> Pipeline:
@@ -45,7 +54,7 @@ def build_pipeline(settings: ClassifierSettings, connection: ModuleConnection) -
     )
     stats = PipelineStats()
     options = PipelineOptions(every_frame=None if settings.process_every_frame else False)
-    return Pipeline(source, task, build_consumers(settings, connection, stats), options, stats)
+    return Pipeline(source, task, build_consumers(settings, connection, stats, task), options, stats)
 
 
 def main() -> int:
