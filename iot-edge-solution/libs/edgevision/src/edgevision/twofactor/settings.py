@@ -60,7 +60,7 @@ class TwoFactorSettings(ModuleSettings):
         description="MAX_DEQUEUE_COUNT: a request received more often than this goes to <REQUEST_QUEUE>-poison.",
     )
     request_poll_seconds: float = Field(
-        0.5, gt=0, le=60, description="REQUEST_POLL_SECONDS: the wait between receives while the queue is empty."
+        0.25, gt=0, le=60, description="REQUEST_POLL_SECONDS: the wait between receives while the queue is empty."
     )
 
     @field_validator("request_queue")
