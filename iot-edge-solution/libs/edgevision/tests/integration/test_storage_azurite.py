@@ -241,20 +241,18 @@ def test_the_worker_backs_off_logs_once_per_outage_and_resumes(
         backoff=Backoff(logging.getLogger("test.outage"), "queue outage", initial=0.05, maximum=0.4),
     )
     caplog.set_level(logging.INFO, logger="test.outage")
+    instance = Azurite(tmp_path / "a", blob_port, queue_port, _free_port(), executable=azurite_executable)
     worker.start()
     try:
         time.sleep(2.0)  # several failed tries
-        instance = Azurite(tmp_path / "a", blob_port, queue_port, _free_port(), executable=azurite_executable)
         instance.start()
-        try:
-            StorageQueue(conn, "outage").send("after the outage")
-            assert collector.got.wait(20)
-            collector.leases[0].complete()
-            _wait_for(lambda: worker.counters["deleted"] == 1)
-        finally:
-            instance.stop()
+        StorageQueue(conn, "outage").send("after the outage")
+        assert collector.got.wait(20)
+        collector.leases[0].complete()
+        _wait_for(lambda: worker.counters["deleted"] == 1)
     finally:
-        worker.stop(timeout=3)
+        worker.stop(timeout=3)  # before Azurite stops: that would be a second outage
+        instance.stop()
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "retrying with back-off" in warnings[0].getMessage()
     assert any("answers again" in r.getMessage() for r in caplog.records)

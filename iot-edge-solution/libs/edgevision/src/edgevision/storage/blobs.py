@@ -85,6 +85,22 @@ class BlobStore:
             raise
         return dict(properties.metadata or {})
 
+    def listing(self, prefix: str) -> dict[str, dict[str, str]]:
+        """Name -> metadata of every blob whose name starts with `prefix` (one request; the container may be
+        missing: then nothing)."""
+        try:
+            return call(
+                f"listing {self.container}/{prefix}",
+                lambda: {
+                    b.name: dict(b.metadata or {})
+                    for b in self.client.list_blobs(name_starts_with=prefix, include=["metadata"])
+                },
+            )
+        except StorageError as e:
+            if error_code(e.__cause__) == "ContainerNotFound":
+                return {}
+            raise
+
     def set_metadata(self, name: str, metadata: dict[str, str]) -> None:
         """Replace the metadata of blob `name` (its content stays)."""
         blob = self.client.get_blob_client(name)

@@ -257,17 +257,16 @@ class RequestService(BaseConsumer):  # pylint: disable=too-many-instance-attribu
         entry = job.entry
         request_id = entry.request.request_id
         result_name, image_name = f"{request_id}/{RESULT_BLOB}", f"{request_id}/{IMAGE_BLOB}"
-        answered = self.blobs.metadata(result_name)
-        if answered is not None:
-            self._answered_before(entry, result_name, answered)
+        existing = self.blobs.listing(f"{request_id}/")  # one request tells what an earlier attempt left
+        if result_name in existing:
+            self._answered_before(entry, result_name, existing[result_name])
             return
-        body = job.body
-        if job.image is not None and body is not None:
+        earlier = _result_of_image(image_name, existing.get(image_name))
+        body = earlier or job.body
+        if earlier is None and job.image is not None and body is not None:
             encoded = base64.b64encode(json.dumps(body, separators=(",", ":")).encode("utf-8")).decode("ascii")
             if not self.blobs.create(image_name, job.image, "image/jpeg", {_RESULT_METADATA: encoded}):
-                body = self._result_of_image(image_name) or body
-        else:
-            body = self._result_of_image(image_name) or body
+                body = _result_of_image(image_name, self.blobs.metadata(image_name)) or body  # lost a race
         if body is None:  # a first look: nothing in Storage yet
             outcome = self._first_look(entry)
             if outcome is None:
@@ -291,19 +290,6 @@ class RequestService(BaseConsumer):  # pylint: disable=too-many-instance-attribu
         self.counters[str(body["status"])] = self.counters.get(str(body["status"]), 0) + 1
         log.info("request %s %s: %s", request_id, body["status"], _summary(body))
         self._verify_and_finish(entry, result_name, body)
-
-    def _result_of_image(self, image_name: str) -> dict[str, Any] | None:
-        """The result an earlier attempt stored with the image (it crashed before writing result.json)."""
-        metadata = self.blobs.metadata(image_name)
-        if not metadata or _RESULT_METADATA not in metadata:
-            return None
-        try:
-            body = json.loads(base64.b64decode(metadata[_RESULT_METADATA], validate=True))
-        except (binascii.Error, ValueError):
-            log.warning("%s has unreadable result metadata; its result is written anew", image_name)
-            return None
-        log.info("%s exists from an earlier attempt: its result stands", image_name)
-        return body if isinstance(body, dict) else None
 
     def _answered_before(self, entry: _Entry, result_name: str, metadata: dict[str, str]) -> None:
         self.counters["answered_before"] += 1
@@ -352,6 +338,21 @@ class RequestService(BaseConsumer):  # pylint: disable=too-many-instance-attribu
 
 
 _SWEEP = _Outcome(_Entry(SignedRequest("-", "-", 1, 0, 1)), None)
+
+
+def _result_of_image(image_name: str, metadata: dict[str, str] | None) -> dict[str, Any] | None:
+    """The result an earlier attempt stored with the image (it crashed before writing result.json)."""
+    if not metadata or _RESULT_METADATA not in metadata:
+        return None
+    try:
+        body = json.loads(base64.b64decode(metadata[_RESULT_METADATA], validate=True))
+    except (binascii.Error, ValueError):
+        log.warning("%s has unreadable result metadata; its result is written anew", image_name)
+        return None
+    if not isinstance(body, dict):
+        return None
+    log.info("%s exists from an earlier attempt: its result stands", image_name)
+    return body
 
 
 def _summary(body: dict[str, Any]) -> str:
