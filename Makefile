@@ -66,7 +66,7 @@ help:
 	@echo "make format    ruff format (the version pinned in requirements-dev.txt)"
 	@echo "make clean     remove the virtual environments, the emulator's state, node_modules and caches"
 	@echo "make emulator  the local IoT Hub / edgeHub emulator for deployment.template.json (Ctrl-C stops it)"
-	@echo "make emulator-up   the emulator and every module of deployment.template.json as local processes"
+	@echo "make emulator-up   the emulator, Azurite and every module of deployment.template.json as local processes"
 	@echo "make emulator-env [MODULE=classifier]  write .vscode/MODULE.env: what a module needs to reach the emulator"
 	@echo "make iotedgedev-setup  iotedgedev in its own environment, $(IOTEDGEDEV_VENV)"
 	@echo "make genconfig [PLATFORM=amd64|amd64.gpu|arm64v8]  expand both deployment templates into iot-edge-solution/config/"
@@ -149,8 +149,11 @@ clean:
 emulator: setup
 	$(VENV)/bin/edgehub-emulator start --manifest $(SOLUTION)/deployment.template.json --state $(EMULATOR_STATE)
 
+# With Azurite (data in $(EMULATOR_STATE)/azurite) and, when .env sets none, a local MODULE_KEY made once into
+# $(EMULATOR_STATE)/module-key (see tools/solution_up.py).
 emulator-up: setup
-	$(VENV)/bin/edgehub-emulator up $(SOLUTION)/deployment.template.json --state $(EMULATOR_STATE)
+	$(PY) tools/solution_up.py --state $(EMULATOR_STATE) -- \
+		$(VENV)/bin/edgehub-emulator up $(SOLUTION)/deployment.template.json --state $(EMULATOR_STATE)
 
 # Holds the module's key: .vscode/*.env is git-ignored.
 emulator-env: setup

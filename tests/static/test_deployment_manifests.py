@@ -107,6 +107,21 @@ def test_classifier_env_create_options_and_routes(kind: str) -> None:
     assert desired["model"] == {"name": "$MODEL_NAME", "version": "$MODEL_VERSION"}
 
 
+@pytest.mark.parametrize("kind", TEMPLATES)
+def test_two_factor_flow_modules_share_storage_and_key_and_verification_goes_upstream(kind: str) -> None:
+    manifest = load(kind)
+    modules = agent(manifest)["modules"]
+    authrequest, classifier = modules["authrequest"]["env"], modules["classifier"]["env"]
+    for variable in ("STORAGE_CONNECTION_STRING", "MODULE_KEY", "REQUEST_QUEUE"):
+        assert authrequest[variable] == classifier[variable] == {"value": f"${variable}"}, variable
+    for variable in ("RESULT_CONTAINER", "REQUEST_VISIBILITY_SECONDS", "MAX_DEQUEUE_COUNT"):
+        assert classifier[variable] == {"value": f"${variable}"}
+    for variable in ("REQUEST_TTL_SECONDS", "ENQUEUE_TIMEOUT_SECONDS"):
+        assert authrequest[variable] == {"value": f"${variable}"}
+    texts = [route_text(r) for r in routes(manifest).values()]
+    assert "FROM /messages/modules/classifier/outputs/verification INTO $upstream" in texts
+
+
 def test_routes_are_in_the_manifest_format() -> None:
     pattern = re.compile(
         r"^FROM /messages/(\*|modules/\w+/(\*|outputs/(\*|\w+)))( WHERE .+)? INTO "
@@ -125,10 +140,9 @@ def test_debug_template_differs_only_in_images_debug_ports_and_log_level() -> No
     for name, spec in agent(release)["modules"].items():
         other = agent(debug)["modules"][name]
         assert set(spec["env"]) == set(other["env"])
-        assert (
-            spec["settings"]["createOptions"]["HostConfig"]["Devices"]
-            == other["settings"]["createOptions"]["HostConfig"]["Devices"]
-        )
+        assert spec["settings"]["createOptions"].get("HostConfig", {}).get("Devices") == other["settings"][
+            "createOptions"
+        ].get("HostConfig", {}).get("Devices")
     for name in MODULE_NAMES:
         assert release["modulesContent"][name] == debug["modulesContent"][name]
 
@@ -188,7 +202,8 @@ def test_iotedgedev_genconfig_expands_both_templates(  # pylint: disable=too-man
             suffix = f"{platform}.debug" if kind == "debug" else platform
             assert spec["settings"]["image"] == f"{registry}/{module}:{version}-{suffix}"
             options = json.loads(spec["settings"]["createOptions"])
-            assert options["HostConfig"]["Runtime"] == env_template_values()["DOCKER_RUNTIME"]
+            if module == "classifier":  # the module that needs the GPU runtime on a Jetson
+                assert options["HostConfig"]["Runtime"] == env_template_values()["DOCKER_RUNTIME"]
         assert modules["classifier"]["env"]["CAMERA_PATH"]["value"] == env_template_values()["CAMERA_PATH"]
         assert agent(generated)["runtime"]["settings"]["registryCredentials"]["registry"]["address"] == registry
 

@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SOLUTION = ROOT / "iot-edge-solution"
 DEVCONTAINER_DOCKERFILE = ROOT / ".devcontainer" / "Dockerfile"
 MODULE_DIRS = sorted(p.parent for p in (SOLUTION / "modules").glob("*/main.py"))
+# Modules that run a model on the GPU (TensorRT, CUDA): their Jetson images build on JetPack.
+GPU_MODULES = {"classifier"}
 MODULE_PLATFORMS = ("amd64", "amd64.debug", "arm64v8", "arm64v8.debug")
 GPU_PLATFORMS = ("amd64.gpu", "amd64.gpu.debug")
 SDK_CHECK = "python3 -m edgevision.engines.tensorrt_engine"
@@ -285,10 +287,11 @@ def test_module_dockerfile_copies_exist_in_the_build_context(dockerfile: Path) -
         assert (SOLUTION / source).exists(), f"COPY {source}: not in the build context iot-edge-solution/"
     is_debug = dockerfile.suffix == ".debug"
     assert ("debugpy" in text) == is_debug, "debugpy belongs in the .debug images only"
-    if "arm64v8" in dockerfile.name:
-        assert parse_dockerfile(dockerfile).stages[0].base.startswith("nvcr.io/nvidia/l4t-"), (
-            "Jetson images use JetPack"
-        )
+    base = parse_dockerfile(dockerfile).stages[0].base
+    if "arm64v8" in dockerfile.name and module in GPU_MODULES:
+        assert base.startswith("nvcr.io/nvidia/l4t-"), "Jetson images of modules that use the GPU build on JetPack"
+    elif "arm64v8" in dockerfile.name:
+        assert base.startswith("python:"), "a module without the GPU builds on the multi-platform python image"
 
 
 def devcontainer_stage_base(stage_name: str) -> str:
@@ -308,7 +311,9 @@ def test_classifier_has_the_amd64_gpu_platform() -> None:
 def gpu_dockerfiles() -> list[Path]:
     """Every module image meant for an NVIDIA GPU: the Jetson ones and the amd64.gpu ones."""
     return sorted(
-        p for p in (SOLUTION / "modules").glob("*/Dockerfile.*") if "arm64v8" in p.name or ".gpu" in p.name
+        p
+        for p in (SOLUTION / "modules").glob("*/Dockerfile.*")
+        if ("arm64v8" in p.name and p.parent.name in GPU_MODULES) or ".gpu" in p.name
     )
 
 

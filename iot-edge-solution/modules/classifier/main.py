@@ -17,6 +17,8 @@ from edgevision.iot import ModuleConnection, ShutdownSignal, connect_module
 from edgevision.manager import ModelManager
 from edgevision.pipeline import ConsoleReporter, Consumer, Pipeline, PipelineOptions, PipelineStats, format_summary
 from edgevision.scoring import ScoringServer, ScoringSettings
+from edgevision.twofactor import TwoFactorSettings
+from edgevision.twofactor.service import request_service_from_settings
 from edgevision.updates import ModelUpdater, ModelUpdateSettings
 from edgevision.vision import BUNDLED_MODELS_FROM_MODULE, load_model_from_settings
 
@@ -26,14 +28,28 @@ EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
 
 
-class ClassifierSettings(ModelUpdateSettings, ScoringSettings, VisionSettings):
+class ClassifierSettings(TwoFactorSettings, ModelUpdateSettings, ScoringSettings, VisionSettings):
     """Everything the classifier reads from its environment. Each flow adds its settings class as a base."""
 
 
-def build_consumers(settings: ClassifierSettings, connection: ModuleConnection, stats: PipelineStats) -> list[Consumer]:
+def build_consumers(
+    settings: ClassifierSettings, connection: ModuleConnection, stats: PipelineStats, manager: ModelManager
+) -> list[Consumer]:
     """The consumers of the running pipeline; each flow appends its own (the camera is opened once)."""
-    del settings, connection  # used by the flows' consumers
-    return [ConsoleReporter(stats)]
+    consumers: list[Consumer] = [ConsoleReporter(stats)]
+    # two-factor requests from the Storage queue (off, with one log line, without MODULE_KEY)
+    def labels() -> tuple[str, ...]:
+        current = manager.current
+        return tuple(current.task.labels) if current else ()
+
+    def model() -> str:
+        current = manager.current
+        return current.ref if current else settings.model_name
+
+    requests = request_service_from_settings(settings, connection, labels, model)
+    if requests is not None:
+        consumers.append(requests)
+    return consumers
 
 
 def build_models(settings: ClassifierSettings, connection: ModuleConnection) -> tuple[ModelManager, ModelUpdater]:
@@ -76,7 +92,7 @@ def build_pipeline(settings: ClassifierSettings, connection: ModuleConnection,
     )
     stats = PipelineStats()
     options = PipelineOptions(every_frame=None if settings.process_every_frame else False)
-    return Pipeline(source, manager, build_consumers(settings, connection, stats), options, stats)
+    return Pipeline(source, manager, build_consumers(settings, connection, stats, manager), options, stats)
 
 
 def main() -> int:

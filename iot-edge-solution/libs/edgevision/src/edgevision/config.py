@@ -130,7 +130,7 @@ class VisionSettings(ModuleSettings):
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: dict[str, Any], secret: frozenset[str] = frozenset()) -> str:
     name = "_".join(str(part) for part in error["loc"]).upper() or "(settings)"
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "missing":
@@ -138,7 +138,8 @@ def _describe(error: dict[str, Any]) -> str:
     if error["type"] == "literal_error":
         message = f"accepted values are {message.removeprefix('Input should be ')}"
     value = error.get("input")
-    shown = f"={value!r}" if isinstance(value, (str, int, float)) else ""
+    # a secret's value (a key, a connection string) never goes into a message
+    shown = f"={value!r}" if isinstance(value, (str, int, float)) and name not in secret else ""
     return f"{name}{shown}: {message}"
 
 
@@ -147,5 +148,8 @@ def load_settings(settings_class: type[SettingsT], **overrides: Any) -> Settings
     try:
         return settings_class(**overrides)
     except ValidationError as e:
-        problems = "; ".join(_describe(err) for err in e.errors())
+        secret = frozenset(
+            name.upper() for name, info in settings_class.model_fields.items() if "SecretStr" in str(info.annotation)
+        )
+        problems = "; ".join(_describe(err, secret) for err in e.errors())
         raise SettingsError(f"invalid configuration: {problems}") from e
