@@ -200,11 +200,17 @@ def test_env_template_documents_every_variable_with_a_comment() -> None:
 
 
 def test_env_template_lists_every_module_setting() -> None:
-    from edgevision.config import VisionSettings  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    from edgevision.alerts import AlertSettings
+    from edgevision.config import VisionSettings
+    from edgevision.detections import DetectionsSettings
+    from edgevision.preview import PreviewSettings
 
     text = (ROOT / ".env_template").read_text(encoding="utf-8")
     listed = set(re.findall(r"^([A-Z_][A-Z0-9_]*)=", text, re.MULTILINE))
-    fields = dict(VisionSettings.model_fields)
+    fields = {}
+    for settings_class in (VisionSettings, DetectionsSettings, PreviewSettings, AlertSettings):
+        fields.update(settings_class.model_fields)
     missing = sorted(name.upper() for name in fields if name.upper() not in listed)
     assert not missing, f".env_template does not document {missing}"
 

@@ -19,6 +19,8 @@ SOLUTION = ROOT / "iot-edge-solution"
 DEVCONTAINER_DOCKERFILE = ROOT / ".devcontainer" / "Dockerfile"
 MODULE_DIRS = sorted(p.parent for p in (SOLUTION / "modules").glob("*/main.py"))
 MODULE_PLATFORMS = ("amd64", "amd64.debug", "arm64v8", "arm64v8.debug")
+# Modules that run a model: on Jetson they build on JetPack (TensorRT, CUDA, GStreamer).
+GPU_MODULES = {"classifier"}
 ALL_DOCKERFILES = [DEVCONTAINER_DOCKERFILE] + sorted((SOLUTION / "modules").glob("*/Dockerfile.*"))
 INSTRUCTIONS = {
     "FROM",
@@ -279,7 +281,9 @@ def test_module_dockerfile_copies_exist_in_the_build_context(dockerfile: Path) -
         assert (SOLUTION / source).exists(), f"COPY {source}: not in the build context iot-edge-solution/"
     is_debug = dockerfile.suffix == ".debug"
     assert ("debugpy" in text) == is_debug, "debugpy belongs in the .debug images only"
-    if "arm64v8" in dockerfile.name:
-        assert parse_dockerfile(dockerfile).stages[0].base.startswith("nvcr.io/nvidia/l4t-"), (
-            "Jetson images use JetPack"
-        )
+    base = parse_dockerfile(dockerfile).stages[0].base
+    if "arm64v8" in dockerfile.name and module in GPU_MODULES:
+        assert base.startswith("nvcr.io/nvidia/l4t-"), "Jetson images of modules that run a model use JetPack"
+    elif "arm64v8" in dockerfile.name:
+        # no model, no GPU: a multi-arch Python image (its arm64 variant runs on Jetson too)
+        assert re.fullmatch(r"python:3\.1[0-2]\.\d+-slim-\w+", base), base

@@ -10,10 +10,12 @@ import sys
 import time
 
 from edgevision.config import SettingsError, VisionSettings, load_settings
+from edgevision.detections import DetectionsOutput, DetectionsSettings
 from edgevision.errors import EdgeVisionError
 from edgevision.frames import SourceOptions, describe_source, open_source
 from edgevision.iot import ModuleConnection, ShutdownSignal, connect_module
 from edgevision.pipeline import ConsoleReporter, Consumer, Pipeline, PipelineOptions, PipelineStats, format_summary
+from edgevision.preview import PreviewServer, PreviewSettings
 from edgevision.vision import build_task_from_settings
 
 log = logging.getLogger("classifier")
@@ -22,14 +24,17 @@ EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
 
 
-class ClassifierSettings(VisionSettings):
+class ClassifierSettings(PreviewSettings, DetectionsSettings, VisionSettings):
     """Everything the classifier reads from its environment. Each flow adds its settings class as a base."""
 
 
 def build_consumers(settings: ClassifierSettings, connection: ModuleConnection, stats: PipelineStats) -> list[Consumer]:
     """The consumers of the running pipeline; each flow appends its own (the camera is opened once)."""
-    del settings, connection  # used by the flows' consumers
-    return [ConsoleReporter(stats)]
+    consumers: list[Consumer] = [ConsoleReporter(stats)]
+    consumers.append(DetectionsOutput(connection, settings))
+    if settings.preview_port:
+        consumers.append(PreviewServer(settings, fps=lambda: stats.fps))
+    return consumers
 
 
 def build_pipeline(settings: ClassifierSettings, connection: ModuleConnection) -> Pipeline:
