@@ -103,8 +103,8 @@ class DetectionsOutput:
 
     @property
     def enabled(self) -> bool:
-        """False when DETECTIONS_MAX_PER_SECOND is 0."""
-        return self.settings.detections_max_per_second > 0
+        """False when DETECTIONS_MAX_PER_SECOND is 0 or there is no edgeHub (the offline connection)."""
+        return self.settings.detections_max_per_second > 0 and self.connection.enabled
 
     @property
     def dropped(self) -> int:
@@ -119,7 +119,8 @@ class DetectionsOutput:
     def start(self) -> None:
         """Start the sender thread."""
         if not self.enabled:
-            log.info("detections output off (DETECTIONS_MAX_PER_SECOND=0)")
+            why = "DETECTIONS_MAX_PER_SECOND=0" if self.connection.enabled else "no edgeHub"
+            log.info("detections output off (%s)", why)
             return
         self._thread = threading.Thread(target=self._send_loop, name="detections-sender", daemon=True)
         self._thread.start()
@@ -146,7 +147,7 @@ class DetectionsOutput:
                 if not (message["detections"] and repeat > 0 and since is not None and since >= repeat):
                     self.counters["unchanged"] += 1
                     return None
-            if since is not None and since < 1.0 / settings.detections_max_per_second:
+            if since is not None and since < 1.0 / settings.detections_max_per_second - 1e-9:
                 self.counters["rate_limited"] += 1
                 return None
             self._last_sent_at = now

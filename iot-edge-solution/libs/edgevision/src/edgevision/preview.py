@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import http.server
 import logging
+import select
 import socket
 import threading
 import time
@@ -57,8 +58,11 @@ class _Server(http.server.ThreadingHTTPServer):
     block_on_close = False
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], preview: PreviewServer, max_connections: int) -> None:
+    def __init__(
+        self, address: tuple[str, int], preview: PreviewServer, max_connections: int, timeout_s: float
+    ) -> None:
         self.preview = preview
+        self.timeout_s = timeout_s
         self.slots = threading.BoundedSemaphore(max_connections)
         self.refused = 0
         super().__init__(address, _Handler)
@@ -92,6 +96,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     sys_version = ""
     protocol_version = "HTTP/1.1"
     timeout = 10.0  # socket timeout: a client that neither sends its request nor reads is dropped
+
+    def setup(self) -> None:
+        self.timeout = self.server.timeout_s
+        super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:  # pylint: disable=redefined-builtin
         log.debug("preview %s: %s", self.address_string(), format % args)
@@ -134,6 +142,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self._send(404, "text/plain; charset=utf-8", b"not found: try /, /stream.mjpg or /snapshot.jpg\n")
 
+    def _peer_gone(self) -> bool:
+        """True when the viewer closed its end (seen while no frame comes, so the viewer count stays right)."""
+        try:
+            ready, _, _ = select.select([self.connection], [], [], 0)
+            return bool(ready) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
     def _stream(self) -> None:
         preview = self.server.preview
         self.send_response(200)
@@ -149,6 +165,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             while not preview.stopping:
                 seen, data = preview.wait_jpeg(seen, 1.0)
                 if data is None:
+                    if self._peer_gone():
+                        return
                     continue
                 try:
                     self.wfile.write(
@@ -172,8 +190,10 @@ class PreviewServer:
         settings: PreviewSettings,
         fps: Callable[[], float] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        timeout_s: float = 10.0,
     ) -> None:
         self.settings = settings
+        self.timeout_s = timeout_s
         self._fps = fps
         self._clock = clock
         self._latest: tuple[Frame, TaskResult] | None = None
@@ -203,7 +223,10 @@ class PreviewServer:
         """Bind and serve on a thread of its own."""
         try:
             self._server = _Server(
-                (self.settings.preview_host, self.settings.preview_port), self, self.settings.preview_max_connections
+                (self.settings.preview_host, self.settings.preview_port),
+                self,
+                self.settings.preview_max_connections,
+                self.timeout_s,
             )
         except OSError as e:
             log.error(
@@ -224,7 +247,10 @@ class PreviewServer:
         if self.viewers == 0:
             return
         now = self._clock()
-        if self._last_encoded_at is not None and now - self._last_encoded_at < 1.0 / self.settings.preview_max_fps:
+        if (
+            self._last_encoded_at is not None
+            and now - self._last_encoded_at < 1.0 / self.settings.preview_max_fps - 1e-9
+        ):
             return
         self._last_encoded_at = now
         self._jpeg.put(self._encode(frame, result))
