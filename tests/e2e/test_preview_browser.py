@@ -50,6 +50,7 @@ def require_part(available: bool, reason: str) -> None:
 
 
 def chromium_paths() -> tuple[str | None, str | None]:
+    """The Chromium binary and its chromedriver on PATH (None when missing)."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     return browser, driver
@@ -79,6 +80,7 @@ def browser() -> Iterator[object]:
 
 
 def free_port() -> int:
+    """A TCP port nobody listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -111,7 +113,7 @@ def classifier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         PREVIEW_MAX_FPS="10",
     )
     log = (folder / "classifier.log").open("wb")
-    process = subprocess.Popen(
+    process = subprocess.Popen(  # pylint: disable=consider-using-with
         [sys.executable, str(CLASSIFIER)],
         env=env,
         stdout=log,  # pylint: disable=consider-using-with
@@ -138,6 +140,7 @@ def classifier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 
 
 def screenshot(element: object) -> np.ndarray:
+    """A screenshot of one page element as a BGR image."""
     png = element.screenshot_as_png  # type: ignore[attr-defined]
     image = cv2.imdecode(np.frombuffer(io.BytesIO(png).getvalue(), np.uint8), cv2.IMREAD_COLOR)
     assert image is not None

@@ -39,12 +39,14 @@ KEEP = ("PATH", "HOME", "LANG", "TMPDIR", "SYSTEMROOT")
 
 
 def free_port() -> int:
+    """A TCP port nobody listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll `condition` until it is truthy (returned) or the timeout passes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
@@ -55,6 +57,7 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 def make_video(path: Path) -> Path:
+    """Write the test video (see the module docstring) to `path`."""
     dog = cv2.imread(str(SOLUTION / "media" / "dog.jpg"))
     cat = cv2.imread(str(SOLUTION / "media" / "chelsea.png"))
     assert dog is not None and cat is not None, "bundled media missing"
@@ -77,7 +80,10 @@ class Webhook:
         events = self.events
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            """Records each POSTed body."""
+
             def do_POST(self) -> None:  # pylint: disable=invalid-name
+                """Record the body and answer."""
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 events.extend(json.loads(body))
                 self.send_response(200)
@@ -91,6 +97,7 @@ class Webhook:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
+        """Stop it."""
         self.server.shutdown()
         self.server.server_close()
 
@@ -118,6 +125,7 @@ class Solution:
         self.upstream: list[dict[str, Any]] = []
 
     def cli(self, *argv: str) -> str:
+        """Run an edgehub-emulator command against this emulator; its stdout."""
         result = subprocess.run(
             [sys.executable, "-m", "edgehub_emulator.cli", *argv, *self.ports],
             capture_output=True,
@@ -129,13 +137,18 @@ class Solution:
         return result.stdout
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+        """Start a process with its output in <name>.log."""
         log = open(self.tmp / f"{name}.log", "ab")  # pylint: disable=consider-using-with
-        self.processes[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        self.processes[name] = subprocess.Popen(  # pylint: disable=consider-using-with
+            argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd
+        )
 
     def log(self, name: str) -> str:
+        """What a process wrote so far."""
         return (self.tmp / f"{name}.log").read_text(encoding="utf-8", errors="replace")
 
     def start_hub(self) -> None:
+        """The emulator with the solution's manifest, and `monitor` following $upstream."""
         self.spawn(
             "emulator",
             [sys.executable, "-m", "edgehub_emulator.cli", "start", "--manifest", str(MANIFEST), *self.ports],
@@ -161,16 +174,19 @@ class Solution:
         threading.Thread(target=follow, daemon=True).start()
 
     def module_env(self, module: str, **settings: str) -> dict[str, str]:
+        """The environment a module gets under the emulator, plus `settings`."""
         env = {k: v for k, v in os.environ.items() if k in KEEP}
         env.update(json.loads(self.cli("env", module, "--format", "json")))
         env.update(PYTHONUNBUFFERED="1", LOG_LEVEL="INFO", **settings)
         return env
 
     def start_module(self, name: str, **settings: str) -> None:
+        """Start a module's main.py from its folder, as edgeAgent (or `up`) would."""
         folder = SOLUTION / "modules" / name
         self.spawn(name, [sys.executable, str(folder / "main.py")], self.module_env(name, **settings), folder)
 
     def start_alert(self) -> None:
+        """The alert module: default rule bicycle >= 0.6 once an hour, the webhook (down at first)."""
         self.start_module(
             "alert",
             ALERT_CLASSES="bicycle",
@@ -185,6 +201,7 @@ class Solution:
         wait_for(lambda: "alert module running" in self.log("alert"), 60, "the alert module")
 
     def stop(self, name: str) -> int:
+        """Stop it."""
         process = self.processes.pop(name)
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -206,17 +223,21 @@ class Solution:
         return found
 
     def last_seq(self) -> int:
+        """The newest $upstream sequence number seen."""
         return max((item["seq"] for item in self.upstream), default=0)
 
     def reported(self) -> dict[str, Any]:
+        """The alert module twin's reported properties."""
         return json.loads(self.cli("twin", "get", DEVICE, "alert"))["properties"]["reported"]
 
     def patch_rules(self, rules: Any) -> None:
+        """Patch the desired `rules` of the alert module."""
         self.cli("twin", "patch", DEVICE, "alert", json.dumps({"rules": rules}))
 
 
 @pytest.fixture(scope="module")
 def solution(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Solution]:
+    """The running solution for the tests of this file."""
     running = Solution(tmp_path_factory.mktemp("vision-alerts"))
     try:
         running.start_hub()

@@ -68,7 +68,7 @@ class _Server(http.server.ThreadingHTTPServer):
         super().__init__(address, _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.slots.acquire(blocking=False):
+        if not self.slots.acquire(blocking=False):  # pylint: disable=consider-using-with
             self.refused += 1
             try:
                 request.settimeout(2.0)
@@ -201,17 +201,15 @@ class PreviewServer:
         self._viewers = 0
         self._viewers_lock = threading.Lock()
         self._last_encoded_at: float | None = None
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._serving: tuple[_Server, threading.Thread] | None = None
         self.stopping = False
-        self.model = "(no result yet)"
         self.counters = {"results": 0, "encoded": 0, "snapshots": 0}
 
     # -- consumer --------------------------------------------------------------------------------------------
     @property
     def port(self) -> int | None:
         """The port it listens on (None while off)."""
-        return None if self._server is None else int(self._server.server_address[1])
+        return None if self._serving is None else int(self._serving[0].server_address[1])
 
     @property
     def viewers(self) -> int:
@@ -222,7 +220,7 @@ class PreviewServer:
     def start(self) -> None:
         """Bind and serve on a thread of its own."""
         try:
-            self._server = _Server(
+            server = _Server(
                 (self.settings.preview_host, self.settings.preview_port),
                 self,
                 self.settings.preview_max_connections,
@@ -233,16 +231,16 @@ class PreviewServer:
                 "preview off: cannot listen on %s:%d: %s", self.settings.preview_host, self.settings.preview_port, e
             )
             return
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.5}, name="preview-http", daemon=True
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="preview-http", daemon=True
         )
-        self._thread.start()
+        self._serving = (server, thread)
+        thread.start()
         log.info("preview on http://localhost:%d/ (stream /stream.mjpg, snapshot /snapshot.jpg)", self.port)
 
     def handle(self, frame: Frame, result: TaskResult) -> None:
         """Keep the newest result; annotate and encode it only while someone watches, at most PREVIEW_MAX_FPS."""
         self._latest = (frame, result)
-        self.model = result.model
         self.counters["results"] += 1
         if self.viewers == 0:
             return
@@ -259,15 +257,20 @@ class PreviewServer:
     def close(self) -> None:
         """Stop serving; open streams end within a second."""
         self.stopping = True
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
+        if self._serving is not None:
+            server, thread = self._serving
+            self._serving = None
+            server.shutdown()
+            server.server_close()
+            thread.join(5)
 
     # -- what the handlers use -------------------------------------------------------------------------------
+    @property
+    def model(self) -> str:
+        """The model of the newest result (`name:version`)."""
+        latest = self._latest
+        return "(no result yet)" if latest is None else latest[1].model
+
     def _encode(self, frame: Frame, result: TaskResult) -> bytes:
         extra = f"{self._fps():.1f} fps" if self._fps else None
         image = annotate(frame.image, result, captured_at=frame.captured_at_iso, extra=extra)

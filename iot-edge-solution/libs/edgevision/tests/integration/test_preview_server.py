@@ -21,6 +21,8 @@ from edgevision.tasks.results import DetectionResult, Prediction
 
 
 class Clock:
+    """A hand-driven monotonic clock."""
+
     def __init__(self) -> None:
         self.now = 100.0
 
@@ -29,6 +31,7 @@ class Clock:
 
 
 def detection(image: np.ndarray) -> DetectionResult:
+    """A detection result for the dog photo: one dog box."""
     return DetectionResult(
         task="detection",
         model="nanodet-m-416:1",
@@ -39,16 +42,19 @@ def detection(image: np.ndarray) -> DetectionResult:
 
 @pytest.fixture
 def dog(media) -> np.ndarray:
+    """The bundled dog photo."""
     return media.image("dog.jpg")
 
 
 def make_preview(clock=time.monotonic, timeout_s: float = 10.0, **settings: object) -> PreviewServer:
+    """A PreviewServer on a free port of 127.0.0.1."""
     values = {"preview_port": 0, "preview_host": "127.0.0.1", "preview_max_fps": 10, **settings}
     return PreviewServer(load_settings(PreviewSettings, **values), fps=lambda: 12.5, clock=clock, timeout_s=timeout_s)
 
 
 @pytest.fixture
 def preview() -> Iterator[PreviewServer]:
+    """A started preview."""
     server = make_preview()
     server.start()
     yield server
@@ -56,6 +62,7 @@ def preview() -> Iterator[PreviewServer]:
 
 
 def get(server: PreviewServer, path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    """One HTTP request: status, headers, body."""
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     try:
         conn.request(method, path)
@@ -66,6 +73,7 @@ def get(server: PreviewServer, path: str, method: str = "GET") -> tuple[int, dic
 
 
 def open_stream(server: PreviewServer) -> socket.socket:
+    """A raw socket that asked for the MJPEG stream."""
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     sock.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
     return sock
@@ -94,6 +102,7 @@ def read_parts(sock: socket.socket, count: int) -> list[bytes]:
 
 
 def wait_for(condition, timeout: float = 10.0) -> None:
+    """Poll `condition` until it is truthy (returned) or the timeout passes."""
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"

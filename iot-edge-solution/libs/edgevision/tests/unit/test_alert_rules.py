@@ -35,6 +35,7 @@ def message(*detections: tuple[str, float], frame: int = 0) -> dict[str, Any]:
 
 
 def rule(cls: str, conf: float = 0.6, cooldown: float = 0, frames: int = 1) -> AlertRule:
+    """An AlertRule from the twin's camelCase fields."""
     return AlertRule.model_validate(
         {"class": cls, "minConfidence": conf, "cooldownSeconds": cooldown, "minConsecutiveFrames": frames}
     )
@@ -71,7 +72,7 @@ def test_bad_rules_documents_are_refused_with_where_and_why(document: Any, error
 
 def test_alert_when_a_class_reaches_its_confidence() -> None:
     engine = RulesEngine((rule("person", 0.6),))
-    assert engine.evaluate(message(("person", 0.59))) == []
+    assert not engine.evaluate(message(("person", 0.59)))
     alerts = engine.evaluate(message(("person", 0.6), ("person", 0.8), ("dog", 0.99), frame=7))
     assert [(a.class_name, a.confidence, a.frame_index) for a in alerts] == [("person", 0.8, 7)]
     body = alerts[0].body("edge-device", "alert", now=0.0)
@@ -100,9 +101,9 @@ def test_consecutive_frames_must_hold_the_class_without_a_gap() -> None:
 
 def test_a_frame_below_the_confidence_breaks_the_streak() -> None:
     engine = RulesEngine((rule("person", 0.6, frames=2),))
-    assert engine.evaluate(message(("person", 0.7))) == []
-    assert engine.evaluate(message(("person", 0.4))) == []
-    assert engine.evaluate(message(("person", 0.7))) == []
+    assert not engine.evaluate(message(("person", 0.7)))
+    assert not engine.evaluate(message(("person", 0.4)))
+    assert not engine.evaluate(message(("person", 0.7)))
     assert len(engine.evaluate(message(("person", 0.7)))) == 1
 
 
@@ -120,9 +121,9 @@ def test_cooldown_holds_back_alerts_of_the_same_class_only() -> None:
 
 def test_new_rules_apply_at_once_and_restart_streaks() -> None:
     engine = RulesEngine((rule("person", 0.5, frames=2),))
-    assert engine.evaluate(message(("person", 0.9))) == []
+    assert not engine.evaluate(message(("person", 0.9)))
     engine.set_rules((rule("person", 0.5, frames=2), rule("dog", 0.3)))
-    assert engine.evaluate(message(("person", 0.9))) == []  # streak restarted with the new rules
+    assert not engine.evaluate(message(("person", 0.9)))  # streak restarted with the new rules
     assert [a.class_name for a in engine.evaluate(message(("person", 0.9), ("dog", 0.4)))] == ["person", "dog"]
 
 

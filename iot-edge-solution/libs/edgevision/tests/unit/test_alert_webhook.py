@@ -27,7 +27,10 @@ class Endpoint:
         endpoint = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            """Records each POSTed body."""
+
             def do_POST(self) -> None:  # pylint: disable=invalid-name
+                """Record the body and answer."""
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
                 if endpoint.status == 200:
@@ -46,21 +49,25 @@ class Endpoint:
         self.thread.start()
 
     def url(self, query: str = "") -> str:
+        """The endpoint's URL with an optional query."""
         return f"http://127.0.0.1:{self.port}/hooks/alert{query}"
 
     def stop(self) -> None:
+        """Stop it."""
         self.server.shutdown()
         self.server.server_close()
 
 
 @pytest.fixture
 def endpoint() -> Iterator[Endpoint]:
+    """A running local endpoint."""
     server = Endpoint()
     yield server
     server.stop()
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 10) -> Any:
+    """Poll `condition` until it is truthy (returned) or the timeout passes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
@@ -71,6 +78,7 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10) -> Any:
 
 
 def event(n: int) -> dict[str, Any]:
+    """An Event Grid event around alert number `n`."""
     return make_event(
         {"class": "person", "confidence": 0.9, "time": "2026-12-01T21:00:00.000Z", "n": n}, "edge-device", "alert"
     )

@@ -16,6 +16,8 @@ IMAGE = np.zeros((4, 4, 3), np.uint8)
 
 
 class Clock:
+    """A hand-driven monotonic clock."""
+
     def __init__(self) -> None:
         self.now = 50.0
 
@@ -30,10 +32,12 @@ class OnlineOffline(OfflineModuleConnection):
 
 
 def frame(index: int) -> Frame:
+    """A frame with a fixed capture time."""
     return Frame(IMAGE, index, 0.0, "test", captured_at=1764622800.25)
 
 
 def result(*predictions: tuple[str, float, float]) -> DetectionResult:
+    """A detection result with (label, confidence, box x) predictions."""
     return DetectionResult(
         task="detection",
         model="nanodet-m-416:1",
@@ -43,6 +47,7 @@ def result(*predictions: tuple[str, float, float]) -> DetectionResult:
 
 
 def output(clock: Clock, **settings: float) -> DetectionsOutput:
+    """A detections output with a hand-driven clock."""
     values = {
         "detections_max_per_second": 5,
         "detections_min_confidence": 0.3,

@@ -107,9 +107,8 @@ class AlertService:
     ) -> None:
         self.settings = settings
         self.connection = connection
-        self.device, self.module = identity
-        self.defaults = settings.default_rules()
-        self.engine = RulesEngine(self.defaults, **({"clock": clock} if clock else {}))
+        self.identity = identity
+        self.engine = RulesEngine(settings.default_rules(), **({"clock": clock} if clock else {}))
         self.rules_source = "environment"
         self.rules_error: str | None = None
         self.webhook: WebhookSender | None = None
@@ -135,7 +134,7 @@ class AlertService:
 
     def start(self) -> None:
         """Start the webhook sender and the periodic counts report."""
-        log.info("alert rules from the environment: %s", [r.to_twin() for r in self.defaults])
+        log.info("alert rules from the environment: %s", [r.to_twin() for r in self.settings.default_rules()])
         if self.webhook is not None:
             self.webhook.start()
         self._reporter = threading.Thread(target=self._report_loop, name="alert-report", daemon=True)
@@ -164,9 +163,9 @@ class AlertService:
         if "rules" not in desired:
             if not complete:
                 return  # a patch of something else
-            rules, source = self.defaults, "environment"
+            rules, source = self.settings.default_rules(), "environment"
         elif desired["rules"] is None:
-            rules, source = self.defaults, "environment"
+            rules, source = self.settings.default_rules(), "environment"
         else:
             try:
                 rules, source = parse_rules(desired["rules"]), "twin"
@@ -228,7 +227,7 @@ class AlertService:
 
     def raise_alert(self, alert: Alert) -> None:
         """Send one alert upstream and to the webhook."""
-        body = alert.body(self.device, self.module)
+        body = alert.body(*self.identity)
         properties = {"alertClass": alert.class_name, "confidence": f"{alert.confidence:.4f}"}
         log.info(
             "alert: %s %.2f (model %s, frame %s)", alert.class_name, alert.confidence, alert.model, alert.frame_time
@@ -242,4 +241,4 @@ class AlertService:
                 self.counters["alerts_not_sent"] += 1
             log.warning("alert not sent upstream: %s", e)
         if self.webhook is not None:
-            self.webhook.enqueue(make_event(body, self.device, self.module))
+            self.webhook.enqueue(make_event(body, *self.identity))
