@@ -196,7 +196,8 @@ class PreviewServer:
         self.timeout_s = timeout_s
         self._fps = fps
         self._clock = clock
-        self._latest: tuple[Frame, TaskResult] | None = None
+        # the newest (frame, result, its snapshot JPEG once a snapshot request encoded it)
+        self._latest: list[Any] | None = None
         self._jpeg: LatestValue[bytes] = LatestValue()
         self._viewers = 0
         self._viewers_lock = threading.Lock()
@@ -240,7 +241,7 @@ class PreviewServer:
 
     def handle(self, frame: Frame, result: TaskResult) -> None:
         """Keep the newest result; annotate and encode it only while someone watches, at most PREVIEW_MAX_FPS."""
-        self._latest = (frame, result)
+        self._latest = [frame, result, None]
         self.counters["results"] += 1
         if self.viewers == 0:
             return
@@ -289,12 +290,14 @@ class PreviewServer:
         return self._jpeg.wait_newer(seen, timeout)
 
     def snapshot(self) -> bytes | None:
-        """The newest result, annotated and encoded now; None before the first result."""
+        """The newest result, annotated and encoded (once per result, however many ask); None before the first."""
         latest = self._latest
         if latest is None:
             return None
-        self.counters["snapshots"] += 1
-        return self._encode(*latest)
+        if latest[2] is None:
+            self.counters["snapshots"] += 1
+            latest[2] = self._encode(latest[0], latest[1])
+        return latest[2]
 
     def page(self) -> str:
         """The HTML page: the stream, with the model named."""

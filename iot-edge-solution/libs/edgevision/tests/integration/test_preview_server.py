@@ -129,6 +129,15 @@ def test_snapshot_is_the_annotated_newest_frame(preview: PreviewServer, dog: np.
     assert np.abs(image[100, 700].astype(int) - dog[100, 700].astype(int)).sum() < 60
 
 
+def test_snapshots_encode_each_result_once_however_many_ask(preview: PreviewServer, dog: np.ndarray) -> None:
+    preview.handle(Frame(dog, 0, 0.0, "t"), detection(dog))
+    first = [get(preview, "/snapshot.jpg")[2] for _ in range(3)]
+    assert preview.counters["snapshots"] == 1 and first[0] == first[1] == first[2]
+    preview.handle(Frame(dog[:, ::-1].copy(), 1, 0.0, "t"), detection(dog))
+    assert get(preview, "/snapshot.jpg")[2] != first[0]
+    assert preview.counters["snapshots"] == 2
+
+
 def test_encodes_only_while_watched_and_at_most_max_fps(dog: np.ndarray) -> None:
     clock = Clock()
     server = make_preview(clock, preview_max_fps=5)
