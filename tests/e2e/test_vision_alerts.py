@@ -366,3 +366,27 @@ def test_webhook_alerts_queued_while_it_was_down_arrive_after_a_restart(solution
         wait_for(lambda: not list(solution.queue_dir.glob("*.json")), 10, "an empty queue")
     finally:
         webhook.stop()
+
+
+def last_frame(log: str) -> int:
+    """The index in the classifier's last `frame N |` line."""
+    lines = [line for line in log.splitlines() if line.startswith("frame ")]
+    return int(lines[-1].split()[1]) if lines else -1
+
+
+def test_with_edgehub_away_detections_are_dropped_and_counted_and_inference_keeps_its_pace(
+    solution: Solution,
+) -> None:
+    solution.stop("monitor")
+    assert solution.stop("emulator") == 0
+    before = last_frame(solution.log("classifier"))
+    time.sleep(6)
+    after = last_frame(solution.log("classifier"))
+    assert after - before >= 40, f"inference slowed while edgeHub was away: {after - before} frames in 6 s"
+    assert solution.stop("classifier") == 0
+    summary = next(line for line in solution.log("classifier").splitlines() if "detections output: {" in line)
+    counters = json.loads(summary.split("detections output: ", 1)[1].replace("'", '"'))
+    # the SDK refuses sends while it cannot connect (send_failed), or they wait and the bounded queue drops the
+    # oldest (dropped): either way counted, never piled up
+    assert counters["dropped"] + counters["send_failed"] >= 20, counters
+    assert counters["queued"] <= 16
