@@ -102,7 +102,10 @@ def test_classifier_env_create_options_and_routes(kind: str) -> None:
     if kind == "debug":
         assert "5678/tcp" in host["PortBindings"]
     texts = [route_text(r) for r in routes(manifest).values()]
-    assert "FROM /messages/modules/classifier/outputs/detections INTO $upstream" in texts
+    assert (
+        'FROM /messages/modules/classifier/outputs/detections INTO BrokeredEndpoint("/modules/alert/inputs/detections")'
+        in texts
+    )
     desired = manifest["modulesContent"]["classifier"]["properties.desired"]
     assert desired["model"] == {"name": "$MODEL_NAME", "version": "$MODEL_VERSION"}
 
@@ -143,6 +146,9 @@ def test_debug_template_differs_only_in_images_debug_ports_and_log_level() -> No
         assert spec["settings"]["createOptions"].get("HostConfig", {}).get("Devices") == other["settings"][
             "createOptions"
         ].get("HostConfig", {}).get("Devices")
+        assert spec["settings"]["createOptions"].get("HostConfig", {}).get("Mounts") == other["settings"][
+            "createOptions"
+        ].get("HostConfig", {}).get("Mounts")
     for name in MODULE_NAMES:
         assert release["modulesContent"][name] == debug["modulesContent"][name]
 
@@ -202,7 +208,7 @@ def test_iotedgedev_genconfig_expands_both_templates(  # pylint: disable=too-man
             suffix = f"{platform}.debug" if kind == "debug" else platform
             assert spec["settings"]["image"] == f"{registry}/{module}:{version}-{suffix}"
             options = json.loads(spec["settings"]["createOptions"])
-            if module == "classifier":  # the module that needs the GPU runtime on a Jetson
+            if module == "classifier":  # the module that needs the GPU runtime on Jetson and GPU hosts
                 assert options["HostConfig"]["Runtime"] == env_template_values()["DOCKER_RUNTIME"]
         assert modules["classifier"]["env"]["CAMERA_PATH"]["value"] == env_template_values()["CAMERA_PATH"]
         assert agent(generated)["runtime"]["settings"]["registryCredentials"]["registry"]["address"] == registry
@@ -239,3 +245,20 @@ def test_default_camera_path_resolves_locally_and_in_the_image(module: str) -> N
         workdirs = re.findall(r"^WORKDIR (\S+)$", dockerfile.read_text(encoding="utf-8"), flags=re.MULTILINE)
         assert workdirs[-1] == f"/app/modules/{module}", dockerfile.name
         assert os.path.normpath(os.path.join(workdirs[-1], camera)) == "/app/media/demo.mp4"
+
+
+@pytest.mark.parametrize("kind", TEMPLATES)
+def test_alert_module_env_routes_and_queue_volume(kind: str) -> None:
+    manifest = load(kind)
+    alert = agent(manifest)["modules"]["alert"]
+    assert {"ALERT_CLASSES", "ALERT_MIN_CONFIDENCE", "ALERT_COOLDOWN_SECONDS", "ALERT_WEBHOOK_URL"} <= set(alert["env"])
+    assert alert["env"]["ALERT_WEBHOOK_URL"]["value"] == "$ALERT_WEBHOOK_URL"
+    mounts = alert["settings"]["createOptions"]["HostConfig"]["Mounts"]
+    assert {"Type": "volume", "Source": "alert-queue", "Target": "/app/alert-queue"} in mounts
+    for dockerfile in (SOLUTION / "modules" / "alert").glob("Dockerfile.*"):
+        assert "ALERT_QUEUE_DIR=/app/alert-queue" in dockerfile.read_text(encoding="utf-8"), dockerfile.name
+    texts = {route_text(r) for r in routes(manifest).values()}
+    assert "FROM /messages/modules/alert/outputs/alerts INTO $upstream" in texts
+    # detections stay on the device: only alerts go to IoT Hub
+    assert "FROM /messages/modules/classifier/outputs/detections INTO $upstream" not in texts
+    assert manifest["modulesContent"]["alert"]["properties.desired"] == {}

@@ -201,12 +201,17 @@ def test_env_template_documents_every_variable_with_a_comment() -> None:
 
 def test_env_template_lists_every_module_setting() -> None:
     # pylint: disable=import-outside-toplevel
+    from edgevision.alerts import AlertSettings
     from edgevision.config import VisionSettings
+    from edgevision.detections import DetectionsSettings
+    from edgevision.preview import PreviewSettings
     from edgevision.twofactor import AuthRequestSettings
 
     text = (ROOT / ".env_template").read_text(encoding="utf-8")
     listed = set(re.findall(r"^([A-Z_][A-Z0-9_]*)=", text, re.MULTILINE))
-    fields = {**VisionSettings.model_fields, **AuthRequestSettings.model_fields}
+    fields = {}
+    for settings_class in (VisionSettings, AuthRequestSettings, DetectionsSettings, PreviewSettings, AlertSettings):
+        fields.update(settings_class.model_fields)
     missing = sorted(name.upper() for name in fields if name.upper() not in listed)
     assert not missing, f".env_template does not document {missing}"
 

@@ -11,11 +11,13 @@ import time
 from pathlib import Path
 
 from edgevision.config import SettingsError, VisionSettings, load_settings
+from edgevision.detections import DetectionsOutput, DetectionsSettings
 from edgevision.errors import EdgeVisionError
 from edgevision.frames import SourceOptions, describe_source, open_source
 from edgevision.iot import ModuleConnection, ShutdownSignal, connect_module
 from edgevision.manager import ModelManager
 from edgevision.pipeline import ConsoleReporter, Consumer, Pipeline, PipelineOptions, PipelineStats, format_summary
+from edgevision.preview import PreviewServer, PreviewSettings
 from edgevision.scoring import ScoringServer, ScoringSettings
 from edgevision.twofactor import TwoFactorSettings
 from edgevision.twofactor.service import request_service_from_settings
@@ -28,7 +30,9 @@ EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
 
 
-class ClassifierSettings(TwoFactorSettings, ModelUpdateSettings, ScoringSettings, VisionSettings):
+class ClassifierSettings(
+    TwoFactorSettings, ModelUpdateSettings, ScoringSettings, PreviewSettings, DetectionsSettings, VisionSettings
+):
     """Everything the classifier reads from its environment. Each flow adds its settings class as a base."""
 
 
@@ -49,6 +53,9 @@ def build_consumers(
     requests = request_service_from_settings(settings, connection, labels, model)
     if requests is not None:
         consumers.append(requests)
+    consumers.append(DetectionsOutput(connection, settings))
+    if settings.preview_port:
+        consumers.append(PreviewServer(settings, fps=lambda: stats.fps))
     return consumers
 
 

@@ -1,0 +1,326 @@
+"""The live preview on PREVIEW_PORT (5012): `GET /` a page with the annotated stream, `GET /stream.mjpg` the MJPEG
+stream, `GET /snapshot.jpg` the newest annotated frame.
+
+It never slows inference: the consumer only keeps a reference to the newest result; frames are annotated and
+encoded only while someone watches, at most PREVIEW_MAX_FPS, on the consumer's own thread; each viewer follows the
+newest JPEG with `LatestValue.wait_newer`, so a slow viewer skips frames instead of holding anyone back. The server
+is small and hardened: a cap on connections (503 beyond it), socket timeouts, GET and HEAD only."""
+
+from __future__ import annotations
+
+import html
+import http.server
+import logging
+import select
+import socket
+import threading
+import time
+from typing import Any, Callable
+
+from pydantic import Field
+
+from edgevision.annotate import annotate, encode_jpeg
+from edgevision.config import ModuleSettings
+from edgevision.frames import Frame
+from edgevision.pipeline.latest import LatestValue
+from edgevision.tasks.results import TaskResult
+
+log = logging.getLogger(__name__)
+
+BOUNDARY = "edgevisionframe"
+
+
+class PreviewSettings(ModuleSettings):
+    """Settings of the live preview."""
+
+    preview_port: int = Field(5012, ge=0, le=65535, description="PREVIEW_PORT: the preview's HTTP port; 0: off.")
+    preview_host: str = Field("0.0.0.0", min_length=1, description="PREVIEW_HOST: address the preview listens on.")
+    preview_max_fps: float = Field(
+        10.0, gt=0, le=60, description="PREVIEW_MAX_FPS: most frames a second the preview encodes."
+    )
+    preview_max_connections: int = Field(
+        8, ge=1, le=256, description="PREVIEW_MAX_CONNECTIONS: open preview connections before it answers 503."
+    )
+    preview_jpeg_quality: int = Field(80, ge=1, le=100, description="PREVIEW_JPEG_QUALITY: JPEG quality, 1..100.")
+
+
+def _busy_response() -> bytes:
+    body = b"too many preview connections; try again later\n"
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nRetry-After: 5\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+    def __init__(
+        self, address: tuple[str, int], preview: PreviewServer, max_connections: int, timeout_s: float
+    ) -> None:
+        self.preview = preview
+        self.timeout_s = timeout_s
+        self.slots = threading.BoundedSemaphore(max_connections)
+        self.refused = 0
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):  # pylint: disable=consider-using-with
+            self.refused += 1
+            try:
+                request.settimeout(2.0)
+                request.sendall(_busy_response())
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: _Server
+    server_version = "edgevision-preview"
+    sys_version = ""
+    protocol_version = "HTTP/1.1"
+    timeout = 10.0  # socket timeout: a client that neither sends its request nor reads is dropped
+
+    def setup(self) -> None:
+        self.timeout = self.server.timeout_s
+        super().setup()
+
+    def log_message(self, format: str, *args: Any) -> None:  # pylint: disable=redefined-builtin
+        log.debug("preview %s: %s", self.address_string(), format % args)
+
+    def _send(self, status: int, content_type: str, body: bytes, extra: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_HEAD(self) -> None:  # pylint: disable=invalid-name
+        """As GET, without the body (the stream answers its headers only)."""
+        self.do_GET()
+
+    def do_GET(self) -> None:  # pylint: disable=invalid-name
+        """The page, the stream or a snapshot."""
+        preview = self.server.preview
+        path = self.path.split("?", 1)[0]
+        if path == "/":
+            self._send(
+                200,
+                "text/html; charset=utf-8",
+                preview.page().encode("utf-8"),
+                {"Content-Security-Policy": "default-src 'self'; style-src 'unsafe-inline'"},
+            )
+        elif path == "/snapshot.jpg":
+            data = preview.snapshot()
+            if data is None:
+                self._send(503, "text/plain; charset=utf-8", b"no frame yet\n", {"Retry-After": "1"})
+            else:
+                self._send(200, "image/jpeg", data)
+        elif path == "/stream.mjpg":
+            self._stream()
+        else:
+            self._send(404, "text/plain; charset=utf-8", b"not found: try /, /stream.mjpg or /snapshot.jpg\n")
+
+    def _peer_gone(self) -> bool:
+        """True when the viewer closed its end (seen while no frame comes, so the viewer count stays right)."""
+        try:
+            ready, _, _ = select.select([self.connection], [], [], 0)
+            return bool(ready) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def _stream(self) -> None:
+        preview = self.server.preview
+        self.send_response(200)
+        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        if self.command == "HEAD":
+            return
+        with preview.watching():
+            seen = 0
+            while not preview.stopping:
+                seen, data = preview.wait_jpeg(seen, 1.0)
+                if data is None:
+                    if self._peer_gone():
+                        return
+                    continue
+                try:
+                    self.wfile.write(
+                        f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+                        + data
+                        + b"\r\n"
+                    )
+                    self.wfile.flush()
+                except (OSError, socket.timeout):
+                    return  # viewer gone, or too slow to read for `timeout` s
+
+
+class PreviewServer:
+    """A pipeline consumer serving the live preview; `start` binds the port (a port in use logs an error and
+    leaves the preview off: inference goes on)."""
+
+    name = "preview"
+
+    def __init__(
+        self,
+        settings: PreviewSettings,
+        fps: Callable[[], float] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.settings = settings
+        self.timeout_s = timeout_s
+        self._fps = fps
+        self._clock = clock
+        # the newest (frame, result, its snapshot JPEG once a snapshot request encoded it)
+        self._latest: list[Any] | None = None
+        self._jpeg: LatestValue[bytes] = LatestValue()
+        self._viewers = 0
+        self._viewers_lock = threading.Lock()
+        self._last_encoded_at: float | None = None
+        self._serving: tuple[_Server, threading.Thread] | None = None
+        self.stopping = False
+        self.counters = {"results": 0, "encoded": 0, "snapshots": 0}
+
+    # -- consumer --------------------------------------------------------------------------------------------
+    @property
+    def port(self) -> int | None:
+        """The port it listens on (None while off)."""
+        return None if self._serving is None else int(self._serving[0].server_address[1])
+
+    @property
+    def viewers(self) -> int:
+        """Streams open now."""
+        with self._viewers_lock:
+            return self._viewers
+
+    def start(self) -> None:
+        """Bind and serve on a thread of its own."""
+        try:
+            server = _Server(
+                (self.settings.preview_host, self.settings.preview_port),
+                self,
+                self.settings.preview_max_connections,
+                self.timeout_s,
+            )
+        except OSError as e:
+            log.error(
+                "preview off: cannot listen on %s:%d: %s", self.settings.preview_host, self.settings.preview_port, e
+            )
+            return
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="preview-http", daemon=True
+        )
+        self._serving = (server, thread)
+        thread.start()
+        log.info("preview on http://localhost:%d/ (stream /stream.mjpg, snapshot /snapshot.jpg)", self.port)
+
+    def handle(self, frame: Frame, result: TaskResult) -> None:
+        """Keep the newest result; annotate and encode it only while someone watches, at most PREVIEW_MAX_FPS."""
+        self._latest = [frame, result, None]
+        self.counters["results"] += 1
+        if self.viewers == 0:
+            return
+        now = self._clock()
+        if (
+            self._last_encoded_at is not None
+            and now - self._last_encoded_at < 1.0 / self.settings.preview_max_fps - 1e-9
+        ):
+            return
+        self._last_encoded_at = now
+        self._jpeg.put(self._encode(frame, result))
+        self.counters["encoded"] += 1
+
+    def close(self) -> None:
+        """Stop serving; open streams end within a second."""
+        self.stopping = True
+        if self._serving is not None:
+            server, thread = self._serving
+            self._serving = None
+            server.shutdown()
+            server.server_close()
+            thread.join(5)
+
+    # -- what the handlers use -------------------------------------------------------------------------------
+    @property
+    def model(self) -> str:
+        """The model of the newest result (`name:version`)."""
+        latest = self._latest
+        return "(no result yet)" if latest is None else latest[1].model
+
+    def _encode(self, frame: Frame, result: TaskResult) -> bytes:
+        extra = f"{self._fps():.1f} fps" if self._fps else None
+        image = annotate(frame.image, result, captured_at=frame.captured_at_iso, extra=extra)
+        return encode_jpeg(image, self.settings.preview_jpeg_quality)
+
+    def watching(self) -> _Watch:
+        """Context manager counting one open stream."""
+        return _Watch(self)
+
+    def _add_viewer(self, delta: int) -> None:
+        with self._viewers_lock:
+            self._viewers += delta
+
+    def wait_jpeg(self, seen: int, timeout: float) -> tuple[int, bytes | None]:
+        """The newest encoded frame after sequence number `seen`, waiting up to `timeout` s."""
+        return self._jpeg.wait_newer(seen, timeout)
+
+    def snapshot(self) -> bytes | None:
+        """The newest result, annotated and encoded (once per result, however many ask); None before the first."""
+        latest = self._latest
+        if latest is None:
+            return None
+        if latest[2] is None:
+            self.counters["snapshots"] += 1
+            latest[2] = self._encode(latest[0], latest[1])
+        return latest[2]
+
+    def page(self) -> str:
+        """The HTML page: the stream, with the model named."""
+        model = html.escape(self.model)
+        return (
+            '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>Preview - {model}</title>"
+            "<style>body{margin:0;background:#111;color:#eee;font:14px sans-serif}"
+            "header{padding:8px 12px}img{display:block;max-width:100%;margin:0 auto}</style></head>"
+            f'<body><header>Live preview &middot; model <b id="model">{model}</b> &middot; '
+            f"at most {self.settings.preview_max_fps:g} fps &middot; "
+            '<a href="/snapshot.jpg" style="color:#8cf">snapshot</a></header>'
+            '<img id="stream" src="/stream.mjpg" alt="live annotated stream"></body></html>\n'
+        )
+
+
+class _Watch:
+    def __init__(self, preview: PreviewServer) -> None:
+        self.preview = preview
+
+    def __enter__(self) -> None:
+        self.preview._add_viewer(1)  # pylint: disable=protected-access
+
+    def __exit__(self, *exc: object) -> None:
+        self.preview._add_viewer(-1)  # pylint: disable=protected-access
