@@ -30,7 +30,7 @@ EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
 
 
-class ClassifierSettings(
+class ClassifierSettings(  # pylint: disable=too-many-ancestors  # one base per flow, by design
     TwoFactorSettings, ModelUpdateSettings, ScoringSettings, PreviewSettings, DetectionsSettings, VisionSettings
 ):
     """Everything the classifier reads from its environment. Each flow adds its settings class as a base."""
