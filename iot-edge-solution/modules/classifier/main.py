@@ -124,6 +124,7 @@ def main() -> int:
         pipeline.start()
         scoring = start_scoring(settings, manager, pipeline.stats)
         connection.start()
+        updater.report_active()
     except EdgeVisionError as e:
         log.error("cannot start: %s", e)
         pipeline.close()

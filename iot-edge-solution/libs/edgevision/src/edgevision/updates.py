@@ -337,7 +337,13 @@ class ModelUpdater:
             "status": status,
             "error": error,
             "updatedAt": _now(),
+            # the backend actually running it (after any TensorRT fallback), its version, device and precision
+            "engine": current.task.engine.describe() if current else None,
         }
+
+    def report_active(self) -> None:
+        """Report the model in service and its engine (at start, once the module reaches its twin)."""
+        self._report_status("active")
 
     def _report_status(self, status: str) -> None:
         self._report({"model": self._model_report(status, None)})

@@ -291,6 +291,7 @@ def test_1_a_good_package_becomes_active_and_is_reported(
     )
     assert model["status"] == "active" and model.get("error") is None  # null removes a reported key
     assert (model["name"], model["version"]) == ("efficientnet-lite0", "2")
+    assert model["engine"]["backend"] == "onnxruntime"  # the backend actually running it
     assert reported(registry)["LatestAIModelFileName"] == "efficientnet-v2.zip"
     answer = module.score(SQUIRREL)
     assert answer["model_version"] == "2" and answer["predictions"][0]["label"].startswith("v2-")
@@ -374,7 +375,7 @@ def _package(case: str, tmp_path: Path) -> tuple[bytes, dict[str, str | None]]: 
         ("missing model.json", "validating: the package holds no model.json"),
         ("invalid model.json", "is not valid JSON"),
         ("model file does not match", "is corrupt or was replaced"),
-        ("model fails to load", "ONNX Runtime cannot load"),
+        ("model fails to load", "loading: cannot "),
         ("not a zip", "unpacking: the package is not a valid zip archive"),
         ("unreachable", "downloading: cannot reach http://127.0.0.1:"),
         ("missing blob", "downloading: http://127.0.0.1:"),
