@@ -10,8 +10,10 @@ NPM_STAMP := node_modules/.setup-done
 SOLUTION := iot-edge-solution
 LIB := $(SOLUTION)/libs/edgevision
 EMULATOR := tools/edgehub-emulator
+FRONTEND := $(SOLUTION)/frontend
 MODULE_REQS := $(wildcard $(SOLUTION)/modules/*/requirements.txt)
-SETUP_INPUTS := requirements-dev.txt $(LIB)/pyproject.toml $(MODULE_REQS) $(wildcard $(EMULATOR)/pyproject.toml)
+SETUP_INPUTS := requirements-dev.txt $(LIB)/pyproject.toml $(MODULE_REQS) $(wildcard $(EMULATOR)/pyproject.toml) \
+	$(FRONTEND)/pyproject.toml
 
 # Local defaults for `make run`; override on the command line, e.g. `make run CAMERA_PATH=/dev/video0`.
 CAMERA_PATH ?= $(SOLUTION)/media/demo.mp4
@@ -19,7 +21,7 @@ MODEL_NAME ?= efficientnet-lite0
 MODEL_REPOSITORY ?= $(SOLUTION)/models
 USE_TENSOR_RT ?= False
 
-PY_SOURCES := $(LIB)/src $(LIB)/tests $(SOLUTION)/modules tools bench tests
+PY_SOURCES := $(LIB)/src $(LIB)/tests $(SOLUTION)/modules $(FRONTEND)/src $(FRONTEND)/tests tools bench tests
 
 # iotedgedev (deployment manifests, module images) pins old dependencies: it gets its own environment.
 IOTEDGEDEV_VENV ?= .venv-iotedgedev
@@ -66,7 +68,7 @@ $(STAMP): $(SETUP_INPUTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -r requirements-dev.txt -e "$(LIB)[dev]" $(addprefix -r ,$(MODULE_REQS)) \
-		$(if $(wildcard $(EMULATOR)/pyproject.toml),-e "$(EMULATOR)")
+		$(if $(wildcard $(EMULATOR)/pyproject.toml),-e "$(EMULATOR)") -e "$(FRONTEND)[dev]"
 	@touch $@
 
 run: setup
