@@ -7,7 +7,8 @@ variables). It answers `ProcessRequest` as the real module does (200 `{requestId
 field), and writes what the classifier would into Azurite through the real azure-storage-blob SDK:
 
 - a class listed in STANDIN_VISIBLE_OBJECTS (comma-separated) is "seen" after STANDIN_DELAY_SECONDS:
-  `{requestId}/imageWithDetection.jpg` (the file STANDIN_IMAGE) then `{requestId}/result.json` with `found`;
+  `{requestId}/imageWithDetection.jpg` (the photo STANDIN_IMAGE as a JPEG) then `{requestId}/result.json` with
+  `found`;
 - a class the model cannot output (not in FRONTEND_LABELS_FILE / the bundled labels): `rejected` at once;
 - any other class: `expired` at the request's expiry.
 
@@ -27,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import cv2
 from azure.core.exceptions import ResourceExistsError
 from azure.iot.device import IoTHubModuleClient, MethodRequest, MethodResponse
 from azure.storage.blob import BlobServiceClient, ContentSettings
@@ -52,7 +54,10 @@ class StandInDevice:
             pass
         self.visible = {normalize(n) for n in os.environ.get("STANDIN_VISIBLE_OBJECTS", "").split(",") if n.strip()}
         self.delay = float(os.environ.get("STANDIN_DELAY_SECONDS", "1"))
-        self.image = Path(os.environ["STANDIN_IMAGE"]).read_bytes()
+        photo = cv2.imread(os.environ["STANDIN_IMAGE"])
+        if photo is None:
+            raise SystemExit(f"STANDIN_IMAGE={os.environ['STANDIN_IMAGE']!r} is not a readable image")
+        self.image = cv2.imencode(".jpg", photo)[1].tobytes()
         self.catalog = ObjectCatalog.from_file(Path(os.environ.get("FRONTEND_LABELS_FILE", str(BUNDLED_LABELS))))
         self.pending: set[str] = set()
         self.lock = threading.Lock()

@@ -113,6 +113,7 @@ class HubGateway:
             connect_timeout_in_seconds=0,
         )
         target = f"{self.device_id}/{self.module_id}"
+        logger.info("invoking %s on %s for request %s", METHOD_NAME, target, request_id)
         try:
             # one client per call: the SDK's HTTP session is not shared between the app's worker threads
             registry = IoTHubRegistryManager.from_connection_string(self._connection_string)

@@ -133,7 +133,7 @@ def standin_device(hub: Hub, azurite: Azurite, tmp_path: Path) -> Iterator[Calla
             "STORAGE_CONNECTION_STRING": azurite.connection_string,
             "STANDIN_VISIBLE_OBJECTS": visible,
             "STANDIN_DELAY_SECONDS": str(delay),
-            "STANDIN_IMAGE": str(MEDIA / "dog.jpg"),
+            "STANDIN_IMAGE": str(MEDIA / "coffee.png"),
         }
         device = StandIn(env, tmp_path / f"standin-{len(started)}.log")
         started.append(device)
