@@ -50,6 +50,8 @@ help:
 	@echo "make emulator  the local IoT Hub / edgeHub emulator for deployment.template.json (Ctrl-C stops it)"
 	@echo "make emulator-up   the emulator and every module of deployment.template.json as local processes"
 	@echo "make emulator-env [MODULE=classifier]  write .vscode/MODULE.env: what a module needs to reach the emulator"
+	@echo "make frontend  the sign-in web front-end against the local emulator and Azurite (prints the demo user)"
+	@echo "make frontend-env  write .vscode/frontend.env: the emulator's service connection string and CA"
 	@echo "make iotedgedev-setup  iotedgedev in its own environment, $(IOTEDGEDEV_VENV)"
 	@echo "make genconfig [PLATFORM=amd64|arm64v8]  expand both deployment templates into iot-edge-solution/config/"
 
@@ -117,3 +119,21 @@ emulator-env: setup
 	@mkdir -p .vscode
 	$(VENV)/bin/edgehub-emulator env $(MODULE) --state $(EMULATOR_STATE) > .vscode/$(MODULE).env
 	@echo "wrote .vscode/$(MODULE).env"
+
+# The sign-in web front-end (iot-edge-solution/frontend) against the local emulator and Azurite: `make emulator-up`
+# in another terminal runs the hub, Azurite and the device's modules. .env (if any) first, then the emulator's
+# service connection string and CA (the same for every module; read from authrequest's environment).
+FRONTEND_SERVICE_ENV = $(VENV)/bin/edgehub-emulator env authrequest --state $(EMULATOR_STATE)
+FRONTEND_SERVICE_VARS = (IOTHUB_CONNECTION_STRING|REQUESTS_CA_BUNDLE)=
+
+.PHONY: frontend frontend-env
+frontend: setup
+	@set -a; if [ -f .env ]; then . ./.env; fi; set +a; \
+	eval "$$($(FRONTEND_SERVICE_ENV) --format shell | grep -E '^export $(FRONTEND_SERVICE_VARS)')"; \
+	$(VENV)/bin/frontend users ensure-demo && exec $(VENV)/bin/frontend serve
+
+# Holds the service key: .vscode/*.env is git-ignored. Used by the launch configuration "frontend: debug".
+frontend-env: setup
+	@mkdir -p .vscode
+	$(FRONTEND_SERVICE_ENV) | grep -E '^$(FRONTEND_SERVICE_VARS)' > .vscode/frontend.env
+	@echo "wrote .vscode/frontend.env"

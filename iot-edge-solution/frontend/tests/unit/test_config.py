@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,22 @@ def test_store_settings_need_no_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     monkeypatch.delenv("IOTHUB_CONNECTION_STRING", raising=False)
     monkeypatch.setenv("FRONTEND_DATABASE", str(tmp_path / "x.sqlite3"))
     assert load_settings(StoreSettings).frontend_database == tmp_path / "x.sqlite3"
+
+
+def test_env_template_documents_every_setting() -> None:
+    template = BUNDLED_LABELS.parents[4] / ".env_template"
+    listed = set(re.findall(r"^([A-Z_][A-Z0-9_]*)=", template.read_text(encoding="utf-8"), re.MULTILINE))
+    missing = sorted(name.upper() for name in FrontendSettings.model_fields if name.upper() not in listed)
+    assert not missing, f".env_template does not document {missing}"
+
+
+def test_env_template_values_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The documented defaults load as they are (empty values mean the default)."""
+    template = BUNDLED_LABELS.parents[4] / ".env_template"
+    for name, value in re.findall(
+        r"^(FRONTEND_[A-Z_]+|RESULT_CONTAINER)=(.*)$", template.read_text(encoding="utf-8"), re.MULTILINE
+    ):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("IOTHUB_CONNECTION_STRING", "HostName=h;SharedAccessKeyName=s;SharedAccessKey=k")
+    settings = load_settings(FrontendSettings)
+    assert settings.frontend_labels_file == BUNDLED_LABELS and settings.frontend_port == 8000
