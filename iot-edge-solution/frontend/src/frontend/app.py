@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from argon2 import PasswordHasher
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -84,8 +85,10 @@ def create_app(
     settings: FrontendSettings,
     gateway: Gateway | None = None,
     results: Results | None = None,
+    hasher: PasswordHasher | None = None,
 ) -> Starlette:
-    """The app for `settings`; `gateway` and `results` default to IoT Hub and Azure Storage from the settings."""
+    """The app for `settings`; `gateway` and `results` default to IoT Hub and Azure Storage from the settings,
+    `hasher` to argon2id with the library's default cost."""
     secret = settings.frontend_secret_key
     if not secret:
         logger.warning("FRONTEND_SECRET_KEY is not set: a random key signs sessions until the app stops")
@@ -93,7 +96,7 @@ def create_app(
     database = settings.frontend_database
     services = Services(
         settings=settings,
-        users=UserStore(database, ObjectCatalog.from_file(settings.frontend_labels_file)),
+        users=UserStore(database, ObjectCatalog.from_file(settings.frontend_labels_file), hasher),
         guard=LoginGuard(
             database,
             settings.frontend_max_failures,

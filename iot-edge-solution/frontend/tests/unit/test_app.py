@@ -11,6 +11,7 @@ import time
 from typing import Any, Callable
 
 import pytest
+from argon2 import PasswordHasher
 from starlette.testclient import TestClient
 
 from frontend.app import create_app
@@ -75,7 +76,9 @@ class Harness:
     def __init__(self, settings: FrontendSettings) -> None:
         self.gateway = RecordingGateway()
         self.results = MemoryResults()
-        self.app = create_app(settings, gateway=self.gateway, results=self.results)
+        # low-cost argon2 parameters keep the tests quick; the algorithm and the code paths are the same
+        hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+        self.app = create_app(settings, gateway=self.gateway, results=self.results, hasher=hasher)
         self.app.state.services.users.add("alice", PASSWORD, "coffee mug", 80)
 
     def client(self) -> TestClient:

@@ -65,7 +65,8 @@ def test_store_settings_need_no_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 def test_env_template_documents_every_setting() -> None:
     template = BUNDLED_LABELS.parents[4] / ".env_template"
     listed = set(re.findall(r"^([A-Z_][A-Z0-9_]*)=", template.read_text(encoding="utf-8"), re.MULTILINE))
-    missing = sorted(name.upper() for name in FrontendSettings.model_fields if name.upper() not in listed)
+    fields = dict(FrontendSettings.model_fields)
+    missing = sorted(name.upper() for name in fields if name.upper() not in listed)
     assert not missing, f".env_template does not document {missing}"
 
 
