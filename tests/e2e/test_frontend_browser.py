@@ -46,9 +46,9 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-# The object the device sees (the stand-in reports it found; for the real classifier it must be in the demo
-# video) and one it never sees.
-SEEN_OBJECT = os.environ.get("FRONTEND_E2E_SEEN_OBJECT", "coffee mug")
+# The object the device sees (the stand-in reports it found, with coffee.png as the image; the real classifier
+# sees it in the demo video, made from coffee.png and chelsea.png) and one it never sees.
+SEEN_OBJECT = os.environ.get("FRONTEND_E2E_SEEN_OBJECT", "espresso")
 UNSEEN_OBJECT = "banana"
 REQUEST_SECONDS = 20
 PASSWORD = {"alice": "alice's long password", "bob": "bob's long password"}

@@ -13,6 +13,7 @@ field), and writes what the classifier would into Azurite through the real azure
 - any other class: `expired` at the request's expiry.
 
 It does no recognition at all: it only lets the front-end be tested against real IoT Hub and Storage protocols.
+STANDIN_SILENT=1 plays a device that receives methods but never answers them (IoT Hub then answers 504).
 Prints `STANDIN_READY` once connected; SIGTERM stops it.
 """
 
@@ -128,7 +129,12 @@ def main() -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
+    silent = os.environ.get("STANDIN_SILENT") == "1"
+
     def handler(request: MethodRequest) -> None:
+        if silent:
+            print(f"STANDIN_SILENT {request.name}", flush=True)
+            return
         status, payload = device.on_method(request)
         client.send_method_response(MethodResponse.create_from_method_request(request, status, payload))
 

@@ -255,7 +255,7 @@ class Handlers:
         """The second factor's state for this session; reads the result blob while it is pending."""
         data = session.data
         if session.stage == Stage.SIGNED_IN:
-            return {"state": "found", "message": "Signed in.", "image": f"/images/{data['request_id']}"}
+            return self._found(user, data["request_id"])
         if "outcome" in data:
             return dict(data["outcome"])
         seconds_left = max(0, math.ceil(data["expires_at"] - time.time()))
@@ -290,7 +290,15 @@ class Handlers:
         }
         self.s.sessions.save(session)
         logger.info("user %s passed the second factor", user.name)
-        return {"state": "found", "message": "Signed in.", "image": f"/images/{data['request_id']}"}
+        return self._found(user, data["request_id"])
+
+    @staticmethod
+    def _found(user: User, request_id: str) -> dict[str, Any]:
+        return {
+            "state": "found",
+            "message": f"Your {user.object} was recognised: you are signed in.",
+            "image": f"/images/{request_id}",
+        }
 
     def _finish(self, session: Session, state: str, message: str) -> dict[str, Any]:
         session.data["outcome"] = {"state": state, "message": message}

@@ -17,7 +17,8 @@ from frontend.users import DEFAULT_THRESHOLD, UserStore
 logger = logging.getLogger(__name__)
 
 DEMO_NAME = "demo"
-DEMO_OBJECT = "coffee mug"
+# what the demo video (iot-edge-solution/media/demo.mp4, made from coffee.png and chelsea.png) shows
+DEMO_OBJECT = "espresso"
 
 
 def _store() -> UserStore:

@@ -123,16 +123,18 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
 
 @pytest.fixture
 def standin_device(hub: Hub, azurite: Azurite, tmp_path: Path) -> Iterator[Callable[..., StandIn]]:
-    """Starts the stand-in device: `standin_device(visible="coffee mug", delay=1)`; stops it after the test."""
+    """Starts the stand-in device: `standin_device(visible="coffee mug", delay=1, silent=False)`; stops it after
+    the test."""
     started: list[StandIn] = []
 
-    def start(visible: str = "coffee mug", delay: float = 1.0) -> StandIn:
+    def start(visible: str = "coffee mug", delay: float = 1.0, silent: bool = False) -> StandIn:
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("IOTEDGE_", "EdgeHub", "EdgeModule"))},
             **hub.env("authrequest"),
             "STORAGE_CONNECTION_STRING": azurite.connection_string,
             "STANDIN_VISIBLE_OBJECTS": visible,
             "STANDIN_DELAY_SECONDS": str(delay),
+            "STANDIN_SILENT": "1" if silent else "0",
             "STANDIN_IMAGE": str(MEDIA / "coffee.png"),
         }
         device = StandIn(env, tmp_path / f"standin-{len(started)}.log")

@@ -22,6 +22,7 @@ from frontend.config import DEFAULT_CONTAINER, FrontendSettings
 from frontend.errors import (
     DeviceOfflineError,
     DeviceRefusedError,
+    DeviceTimeoutError,
     HubUnavailableError,
     MalformedResultError,
     StorageUnavailableError,
@@ -67,6 +68,14 @@ def test_device_offline_is_a_clear_error(hub: Any) -> None:
     """The authrequest identity exists but nothing is connected: IoT Hub answers 404."""
     with pytest.raises(DeviceOfflineError, match="The camera device is offline"):
         gateway_for(hub).request(str(uuid.uuid4()), "coffee mug", 70, 30)
+
+
+def test_device_that_does_not_answer_is_a_timeout(hub: Any, standin_device: Callable[..., Any]) -> None:
+    """Connected but silent: IoT Hub gives up after the method's response timeout and answers 504."""
+    device = standin_device(silent=True)
+    with pytest.raises(DeviceTimeoutError, match="did not answer in time"):
+        gateway_for(hub, timeout=5).request(str(uuid.uuid4()), "coffee mug", 70, 30)
+    assert "STANDIN_SILENT ProcessRequest" in device.output()
 
 
 def test_unknown_module_is_offline_too(hub: Any) -> None:

@@ -195,7 +195,11 @@ def test_found_signs_in_and_only_this_session_sees_the_image(harness: Harness) -
     harness.results.found(request_id)
     before = client.cookies[COOKIE_NAME]
     status = client.get("/verify/status").json()
-    assert status == {"state": "found", "message": "Signed in.", "image": f"/images/{request_id}"}
+    assert status == {
+        "state": "found",
+        "message": "Your coffee mug was recognised: you are signed in.",
+        "image": f"/images/{request_id}",
+    }
     assert client.cookies[COOKIE_NAME] != before  # a new session id with the new privilege
     image = client.get(f"/images/{request_id}")
     assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"

@@ -84,8 +84,8 @@ def test_ensure_demo_creates_then_resets(tmp_path: Path) -> None:
     first = run(tmp_path, "users", "ensure-demo")
     assert first.returncode == 0, first.stderr
     values = dict(line.split("=", 1) for line in first.stdout.splitlines())
-    assert (values["DEMO_USER"], values["DEMO_OBJECT"], values["DEMO_THRESHOLD"]) == ("demo", "coffee mug", "70")
+    assert (values["DEMO_USER"], values["DEMO_OBJECT"], values["DEMO_THRESHOLD"]) == ("demo", "espresso", "70")
     assert len(values["DEMO_PASSWORD"]) >= 12
     second = dict(line.split("=", 1) for line in run(tmp_path, "users", "ensure-demo").stdout.splitlines())
     assert second["DEMO_PASSWORD"] != values["DEMO_PASSWORD"]
-    assert run(tmp_path, "users", "list").stdout == "demo\tcoffee mug\t70\n"
+    assert run(tmp_path, "users", "list").stdout == "demo\tespresso\t70\n"

@@ -9,6 +9,7 @@
   const retryForm = document.getElementById("retry-form");
   const captured = document.getElementById("captured");
   const image = document.getElementById("captured-image");
+  const cancel = document.getElementById("cancel-form");
   const FINAL = ["found", "expired", "rejected", "failed", "signed-out"];
   let secondsLeft = parseInt(section.dataset.secondsLeft, 10);
   let deadline = Number.isNaN(secondsLeft) ? null : Date.now() + secondsLeft * 1000;
@@ -29,6 +30,7 @@
     if (status.state === "found") {
       image.src = status.image;
       captured.hidden = false;
+      cancel.hidden = true;  // the session is signed in now, under a new id: sign out from the account page
     }
     if (status.state === "signed-out") { window.location.assign("/login"); }
     done = FINAL.includes(status.state);
