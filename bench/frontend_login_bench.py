@@ -2,8 +2,9 @@
 
 Figures: time to refuse a wrong password of an enrolled user against time to refuse an unknown user (the two must
 not be told apart by timing), at the user store and through the web app's `POST /login` (in-process ASGI), with
-argon2id at its default cost; samples interleaved so that machine load hits both alike. Also the time to accept
-the right password (user store). Usage: python bench/frontend_login_bench.py [--samples N]
+argon2id at its default cost; samples interleaved, in a shuffled order per round, so that machine load hits both
+alike. Also the time to accept the right password (user store).
+Usage: python bench/frontend_login_bench.py [--samples N]
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import random
 import re
 import statistics
 import sys
@@ -76,7 +78,8 @@ def _login_app(folder: str, hasher: PasswordHasher) -> tuple[Callable[[str, str]
 
 
 def _measure(samples: int, hasher: PasswordHasher) -> dict[str, list[float]]:
-    """Interleaved samples of each case; the first two rounds warm up and are dropped."""
+    """Interleaved samples of each case in a shuffled order per round; the first two rounds warm up and are
+    dropped."""
     times: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as folder:
         authenticate, post = _login_app(folder, hasher)
@@ -87,8 +90,12 @@ def _measure(samples: int, hasher: PasswordHasher) -> dict[str, list[float]]:
             "http_wrong": lambda: post("alice"),
             "http_unknown": lambda: post("mallory"),
         }
+        order = random.Random(1)
         for i in range(samples + 2):
-            for name, action in cases.items():
+            names = list(cases)
+            order.shuffle(names)  # no case always runs right after another (memory, caches)
+            for name in names:
+                action = cases[name]
                 elapsed = _timed(action)
                 if i >= 2:
                     times.setdefault(name, []).append(elapsed)

@@ -117,12 +117,18 @@ class HubGateway:
         try:
             # one client per call: the SDK's HTTP session is not shared between the app's worker threads
             registry = IoTHubRegistryManager.from_connection_string(self._connection_string)
+        except (ValueError, KeyError, TypeError) as e:
+            raise HubUnavailableError("IOTHUB_CONNECTION_STRING is not a valid IoT Hub connection string.") from e
+        try:
             answer = registry.invoke_device_module_method(self.device_id, self.module_id, method)
         except HttpOperationError as e:
             raise _hub_error(e, target) from e
         except (ClientException, ValueError, OSError) as e:
             logger.warning("IoT Hub cannot be reached for %s: %s", target, type(e).__name__)
             raise HubUnavailableError("IoT Hub cannot be reached right now. Try again in a moment.") from e
+        finally:
+            # the service client also holds an AMQP sender (for cloud-to-device messages) that this never opens
+            registry.amqp_svc_client.disconnect_sync()
         return _ticket(answer.status, answer.payload, request_id, expires_in, target)
 
 

@@ -90,7 +90,7 @@ def test_unknown_module_is_offline_too(hub: Any) -> None:
         (lambda cs: re.sub(r"SharedAccessKey=[^;]+", "SharedAccessKey=d3Jvbmcga2V5IHdyb25nIGtleQ==", cs),
          HubUnavailableError, "not allowed to call IoT Hub"),
         (lambda cs: re.sub(r"HostName=[^;]+", "HostName=127.0.0.1:1", cs), HubUnavailableError, "cannot be reached"),
-        (lambda cs: "not a connection string", HubUnavailableError, "cannot be reached"),
+        (lambda cs: "not a connection string", HubUnavailableError, "not a valid IoT Hub connection string"),
     ],
 )  # fmt: skip
 def test_hub_problems_are_clear_errors(
