@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -35,6 +36,7 @@ SOLUTION = REPO / "iot-edge-solution"
 STANDIN_DEVICE = SOLUTION / "frontend" / "tests" / "standin_device.py"
 REAL_AUTHREQUEST = SOLUTION / "modules" / "authrequest" / "main.py"
 OUTPUT = REPO / "test-output" / "frontend-browser"
+ENV_TEMPLATE = REPO / ".env_template"
 BIN = Path(sys.executable).parent
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = [
@@ -147,7 +149,10 @@ class Device:
             "STANDIN_IMAGE": str(SOLUTION / "media" / "coffee.png"),
             "STANDIN_DELAY_SECONDS": "1",
         }
-        self.env_file.write_text("".join(f"{k}={v}\n" for k, v in settings.items()), encoding="utf-8")
+        # the documented defaults (every $VARIABLE the solution's manifest names), then this test's values
+        values = dict(re.findall(r"^([A-Z_][A-Z0-9_]*)=(.*)$", ENV_TEMPLATE.read_text(encoding="utf-8"), re.MULTILINE))
+        values.update(settings)
+        self.env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()), encoding="utf-8")
         if self.real:
             self.manifest = SOLUTION / "deployment.template.json"
         else:
@@ -171,8 +176,11 @@ class Device:
         wait_for(lambda: "REQUESTS_CA_BUNDLE=" in self.output() or self.process.poll() is not None, 60, "hub up")
         assert self.process.poll() is None, self.err.read_text(encoding="utf-8")
         # a payload with no fields: the module answers 400 once it is connected (IoT Hub answers 404 before)
-        wait_for(lambda: self.cli("invoke", "edge-device", "authrequest", "ProcessRequest", "--payload", "{}")
-                 .returncode == 0, 120, "authrequest connected")  # fmt: skip
+        try:
+            wait_for(lambda: self.cli("invoke", "edge-device", "authrequest", "ProcessRequest", "--payload", "{}")
+                     .returncode == 0, 120, "authrequest connected")  # fmt: skip
+        except AssertionError as e:
+            raise AssertionError(f"{e}; what the modules printed:\n{self.output()[-4000:]}") from e
 
     def cli(self, *argv: str) -> subprocess.CompletedProcess[str]:
         """Another emulator command against this hub."""

@@ -48,7 +48,7 @@ class StandInDevice:
 
     def __init__(self) -> None:
         service = BlobServiceClient.from_connection_string(os.environ["STORAGE_CONNECTION_STRING"])
-        self.container = service.get_container_client(os.environ.get("RESULT_CONTAINER", DEFAULT_CONTAINER))
+        self.container = service.get_container_client(os.environ.get("RESULT_CONTAINER") or DEFAULT_CONTAINER)
         try:
             self.container.create_container()
         except ResourceExistsError:
@@ -59,7 +59,7 @@ class StandInDevice:
         if photo is None:
             raise SystemExit(f"STANDIN_IMAGE={os.environ['STANDIN_IMAGE']!r} is not a readable image")
         self.image = cv2.imencode(".jpg", photo)[1].tobytes()
-        self.catalog = ObjectCatalog.from_file(Path(os.environ.get("FRONTEND_LABELS_FILE", str(BUNDLED_LABELS))))
+        self.catalog = ObjectCatalog.from_file(Path(os.environ.get("FRONTEND_LABELS_FILE") or BUNDLED_LABELS))
         self.pending: set[str] = set()
         self.lock = threading.Lock()
 
