@@ -25,8 +25,10 @@ endif
 SOLUTION := iot-edge-solution
 LIB := $(SOLUTION)/libs/edgevision
 EMULATOR := tools/edgehub-emulator
+FRONTEND := $(SOLUTION)/frontend
 MODULE_REQS := $(wildcard $(SOLUTION)/modules/*/requirements.txt)
-SETUP_INPUTS := requirements-dev.txt $(LIB)/pyproject.toml $(MODULE_REQS) $(wildcard $(EMULATOR)/pyproject.toml)
+SETUP_INPUTS := requirements-dev.txt $(LIB)/pyproject.toml $(MODULE_REQS) $(wildcard $(EMULATOR)/pyproject.toml) \
+	$(FRONTEND)/pyproject.toml
 
 # Local defaults for `make run`; override on the command line, e.g. `make run CAMERA_PATH=/dev/video0`.
 CAMERA_PATH ?= $(SOLUTION)/media/demo.mp4
@@ -34,7 +36,7 @@ MODEL_NAME ?= efficientnet-lite0
 MODEL_REPOSITORY ?= $(SOLUTION)/models
 USE_TENSOR_RT ?= False
 
-PY_SOURCES := $(LIB)/src $(LIB)/tests $(SOLUTION)/modules tools bench tests
+PY_SOURCES := $(LIB)/src $(LIB)/tests $(SOLUTION)/modules $(FRONTEND)/src $(FRONTEND)/tests tools bench tests
 
 # iotedgedev (deployment manifests, module images) pins old dependencies: it gets its own environment.
 IOTEDGEDEV_VENV ?= .venv-iotedgedev
@@ -68,6 +70,8 @@ help:
 	@echo "make emulator  the local IoT Hub / edgeHub emulator for deployment.template.json (Ctrl-C stops it)"
 	@echo "make emulator-up   the emulator, Azurite and every module of deployment.template.json as local processes"
 	@echo "make emulator-env [MODULE=classifier]  write .vscode/MODULE.env: what a module needs to reach the emulator"
+	@echo "make frontend  the sign-in web front-end against the local emulator and Azurite (prints the demo user)"
+	@echo "make frontend-env  write .vscode/frontend.env: the emulator's service connection string and CA"
 	@echo "make iotedgedev-setup  iotedgedev in its own environment, $(IOTEDGEDEV_VENV)"
 	@echo "make genconfig [PLATFORM=amd64|amd64.gpu|arm64v8]  expand both deployment templates into iot-edge-solution/config/"
 
@@ -94,7 +98,7 @@ $(STAMP): $(SETUP_INPUTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -r requirements-dev.txt -e "$(LIB)[dev]" $(addprefix -r ,$(MODULE_REQS)) \
-		$(if $(wildcard $(EMULATOR)/pyproject.toml),-e "$(EMULATOR)")
+		$(if $(wildcard $(EMULATOR)/pyproject.toml),-e "$(EMULATOR)") -e "$(FRONTEND)[dev]"
 	@echo "$(PYTHON_ID)" > $@
 
 run: setup
@@ -162,3 +166,21 @@ emulator-env: setup
 		--manifest $(SOLUTION)/deployment.template.json > .vscode/$(MODULE).env.tmp
 	@mv .vscode/$(MODULE).env.tmp .vscode/$(MODULE).env
 	@echo "wrote .vscode/$(MODULE).env"
+
+# The sign-in web front-end (iot-edge-solution/frontend) against the local emulator and Azurite: `make emulator-up`
+# in another terminal runs the hub, Azurite and the device's modules. .env (if any) first, then the emulator's
+# service connection string and CA (the same for every module; read from authrequest's environment).
+FRONTEND_SERVICE_ENV = $(VENV)/bin/edgehub-emulator env authrequest --state $(EMULATOR_STATE)
+FRONTEND_SERVICE_VARS = (IOTHUB_CONNECTION_STRING|REQUESTS_CA_BUNDLE)=
+
+.PHONY: frontend frontend-env
+frontend: setup
+	@set -a; if [ -f .env ]; then . ./.env; fi; set +a; \
+	eval "$$($(FRONTEND_SERVICE_ENV) --format shell | grep -E '^export $(FRONTEND_SERVICE_VARS)')"; \
+	$(VENV)/bin/frontend users ensure-demo && exec $(VENV)/bin/frontend serve
+
+# Holds the service key: .vscode/*.env is git-ignored. Used by the launch configuration "frontend: debug".
+frontend-env: setup
+	@mkdir -p .vscode
+	$(FRONTEND_SERVICE_ENV) | grep -E '^$(FRONTEND_SERVICE_VARS)' > .vscode/frontend.env
+	@echo "wrote .vscode/frontend.env"
