@@ -36,7 +36,7 @@ MODEL_NAME ?= efficientnet-lite0
 MODEL_REPOSITORY ?= $(SOLUTION)/models
 USE_TENSOR_RT ?= False
 
-PY_SOURCES := $(LIB)/src $(LIB)/tests $(SOLUTION)/modules $(FRONTEND)/src $(FRONTEND)/tests tools bench tests
+PY_SOURCES := $(LIB)/src $(LIB)/tests $(SOLUTION)/modules $(FRONTEND)/src $(FRONTEND)/tests tools bench tests conftest.py
 
 # iotedgedev (deployment manifests, module images) pins old dependencies: it gets its own environment.
 IOTEDGEDEV_VENV ?= .venv-iotedgedev

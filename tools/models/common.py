@@ -40,9 +40,7 @@ def log(message: str) -> None:
     print(f"[models] {message}", file=sys.stderr, flush=True)
 
 
-def run(
-    cmd: list[str], cwd: Path | None = None, capture: bool = False, env: dict[str, str] | None = None
-) -> str:
+def run(cmd: list[str], cwd: Path | None = None, capture: bool = False, env: dict[str, str] | None = None) -> str:
     """Runs a command, failing loudly; returns its stdout when `capture` is set.
 
     `env` entries are added to the current environment.
@@ -125,9 +123,7 @@ def extract_from_deb(package: tuple[str, str], member: str) -> Path:
     target = dest / member.lstrip("/")
     if not target.exists():
         with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as proc:
-            run_tar = subprocess.run(
-                ["tar", "x", "-C", str(dest), "." + member], stdin=proc.stdout, check=False
-            )
+            run_tar = subprocess.run(["tar", "x", "-C", str(dest), "." + member], stdin=proc.stdout, check=False)
         if proc.returncode != 0 or run_tar.returncode != 0 or not target.exists():
             raise RuntimeError(f"{member} not found in {deb.name}")
     return target
@@ -240,9 +236,7 @@ def write_model_folder(
     manifest["sha256"] = sha256_file(folder / manifest["file"])
     write_json(folder / "model.json", manifest)
     title = f"{name} version {version}"
-    (folder / "NOTICE").write_text(
-        notice_text(title, notice_body, folder, files + ["model.json"]), encoding="utf-8"
-    )
+    (folder / "NOTICE").write_text(notice_text(title, notice_body, folder, files + ["model.json"]), encoding="utf-8")
     return folder
 
 

@@ -37,9 +37,7 @@ class BundledModel:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.manifest = json.loads((folder / "model.json").read_text(encoding="utf-8"))
-        self.session = ort.InferenceSession(
-            str(folder / self.manifest["file"]), providers=["CPUExecutionProvider"]
-        )
+        self.session = ort.InferenceSession(str(folder / self.manifest["file"]), providers=["CPUExecutionProvider"])
         labels = self.manifest.get("labels")
         self.labels = (folder / labels).read_text(encoding="utf-8").splitlines() if labels else []
 
@@ -53,9 +51,7 @@ class BundledModel:
             top = (image.shape[0] - crop) // 2
             left = (image.shape[1] - crop) // 2
             image = image[top : top + crop, left : left + crop]
-        tensor = (image.astype(np.float32) - np.array(spec["mean"], np.float32)) / np.array(
-            spec["std"], np.float32
-        )
+        tensor = (image.astype(np.float32) - np.array(spec["mean"], np.float32)) / np.array(spec["std"], np.float32)
         if spec["layout"] == "NCHW":
             tensor = tensor.transpose(2, 0, 1)
         return np.ascontiguousarray(tensor[np.newaxis])
@@ -145,9 +141,7 @@ def detect_nanodet(model: BundledModel, bgr: np.ndarray) -> list[Detection]:
     for cls in np.unique(classes[best >= post["score_threshold"]]):
         picked = np.where((classes == cls) & (best >= post["score_threshold"]))[0]
         rects = [[float(x1), float(y1), float(x2 - x1), float(y2 - y1)] for x1, y1, x2, y2 in boxes[picked]]
-        keep = cv2.dnn.NMSBoxes(
-            rects, best[picked].tolist(), post["score_threshold"], post["nms_iou_threshold"]
-        )
+        keep = cv2.dnn.NMSBoxes(rects, best[picked].tolist(), post["score_threshold"], post["nms_iou_threshold"])
         for k in np.array(keep).reshape(-1):
             i = picked[k]
             found.append(Detection(model.labels[cls], float(best[i]), tuple(float(v) for v in boxes[i])))

@@ -41,6 +41,7 @@ def build_consumers(
 ) -> list[Consumer]:
     """The consumers of the running pipeline; each flow appends its own (the camera is opened once)."""
     consumers: list[Consumer] = [ConsoleReporter(stats)]
+
     # two-factor requests from the Storage queue (off, with one log line, without MODULE_KEY)
     def labels() -> tuple[str, ...]:
         current = manager.current
@@ -84,8 +85,9 @@ def start_scoring(settings: ClassifierSettings, manager: ModelManager, stats: Pi
     return server
 
 
-def build_pipeline(settings: ClassifierSettings, connection: ModuleConnection,
-                   manager: ModelManager | None = None) -> Pipeline:
+def build_pipeline(
+    settings: ClassifierSettings, connection: ModuleConnection, manager: ModelManager | None = None
+) -> Pipeline:
     """Model manager, engine and frame source from the settings, wired to the consumers."""
     if manager is None:
         manager, _ = build_models(settings, connection)

@@ -90,8 +90,9 @@ def pytest_runtest_makereport(
     return report
 
 
-def copy_model_version(target_root: Path, version: str, label_prefix: str = "", name: str = "efficientnet-lite0",
-                       source_version: str = "1") -> Path:
+def copy_model_version(
+    target_root: Path, version: str, label_prefix: str = "", name: str = "efficientnet-lite0", source_version: str = "1"
+) -> Path:
     """A new version of a bundled model under `target_root/<name>/<version>`: the same real model file, the
     manifest's version changed and each label prefixed with `label_prefix` (so results show which version ran)."""
     target = target_root / name / version

@@ -27,8 +27,14 @@ def module_env(**overrides: str) -> dict[str, str]:
 
 def run_module(timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
     """Run the module to its end."""
-    return subprocess.run([sys.executable, str(MODULE)], env=module_env(**env), capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, str(MODULE)],
+        env=module_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +63,9 @@ def test_prints_top_result_and_fps_per_frame_then_a_summary(short_video: Path) -
 
 def test_sigterm_stops_cleanly_with_a_summary(short_video: Path) -> None:
     env = module_env(CAMERA_PATH=str(short_video), LOOP_VIDEO="True")
-    with subprocess.Popen([sys.executable, str(MODULE)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, env=env) as process:
+    with subprocess.Popen(
+        [sys.executable, str(MODULE)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as process:
         try:
             deadline = time.monotonic() + 120
             assert process.stdout is not None
@@ -95,8 +102,7 @@ def test_bad_configuration_fails_start_up_clearly(env: dict[str, str], fragments
 
 
 def test_tensorrt_fallback_runs_on_onnxruntime(short_video: Path) -> None:
-    completed = run_module(CAMERA_PATH=str(short_video), LOOP_VIDEO="0", USE_TENSOR_RT="true",
-                           TENSORRT_FALLBACK="1")
+    completed = run_module(CAMERA_PATH=str(short_video), LOOP_VIDEO="0", USE_TENSOR_RT="true", TENSORRT_FALLBACK="1")
     assert completed.returncode == 0, completed.stderr
     assert "onnxruntime" in completed.stderr
     assert "processed 8 frames" in completed.stdout

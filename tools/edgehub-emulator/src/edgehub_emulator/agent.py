@@ -54,8 +54,9 @@ def find_env_file(manifest_path: Path) -> Path | None:
             candidate = folder / name
             if candidate.is_file():
                 if name == ".env_template":
-                    logger.warning("no .env found; module settings come from %s (copy it to .env to change them)",
-                                   candidate)
+                    logger.warning(
+                        "no .env found; module settings come from %s (copy it to .env to change them)", candidate
+                    )
                 return candidate
     return None
 
@@ -174,9 +175,7 @@ class LocalEdgeAgent:
             bufsize=1,
             start_new_session=os.name == "posix",
         )
-        reader = threading.Thread(
-            target=self._pump, args=(module.spec.name, module.process.stdout), daemon=True
-        )
+        reader = threading.Thread(target=self._pump, args=(module.spec.name, module.process.stdout), daemon=True)
         reader.start()
         module.readers = [reader]
         logger.info("module %s started (pid %d)", module.spec.name, module.process.pid)

@@ -45,9 +45,7 @@ class ClientSession:
         self.inflight: dict[int, int] = {}  # packet id -> queue seq
         self.closed = False
         self.keepalive = 0
-        self._base = f"devices/{identity.device_id}" + (
-            f"/modules/{identity.module_id}" if identity.module_id else ""
-        )
+        self._base = f"devices/{identity.device_id}" + (f"/modules/{identity.module_id}" if identity.module_id else "")
 
     def close(self) -> None:
         """Close the connection (another connection of the same identity replaced it)."""
@@ -101,9 +99,7 @@ class ClientSession:
                     self.subscriptions.append(topic_filter)
                 codes.append(min(qos, 1))
             else:
-                logger.warning(
-                    "%s may not subscribe to %r (another identity's topic)", self.client_id, topic_filter
-                )
+                logger.warning("%s may not subscribe to %r (another identity's topic)", self.client_id, topic_filter)
                 codes.append(mqtt.SUBACK_FAILURE)
         self.hub.store.put_subscriptions(self.client_id, self.subscriptions)
         self.hub.subscribed(self)
@@ -180,13 +176,9 @@ class MqttServer:
             while not session.closed:
                 timeout = keepalive * 1.5 if keepalive else None
                 try:
-                    kind, flags, body = await asyncio.wait_for(
-                        mqtt.read_packet(reader, self.max_remaining), timeout
-                    )
+                    kind, flags, body = await asyncio.wait_for(mqtt.read_packet(reader, self.max_remaining), timeout)
                 except asyncio.TimeoutError:
-                    logger.warning(
-                        "%s sent nothing for 1.5 x keepalive (%s s): closing", session.client_id, keepalive
-                    )
+                    logger.warning("%s sent nothing for 1.5 x keepalive (%s s): closing", session.client_id, keepalive)
                     break
                 if not self._dispatch(session, kind, flags, body):
                     break
@@ -213,9 +205,7 @@ class MqttServer:
             if task:
                 self._tasks.discard(task)
 
-    async def _connect(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> ClientSession | None:
+    async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> ClientSession | None:
         try:
             kind, _, body = await asyncio.wait_for(mqtt.read_packet(reader, 64 * 1024), self.connect_timeout)
         except asyncio.TimeoutError:
@@ -259,9 +249,7 @@ class MqttServer:
         if kind == mqtt.PUBLISH:
             topic, qos, packet_id, payload = mqtt.parse_publish(flags, body)
             if qos == 2:
-                raise ProtocolViolationError(
-                    f"{session.client_id} published with QoS 2 (IoT Hub serves 0 and 1)"
-                )
+                raise ProtocolViolationError(f"{session.client_id} published with QoS 2 (IoT Hub serves 0 and 1)")
             session.on_publish(topic, payload)
             if qos == 1 and packet_id is not None:
                 session.write(mqtt.puback(packet_id))

@@ -118,9 +118,7 @@ def ensure_certificates(state_dir: Path, names: list[str]) -> CertPaths:
         .add_extension(x509.SubjectAlternativeName(_san_entries(wanted)), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key_loaded.public_key()), critical=False
-        )  # type: ignore[arg-type]
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key_loaded.public_key()), critical=False)  # type: ignore[arg-type]
         .sign(ca_key_loaded, hashes.SHA256())  # type: ignore[arg-type]
     )
     _write_private(paths.server_key, _key_pem(key))

@@ -72,9 +72,7 @@ def _start_hub(config: EmulatorConfig, manifest: Manifest | None) -> EmulatorThr
     from edgehub_emulator.emulator import EmulatorThread  # pylint: disable=import-outside-toplevel
 
     hub = EmulatorThread(config, manifest).start()
-    logger.info(
-        "hub %s, device %s, state in %s", config.hostname, config.device_id, config.state_dir.resolve()
-    )
+    logger.info("hub %s, device %s, state in %s", config.hostname, config.device_id, config.state_dir.resolve())
     print(f"SERVICE_API=https://{config.hostname}:{config.service_port}", flush=True)
     print(f"REQUESTS_CA_BUNDLE={hub.ca_cert.resolve()}", flush=True)
     return hub
@@ -116,8 +114,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise EmulatorError(f"--env-file {env_file} does not exist")
     if env_file is None:
         env_file = manifest_path.parent / ".env"
-        logger.warning("no .env or .env_template found above %s; $VARIABLES in the manifest stay as written",
-                       manifest_path)
+        logger.warning(
+            "no .env or .env_template found above %s; $VARIABLES in the manifest stay as written", manifest_path
+        )
     else:
         logger.info("module settings from %s", env_file)
     # Placeholders expand as the IoT Edge tooling expands them when it generates deployment.json.
@@ -179,9 +178,7 @@ def _service_request(config: EmulatorConfig, method: str, path: str, **kwargs: A
     from edgehub_emulator.environment import ca_path  # pylint: disable=import-outside-toplevel
 
     _require_state(config)
-    token = generate_sas(
-        config.service_hostname, service_key(config.seed), policy=SERVICE_POLICY
-    )
+    token = generate_sas(config.service_hostname, service_key(config.seed), policy=SERVICE_POLICY)
     url = f"https://{config.service_hostname}{path}"
     try:
         response = requests.request(
@@ -252,9 +249,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         existing = _service_request(config, "GET", "/emulator/upstream", params={"after": 0, "limit": 5000})
         while existing:
             after = existing[-1]["seq"]
-            existing = _service_request(
-                config, "GET", "/emulator/upstream", params={"after": after, "limit": 5000}
-            )
+            existing = _service_request(config, "GET", "/emulator/upstream", params={"after": after, "limit": 5000})
     deadline = time.monotonic() + args.duration if args.duration else None
     while True:
         batch = _service_request(config, "GET", "/emulator/upstream", params={"after": after})
@@ -343,18 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--module-method-port", type=int, help="module-to-module method port (443; 0 = off)")
     common.add_argument("--max-message-bytes", type=int, help="largest message payload (default 262144)")
     common.add_argument("--cert-name", action="append", help="extra name for the server certificate")
-    common.add_argument(
-        "--seed", help="seed the keys derive from (stable connection strings; the default is public)"
-    )
-    common.add_argument(
-        "--bind", action="append", help="address to listen on (repeatable; default 127.0.0.1 and ::1)"
-    )
-    common.add_argument(
-        "--upstream-max-messages", type=int, help="$upstream messages kept for monitor (default 10000)"
-    )
-    common.add_argument(
-        "--upstream-max-age", type=float, help="seconds a $upstream message is kept (default 86400)"
-    )
+    common.add_argument("--seed", help="seed the keys derive from (stable connection strings; the default is public)")
+    common.add_argument("--bind", action="append", help="address to listen on (repeatable; default 127.0.0.1 and ::1)")
+    common.add_argument("--upstream-max-messages", type=int, help="$upstream messages kept for monitor (default 10000)")
+    common.add_argument("--upstream-max-age", type=float, help="seconds a $upstream message is kept (default 86400)")
     common.add_argument("--log-level", default=os.environ.get("EDGEHUB_EMULATOR_LOG_LEVEL", "INFO"))
 
     parser = argparse.ArgumentParser(prog="edgehub-emulator", description=__doc__)
@@ -407,9 +394,7 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; errors become one line on stderr and exit code 2."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("azure", "paho", "msrest"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retry warnings come before the one-line error

@@ -64,9 +64,7 @@ class Emulator:
                 if isinstance(handler, WebServer):
                     server = await handler.listen(host, port, context)
                 else:
-                    server = await asyncio.start_server(
-                        handler.handle, host, port, ssl=context, reuse_address=True
-                    )
+                    server = await asyncio.start_server(handler.handle, host, port, ssl=context, reuse_address=True)
             except OSError as e:
                 if host == "::1" and e.errno != errno.EADDRINUSE:
                     logger.info("%s: IPv6 loopback unavailable (%s); serving IPv4 only", what, e.strerror)

@@ -108,9 +108,7 @@ def _expand_values(value: Any, variables: Mapping[str, str] | None) -> Any:
     return value
 
 
-def _parse_desired(
-    content: dict[str, Any], variables: Mapping[str, str] | None = None
-) -> dict[str, dict[str, Any]]:
+def _parse_desired(content: dict[str, Any], variables: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
     desired: dict[str, dict[str, Any]] = {}
     for name, section in content.items():
         if name.startswith("$"):
@@ -122,9 +120,7 @@ def _parse_desired(
     return desired
 
 
-def parse_manifest(
-    data: Any, path: Path | None = None, variables: Mapping[str, str] | None = None
-) -> Manifest:
+def parse_manifest(data: Any, path: Path | None = None, variables: Mapping[str, str] | None = None) -> Manifest:
     """Validate and read a manifest already loaded from JSON; `$VAR` in env values and in desired properties expand
     from variables (default: the environment), as `iotedgedev genconfig` expands them."""
     if not isinstance(data, dict):

@@ -41,9 +41,7 @@ class Message:
     def encode_properties(self) -> str:
         """System then custom properties, url-encoded for a topic (values may hold '=' or '&')."""
         pairs = list(self.system.items()) + sorted(self.custom.items())
-        return "&".join(
-            f"{urllib.parse.quote(k, safe='$.')}={urllib.parse.quote(v, safe='')}" for k, v in pairs
-        )
+        return "&".join(f"{urllib.parse.quote(k, safe='$.')}={urllib.parse.quote(v, safe='')}" for k, v in pairs)
 
     def as_json(self) -> dict[str, object]:
         """A JSON-friendly view (body as text when UTF-8, else base64) for monitor output."""

@@ -174,9 +174,7 @@ def connack(code: int, session_present: bool = False) -> bytes:
     return _packet(CONNACK, 0, bytes([1 if session_present and code == 0 else 0, code]))
 
 
-def publish(
-    topic: str, payload: bytes, qos: int = 0, packet_id: int | None = None, dup: bool = False
-) -> bytes:
+def publish(topic: str, payload: bytes, qos: int = 0, packet_id: int | None = None, dup: bool = False) -> bytes:
     """PUBLISH."""
     body = _string(topic) + (struct.pack("!H", packet_id or 0) if qos else b"") + payload
     return _packet(PUBLISH, (0x08 if dup else 0) | (qos << 1), body)

@@ -141,9 +141,7 @@ class _ConditionParser:
                 break
             match = _TOKEN_RE.match(text, pos)
             if not match or match.end() == pos:
-                raise RouteSyntaxError(
-                    f"unexpected character at {text[pos:].strip()[:20]!r} in WHERE {text!r}"
-                )
+                raise RouteSyntaxError(f"unexpected character at {text[pos:].strip()[:20]!r} in WHERE {text!r}")
             kind = match.lastgroup or ""
             self.tokens.append((kind, match.group(kind)))
             pos = match.end()
@@ -242,9 +240,7 @@ class _ConditionParser:
         if kind != "word":
             raise RouteSyntaxError(f"expected a property name, got {value!r} in WHERE {self.text!r}")
         if value.lower().startswith("$body"):
-            raise RouteSyntaxError(
-                f"conditions on the message body ({value}) are not supported: {self.text!r}"
-            )
+            raise RouteSyntaxError(f"conditions on the message body ({value}) are not supported: {self.text!r}")
         if value.startswith("$"):
             if value.lower() not in _SYSTEM:
                 raise RouteSyntaxError(f"unknown system property {value!r} in WHERE {self.text!r}")
@@ -303,9 +299,7 @@ def parse_route(name: str, value: Any, default_ttl_secs: int | None = None) -> R
         raise RouteSyntaxError(f"route {name!r} must be a string or an object with a 'route' string")
     match = _ROUTE_RE.match(text)
     if not match:
-        raise RouteSyntaxError(
-            f"route {name!r} is not 'FROM <source> [WHERE <condition>] INTO <sink>': {text!r}"
-        )
+        raise RouteSyntaxError(f"route {name!r} is not 'FROM <source> [WHERE <condition>] INTO <sink>': {text!r}")
     source_module, source_output, device_messages = _parse_source(name, match.group("source"))
     sink = _parse_sink(name, match.group("sink").strip())
     cond_text = match.group("cond")

@@ -186,7 +186,7 @@ class ServiceApi:
             # As on IoT Hub: a PUT without If-Match only creates; updating needs If-Match "*" or the current etag.
             if if_match is None:
                 raise ConflictError(
-                    f"module {device_id}/{module_id} already exists; update it with If-Match (the etag or \"*\")"
+                    f'module {device_id}/{module_id} already exists; update it with If-Match (the etag or "*")'
                 )
             require_etag(if_match, _module_etag(existing))
         identity = existing or self.hub.ensure_identity(device_id, module_id)[0]

@@ -185,9 +185,7 @@ class Store:
     def get_subscriptions(self, client_id: str) -> list[str]:
         """Topic filters a client subscribed to (kept across reconnects and restarts)."""
         with self._lock:
-            row = self._db.execute(
-                "SELECT subscriptions FROM sessions WHERE client_id=?", (client_id,)
-            ).fetchone()
+            row = self._db.execute("SELECT subscriptions FROM sessions WHERE client_id=?", (client_id,)).fetchone()
         return list(json.loads(row[0])) if row else []
 
     def put_subscriptions(self, client_id: str, filters: list[str]) -> None:
@@ -239,7 +237,8 @@ class Store:
                     if chosen:
                         marks = ",".join("?" * len(chosen))
                         full = self._db.execute(
-                            f"SELECT * FROM queue WHERE seq IN ({marks})", chosen  # nosec: only placeholders
+                            f"SELECT * FROM queue WHERE seq IN ({marks})",
+                            chosen,  # nosec: only placeholders
                         ).fetchall()
                         by_seq = {row[0]: QueuedMessage(*row) for row in full}
                         found.extend(by_seq[seq] for seq in chosen if seq in by_seq)
@@ -264,9 +263,7 @@ class Store:
         with self._lock:
             if client_id is None:
                 return int(self._db.execute("SELECT COUNT(*) FROM queue").fetchone()[0])
-            return int(
-                self._db.execute("SELECT COUNT(*) FROM queue WHERE client_id=?", (client_id,)).fetchone()[0]
-            )
+            return int(self._db.execute("SELECT COUNT(*) FROM queue WHERE client_id=?", (client_id,)).fetchone()[0])
 
     # upstream
     def add_upstream(

@@ -120,9 +120,7 @@ class EmulatorProcess:
 
     def env(self, module: str, workload: bool = False) -> dict[str, str]:
         """`edgehub-emulator env MODULE --format json`."""
-        return json.loads(
-            self.cli("env", module, "--format", "json", *(["--workload"] if workload else [])).stdout
-        )
+        return json.loads(self.cli("env", module, "--format", "json", *(["--workload"] if workload else [])).stdout)
 
     def log_text(self) -> str:
         """What the emulator logged so far."""
@@ -372,9 +370,7 @@ def connect_packet(emulator: EmulatorProcess, module: str, keepalive: int = 60) 
     """CONNECT as the SDK sends it: client id `device/module`, IoT Hub username, a valid SAS password."""
     cs = parse_connection_string(emulator.env(module)["EdgeHubConnectionString"])
     client_id = f"{cs['DeviceId']}/{module}"
-    password = generate_sas(
-        f"{cs['HostName']}/devices/{cs['DeviceId']}/modules/{module}", cs["SharedAccessKey"]
-    )
+    password = generate_sas(f"{cs['HostName']}/devices/{cs['DeviceId']}/modules/{module}", cs["SharedAccessKey"])
 
     def field(text: str) -> bytes:
         data = text.encode()

@@ -47,9 +47,7 @@ def agent_up(tmp_path: Path) -> Iterator[UpProcess]:
     [_to_up(signal.SIGTERM), _to_up(signal.SIGINT), _ctrl_c],
     ids=["SIGTERM", "SIGINT", "ctrl-c-to-the-process-group"],
 )
-def test_signal_stops_every_module_and_the_hub(
-    agent_up: UpProcess, stop: Callable[[UpProcess], None]
-) -> None:
+def test_signal_stops_every_module_and_the_hub(agent_up: UpProcess, stop: Callable[[UpProcess], None]) -> None:
     echo_pid = int(agent_up.line("echo", "ready pid "))
     helper_pid = int(agent_up.line("echo", "helper pid "))
     assert {echo_pid, helper_pid} <= set(processes_in(agent_up.solution))

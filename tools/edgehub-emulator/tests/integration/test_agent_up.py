@@ -77,11 +77,7 @@ def test_every_output_line_is_prefixed_with_its_module_name(up: UpProcess) -> No
     wait_for(lambda: all(_runs(up, name) for name in STARTED if name != "echo"))
     hub_lines, module_lines = [], []
     for line in up.stdout().splitlines():
-        (
-            hub_lines
-            if line.startswith(("SERVICE_API=", "REQUESTS_CA_BUNDLE="))
-            else module_lines
-        ).append(line)
+        (hub_lines if line.startswith(("SERVICE_API=", "REQUESTS_CA_BUNDLE=")) else module_lines).append(line)
     assert len(hub_lines) == 2
     matches = [MODULE_LINE.match(line) for line in module_lines]
     assert all(matches), [line for line, m in zip(module_lines, matches) if not m]

@@ -28,9 +28,7 @@ def _listen(client: IoTHubModuleClient) -> list[Any]:
 def _echo_methods(client: IoTHubModuleClient) -> None:
     def handler(request: Any) -> None:
         client.send_method_response(
-            MethodResponse.create_from_method_request(
-                request, 200, {"method": request.name, "echo": request.payload}
-            )
+            MethodResponse.create_from_method_request(request, 200, {"method": request.name, "echo": request.payload})
         )
 
     client.on_method_request_received = handler
@@ -133,9 +131,7 @@ def test_module_calls_another_modules_method(module_client: Factory) -> None:
     assert result == {"status": 200, "payload": {"method": "status", "echo": [1, 2]}}
 
 
-def test_twin_get_desired_patch_and_reported_patch(
-    registry: IoTHubRegistryManager, module_client: Factory
-) -> None:
+def test_twin_get_desired_patch_and_reported_patch(registry: IoTHubRegistryManager, module_client: Factory) -> None:
     receiver = module_client("receiver")
     patches = DesiredPatches(receiver)
     receiver.connect()
@@ -208,7 +204,5 @@ def test_client_survives_an_emulator_restart(
 
     result = wait_for(method_works, timeout=30, interval=0.5)
     assert result.payload["method"] == "after-restart"
-    registry.update_module_twin(
-        DEVICE, "receiver", Twin(properties=TwinProperties(desired={"after": "restart"}))
-    )
+    registry.update_module_twin(DEVICE, "receiver", Twin(properties=TwinProperties(desired={"after": "restart"})))
     patches.wait("after", "restart")

@@ -78,9 +78,7 @@ def test_bad_routes_are_clear_errors(value: object, error: str) -> None:
 def test_each_endpoint_gets_a_message_once_with_the_best_priority() -> None:
     routes = [
         parse_route("a", f"FROM /messages/* INTO {IN1}"),
-        parse_route(
-            "b", {"route": f"FROM /messages/modules/tx/* INTO {IN1}", "priority": 1, "timeToLiveSecs": 5}
-        ),
+        parse_route("b", {"route": f"FROM /messages/modules/tx/* INTO {IN1}", "priority": 1, "timeToLiveSecs": 5}),
         parse_route("c", "FROM /messages/* INTO $upstream"),
         parse_route("d", "FROM /messages/modules/tx/outputs/o INTO $upstream"),
     ]

@@ -76,8 +76,9 @@ def _sequential_fps(task: Task, video: Path, frames: int) -> float:
         return frames / (time.perf_counter() - started)
 
 
-def _run_pipeline(task: Task, video: Path, options: PipelineOptions, stats: PipelineStats,
-                  source_options: SourceOptions | None = None) -> float:
+def _run_pipeline(
+    task: Task, video: Path, options: PipelineOptions, stats: PipelineStats, source_options: SourceOptions | None = None
+) -> float:
     """Run the pipeline until options.max_results; returns perf_counter() at its end."""
     source = open_source(str(video), source_options or SourceOptions(loop=True))
     pipeline = Pipeline(source, task, [], options, stats=stats)
@@ -92,13 +93,17 @@ def _run_pipeline(task: Task, video: Path, options: PipelineOptions, stats: Pipe
     return ended
 
 
-def _pipeline_fps(task: Task, video: Path, frames: int, warmup: int, options: PipelineOptions,
-                  totals: PipelineStats | None = None) -> float:
+def _pipeline_fps(
+    task: Task, video: Path, frames: int, warmup: int, options: PipelineOptions, totals: PipelineStats | None = None
+) -> float:
     """Every frame of the video through the pipeline with `options`; steady-state results per second."""
     stats = _SteadyStats(mark=warmup)
     run_options = PipelineOptions(
-        every_frame=True, max_results=warmup + frames, queue_size=options.queue_size,
-        consumer_queue_size=options.consumer_queue_size, opencv_threads=options.opencv_threads,
+        every_frame=True,
+        max_results=warmup + frames,
+        queue_size=options.queue_size,
+        consumer_queue_size=options.consumer_queue_size,
+        opencv_threads=options.opencv_threads,
     )
     ended = _run_pipeline(task, video, run_options, stats)
     if stats.results != warmup + frames or stats.frames_skipped or stats.errors:
@@ -121,8 +126,11 @@ def live_latency(task: Task, video: Path, results: int = 45, options: PipelineOp
     base = options or PipelineOptions()
     stats = PipelineStats()
     run_options = PipelineOptions(
-        every_frame=False, max_results=results, queue_size=base.queue_size,
-        consumer_queue_size=base.consumer_queue_size, opencv_threads=base.opencv_threads,
+        every_frame=False,
+        max_results=results,
+        queue_size=base.queue_size,
+        consumer_queue_size=base.consumer_queue_size,
+        opencv_threads=base.opencv_threads,
     )
     with open_source(str(video), SourceOptions(loop=True)) as probe:
         source_fps = probe.fps
@@ -171,8 +179,9 @@ class _Measured:
     stages: PipelineStats = field(default_factory=PipelineStats)
 
 
-def _measure(tasks: dict[int, Task], default_threads: int, video: Path, plan: BenchPlan,
-             options: PipelineOptions) -> _Measured:
+def _measure(
+    tasks: dict[int, Task], default_threads: int, video: Path, plan: BenchPlan, options: PipelineOptions
+) -> _Measured:
     """Every configuration once per round, in the same order each round."""
     prepared = _prepared_frames(tasks[default_threads], video, min(32, plan.per_round))
     for task in tasks.values():
@@ -190,9 +199,15 @@ def _measure(tasks: dict[int, Task], default_threads: int, video: Path, plan: Be
     return measured
 
 
-def bench_pipeline(model: LoadedModel, video: Path, default_threads: int = 1, backend: str = "onnxruntime",
-                   spinning: bool = False, options: PipelineOptions | None = None,
-                   plan: BenchPlan | None = None) -> dict[str, Any]:
+def bench_pipeline(
+    model: LoadedModel,
+    video: Path,
+    default_threads: int = 1,
+    backend: str = "onnxruntime",
+    spinning: bool = False,
+    options: PipelineOptions | None = None,
+    plan: BenchPlan | None = None,
+) -> dict[str, Any]:
     """The engine alone and the pipeline at every thread count, the naive loop, and a live source's latency.
 
     `default_threads`, `spinning` and `options` are the settings under test (the module's defaults unless the

@@ -55,8 +55,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", default=None, help="model version (default: the newest)")
     parser.add_argument("--repository", type=Path, default=None, help="model repository folder")
     parser.add_argument("--backend", choices=sorted(BACKENDS), default="onnxruntime")
-    parser.add_argument("--threads", type=non_negative_int, default=0,
-                        help="intra-op threads (0: every available CPU)")
+    parser.add_argument("--threads", type=non_negative_int, default=0, help="intra-op threads (0: every available CPU)")
 
 
 def _load(args: argparse.Namespace):
@@ -86,8 +85,14 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     from edgevision.bench import BenchPlan, bench_pipeline  # pylint: disable=import-outside-toplevel
 
     model = ModelRepository(args.repository or default_repository()).load(args.model, args.version)
-    figures = bench_pipeline(model, args.video, resolve_threads(args.threads), args.backend, spinning=args.spinning,
-                             plan=BenchPlan(frames=args.frames, rounds=args.rounds))
+    figures = bench_pipeline(
+        model,
+        args.video,
+        resolve_threads(args.threads),
+        args.backend,
+        spinning=args.spinning,
+        plan=BenchPlan(frames=args.frames, rounds=args.rounds),
+    )
     print(json.dumps(figures), flush=True)
     return 0
 
@@ -98,8 +103,9 @@ def cmd_publish_model(args: argparse.Namespace) -> int:
 
     storage = args.storage_connection_string or os.environ.get("STORAGE_CONNECTION_STRING", "")
     hub = args.hub_connection_string or os.environ.get("IOTHUB_CONNECTION_STRING", "")
-    missing = [name for name, value in (("STORAGE_CONNECTION_STRING", storage), ("IOTHUB_CONNECTION_STRING", hub))
-               if not value]
+    missing = [
+        name for name, value in (("STORAGE_CONNECTION_STRING", storage), ("IOTHUB_CONNECTION_STRING", hub)) if not value
+    ]
     if missing:
         print(f"edgevision: error: set {' and '.join(missing)} (or pass the options)", file=sys.stderr)
         return 2
@@ -126,8 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--video", type=video_file, required=True, help="a video file")
     pipeline.add_argument("--frames", type=int, default=300, help="frames per measurement, over all rounds")
     pipeline.add_argument("--rounds", type=int, default=3, help="rounds; each figure is the median over them")
-    pipeline.add_argument("--spinning", action="store_true",
-                          help="let ONNX Runtime's idle threads spin (default: they sleep)")
+    pipeline.add_argument(
+        "--spinning", action="store_true", help="let ONNX Runtime's idle threads spin (default: they sleep)"
+    )
     pipeline.set_defaults(handler=cmd_bench_pipeline)
 
     publish = commands.add_parser(
@@ -138,10 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--module", default="classifier", help="module id (default: classifier)")
     publish.add_argument("--container", default="models", help="blob container (default: models)")
     publish.add_argument("--expiry-hours", type=float, default=24.0, help="how long the SAS URL stays valid")
-    publish.add_argument("--storage-connection-string", default=None,
-                         help="default: $STORAGE_CONNECTION_STRING (UseDevelopmentStorage=true: local Azurite)")
-    publish.add_argument("--hub-connection-string", default=None,
-                         help="IoT Hub service connection string; default: $IOTHUB_CONNECTION_STRING")
+    publish.add_argument(
+        "--storage-connection-string",
+        default=None,
+        help="default: $STORAGE_CONNECTION_STRING (UseDevelopmentStorage=true: local Azurite)",
+    )
+    publish.add_argument(
+        "--hub-connection-string",
+        default=None,
+        help="IoT Hub service connection string; default: $IOTHUB_CONNECTION_STRING",
+    )
     publish.set_defaults(handler=cmd_publish_model)
     return parser
 

@@ -65,9 +65,7 @@ def build_contract_model(path: Path) -> Path:
             onnx.numpy_helper.from_array(np.array(2.0, dtype=np.float32), "two"),
         ],
     )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="edgevision-contract"
-    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="edgevision-contract")
     model.ir_version = 7
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
@@ -90,9 +88,7 @@ def contract_model_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_contract_model(tmp_path_factory.mktemp("contract") / "model.onnx")
 
 
-@pytest.fixture(
-    name="backend", params=[pytest.param(name, marks=BACKEND_MARKS.get(name, [])) for name in BACKENDS]
-)
+@pytest.fixture(name="backend", params=[pytest.param(name, marks=BACKEND_MARKS.get(name, [])) for name in BACKENDS])
 def backend_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each registered backend; skipped (with the reason) where it cannot run, unless it is required."""
     name: str = request.param
@@ -178,9 +174,7 @@ def test_infer_from_another_thread_than_load(backend: str, make_engine: Callable
 
 
 @pytest.mark.parametrize("order", [("scaled", "y"), ("y",), ("scaled",)])
-def test_outputs_follow_output_names(
-    backend: str, make_engine: Callable[..., Engine], order: tuple[str, ...]
-) -> None:
+def test_outputs_follow_output_names(backend: str, make_engine: Callable[..., Engine], order: tuple[str, ...]) -> None:
     """The outputs come back in the order of `output_names`, and only those."""
     with make_engine(output_names=order) as engine:
         assert engine.output_names == list(order)

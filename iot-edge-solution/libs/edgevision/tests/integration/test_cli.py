@@ -123,14 +123,36 @@ def test_bench_live_latency_is_for_a_source_paced_at_its_frame_rate(bench_figure
 
 def test_bench_cli_prints_the_figures_as_one_json_object(capsys, make_video) -> None:
     video = make_video([np.full((120, 160, 3), i * 20, np.uint8) for i in range(6)], fps=30.0)
-    status, lines, _ = run_cli(capsys, "bench", "pipeline", "--model", "efficientnet-lite0", "--video",
-                               str(video), "--frames", "6", "--rounds", "1")
+    status, lines, _ = run_cli(
+        capsys,
+        "bench",
+        "pipeline",
+        "--model",
+        "efficientnet-lite0",
+        "--video",
+        str(video),
+        "--frames",
+        "6",
+        "--rounds",
+        "1",
+    )
     assert status == 0 and len(lines) == 1
     figures = lines[0]
     assert figures["threads"] == resolve_threads(0) == available_cpus()  # --threads 0: every available CPU
-    for key in ("pipeline_fps", "inference_only_fps", "ratio", "sequential_fps", "sequential_ratio",
-                "inference_only_best_fps", "ratio_to_best", "pipeline_best_fps", "default_to_best_pipeline",
-                "by_threads", "stage_mean_ms", "live"):
+    for key in (
+        "pipeline_fps",
+        "inference_only_fps",
+        "ratio",
+        "sequential_fps",
+        "sequential_ratio",
+        "inference_only_best_fps",
+        "ratio_to_best",
+        "pipeline_best_fps",
+        "default_to_best_pipeline",
+        "by_threads",
+        "stage_mean_ms",
+        "live",
+    ):
         assert key in figures, key
 
 
@@ -145,8 +167,7 @@ def test_bench_cli_prints_the_figures_as_one_json_object(capsys, make_video) -> 
         (["--rounds", "0"], "--rounds must be > 0"),
     ],
 )
-def test_bench_refuses_bad_arguments(capsys, make_video, tmp_path: Path, args: list[str],
-                                     expected_error: str) -> None:
+def test_bench_refuses_bad_arguments(capsys, make_video, tmp_path: Path, args: list[str], expected_error: str) -> None:
     video = make_video([np.zeros((64, 64, 3), np.uint8)] * 2)
     argv = ["bench", "pipeline", "--model", "efficientnet-lite0", "--video", str(video)]
     argv += [a.replace("{tmp}", str(tmp_path)) for a in args]

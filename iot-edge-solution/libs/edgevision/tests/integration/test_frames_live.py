@@ -192,9 +192,7 @@ def test_reconnects_with_backoff_flags_the_stall_and_resumes(
 def test_live_source_that_cannot_open_first_time_raises(caplog: pytest.LogCaptureFixture) -> None:
     """A stream that is down at start-up fails open() (a bad CAMERA_PATH fails start-up), password unsaid."""
     caplog.set_level(logging.DEBUG, logger="edgevision.frames")
-    source = open_source(
-        f"http://admin:topsecret@127.0.0.1:{free_port()}/x.mjpg", SourceOptions(io_timeout_s=5.0)
-    )
+    source = open_source(f"http://admin:topsecret@127.0.0.1:{free_port()}/x.mjpg", SourceOptions(io_timeout_s=5.0))
     with pytest.raises(SourceOpenError) as excinfo:
         source.open()
     assert "127.0.0.1" in str(excinfo.value)

@@ -115,8 +115,9 @@ def test_every_frame_of_a_file_in_order(task, make_video) -> None:
 def test_max_results_stops_a_looping_file(task, make_video) -> None:
     video = make_video(gradient_frames(5))
     collector = Collector()
-    pipeline = Pipeline(open_source(str(video), SourceOptions(loop=True)), task, [collector],
-                        PipelineOptions(max_results=13))
+    pipeline = Pipeline(
+        open_source(str(video), SourceOptions(loop=True)), task, [collector], PipelineOptions(max_results=13)
+    )
     pipeline.run()
     assert collector.indexes == list(range(13))  # indexes keep counting across loops
 
@@ -124,8 +125,12 @@ def test_max_results_stops_a_looping_file(task, make_video) -> None:
 def test_slow_and_failing_consumers_do_not_stall_the_pipeline(task, make_video) -> None:
     video = make_video(gradient_frames(30))
     fast, slow, broken = Collector(), Collector(delay_s=0.2), Collector(fail=True)
-    pipeline = Pipeline(open_source(str(video), SourceOptions(loop=False)), task, [fast, slow, broken],
-                        PipelineOptions(consumer_queue_size=2))
+    pipeline = Pipeline(
+        open_source(str(video), SourceOptions(loop=False)),
+        task,
+        [fast, slow, broken],
+        PipelineOptions(consumer_queue_size=2),
+    )
     stats = pipeline.run()
     assert stats.results == 30
     assert fast.indexes == list(range(30))
@@ -169,8 +174,9 @@ def test_console_reporter_prints_a_line_per_result(task, make_video) -> None:
     stream = io.StringIO()
     stats = PipelineStats()
     video = make_video(gradient_frames(6))
-    pipeline = Pipeline(open_source(str(video), SourceOptions(loop=False)), task,
-                        [ConsoleReporter(stats, stream)], stats=stats)
+    pipeline = Pipeline(
+        open_source(str(video), SourceOptions(loop=False)), task, [ConsoleReporter(stats, stream)], stats=stats
+    )
     pipeline.run()
     lines = stream.getvalue().splitlines()
     assert len(lines) == 6

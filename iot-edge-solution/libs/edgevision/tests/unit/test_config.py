@@ -14,9 +14,19 @@ from edgevision.config import (
 )
 
 ENV_NAMES = [
-    "CAMERA_PATH", "USE_TENSOR_RT", "TENSORRT_FALLBACK", "MODEL_NAME", "MODEL_REPOSITORY", "MODEL_VERSION",
-    "LOG_LEVEL", "INTRA_OP_THREADS", "LOOP_VIDEO", "VIDEO_REALTIME", "PROCESS_EVERY_FRAME",
-    "FRAME_WATCHDOG_SECONDS", "ENGINE_CACHE_DIR",
+    "CAMERA_PATH",
+    "USE_TENSOR_RT",
+    "TENSORRT_FALLBACK",
+    "MODEL_NAME",
+    "MODEL_REPOSITORY",
+    "MODEL_VERSION",
+    "LOG_LEVEL",
+    "INTRA_OP_THREADS",
+    "LOOP_VIDEO",
+    "VIDEO_REALTIME",
+    "PROCESS_EVERY_FRAME",
+    "FRAME_WATCHDOG_SECONDS",
+    "ENGINE_CACHE_DIR",
 ]
 
 
@@ -29,8 +39,19 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(
     "text, expected",
-    [("True", True), ("true", True), ("TRUE", True), ("1", True), ("False", False), ("false", False),
-     ("FALSE", False), ("0", False), (" true ", True), (True, True), (0, False)],
+    [
+        ("True", True),
+        ("true", True),
+        ("TRUE", True),
+        ("1", True),
+        ("False", False),
+        ("false", False),
+        ("FALSE", False),
+        ("0", False),
+        (" true ", True),
+        (True, True),
+        (0, False),
+    ],
 )
 def test_bool_values_accepted(text: object, expected: bool) -> None:
     assert parse_bool(text) is expected

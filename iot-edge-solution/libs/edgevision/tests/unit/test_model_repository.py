@@ -15,8 +15,19 @@ from edgevision.models import (
     TextDetectionPostprocess,
 )
 
-REQUIRED_FIELDS = ["name", "version", "task", "file", "sha256", "license", "labels", "input", "outputs",
-                   "preprocess", "postprocess"]
+REQUIRED_FIELDS = [
+    "name",
+    "version",
+    "task",
+    "file",
+    "sha256",
+    "license",
+    "labels",
+    "input",
+    "outputs",
+    "preprocess",
+    "postprocess",
+]
 
 
 def edit_manifest(folder: Path, change) -> None:
@@ -30,8 +41,11 @@ def edit_manifest(folder: Path, change) -> None:
 def test_bundled_models_load(models_dir: Path) -> None:
     repository = ModelRepository(models_dir)
     assert {"efficientnet-lite0", "nanodet-m-416", "ppocr-det"} <= set(repository.names())
-    for name, task in [("efficientnet-lite0", "classification"), ("nanodet-m-416", "detection"),
-                       ("ppocr-det", "text_detection")]:
+    for name, task in [
+        ("efficientnet-lite0", "classification"),
+        ("nanodet-m-416", "detection"),
+        ("ppocr-det", "text_detection"),
+    ]:
         model = repository.load(name)
         assert model.manifest.task == task
         assert model.model_path.is_file()

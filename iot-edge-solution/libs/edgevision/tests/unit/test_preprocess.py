@@ -9,11 +9,16 @@ from edgevision.models import InputSpec, PreprocessSpec, ResizeSpec
 from edgevision.tasks import ImageError, Preprocessor, decode_image
 
 
-def make(resize: dict, crop: int | None = None, color: str = "RGB", layout: str = "NCHW",
-         mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)) -> Preprocessor:
+def make(
+    resize: dict,
+    crop: int | None = None,
+    color: str = "RGB",
+    layout: str = "NCHW",
+    mean=(0.0, 0.0, 0.0),
+    std=(1.0, 1.0, 1.0),
+) -> Preprocessor:
     """A pre-processor for a dynamic-shape input with the given parameters."""
-    spec = PreprocessSpec(color=color, resize=ResizeSpec(**resize), center_crop=crop, mean=mean, std=std,
-                          layout=layout)
+    spec = PreprocessSpec(color=color, resize=ResizeSpec(**resize), center_crop=crop, mean=mean, std=std, layout=layout)
     return Preprocessor(spec, InputSpec(name="x", shape=(-1, 3, -1, -1)))
 
 

@@ -210,9 +210,7 @@ def make_fake_tensorrt(gpu: FakeGpu) -> types.ModuleType:  # pylint: disable=too
         def parse_from_file(self, path: str) -> bool:
             data = Path(path).read_bytes()
             if not data.startswith(FAKE_ONNX_MAGIC):
-                self.errors.append(
-                    ParserError("In node -1 (importModel): INVALID_GRAPH: failed to parse protobuf")
-                )
+                self.errors.append(ParserError("In node -1 (importModel): INVALID_GRAPH: failed to parse protobuf"))
                 return False
             if not self.network.explicit_batch:  # what TensorRT 8's parser says of an implicit-batch network
                 self.errors.append(ParserError("Network must have explicit batch dimensions"))
@@ -636,9 +634,7 @@ def test_corrupt_cache_is_deleted_and_rebuilt_with_a_warning(
 # ----------------------------------------------------------------------------------------------------
 
 
-def test_parser_error_is_an_engine_load_error_with_the_parser_message(
-    fake_gpu: FakeGpu, tmp_path: Path
-) -> None:
+def test_parser_error_is_an_engine_load_error_with_the_parser_message(fake_gpu: FakeGpu, tmp_path: Path) -> None:
     """The parser's own message reaches the EngineLoadError."""
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x07 not a model")
@@ -686,9 +682,7 @@ def test_fp16_only_when_asked_and_supported(  # pylint: disable=too-many-argumen
         assert built == strong_expected
 
 
-def test_fp16_without_hardware_support_warns(
-    fake_gpu: FakeGpu, model: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_fp16_without_hardware_support_warns(fake_gpu: FakeGpu, model: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Asking for fp16 where it will not be built says why."""
     fake_gpu.fast_fp16 = False
     fake_gpu.install()
@@ -1158,9 +1152,7 @@ def test_tensorrt_bench_says_why_it_cannot_run() -> None:
     assert "TensorRT cannot run here" in done.stderr and not done.stdout
 
 
-def test_load_without_the_sdk_is_unavailable_not_a_crash(
-    monkeypatch: pytest.MonkeyPatch, model: Path
-) -> None:
+def test_load_without_the_sdk_is_unavailable_not_a_crash(monkeypatch: pytest.MonkeyPatch, model: Path) -> None:
     """load() on a CPU machine raises EngineUnavailableError."""
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(EngineUnavailableError, match="TensorRT"):
@@ -1190,8 +1182,6 @@ def test_importing_the_library_never_imports_tensorrt_or_pycuda() -> None:
         print("ok", sorted(BACKENDS))
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
-    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert "ok" in done.stdout and "tensorrt" in done.stdout

@@ -42,9 +42,7 @@ class EngineConfig:
     precision: str = "fp16"
     cache_dir: Path | None = None
     # input name -> (min, opt, max) shapes, for backends that build for a shape range.
-    dynamic_shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = field(
-        default_factory=dict
-    )
+    dynamic_shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
 
 
 class Engine(abc.ABC):

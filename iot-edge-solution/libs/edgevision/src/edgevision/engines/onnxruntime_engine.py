@@ -48,9 +48,7 @@ class OnnxRuntimeEngine(Engine):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         try:
-            self._session = ort.InferenceSession(
-                str(path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
+            self._session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own untyped errors for corrupt files
             raise EngineLoadError(f"ONNX Runtime cannot load {path}: {e}") from e
         available = [o.name for o in self._session.get_outputs()]
@@ -60,8 +58,12 @@ class OnnxRuntimeEngine(Engine):
             raise EngineLoadError(f"{path} has no output(s) {missing}; it has {available}")
         self._outputs = wanted
         threads = self.config.intra_op_threads
-        log.info("loaded %s with ONNX Runtime (intra-op threads: %s, spinning: %s)", path.name,
-                 threads or "ONNX Runtime's default", self.config.intra_op_spinning)
+        log.info(
+            "loaded %s with ONNX Runtime (intra-op threads: %s, spinning: %s)",
+            path.name,
+            threads or "ONNX Runtime's default",
+            self.config.intra_op_spinning,
+        )
 
     def _require_session(self):
         if self._session is None:

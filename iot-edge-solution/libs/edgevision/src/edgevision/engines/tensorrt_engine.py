@@ -105,8 +105,7 @@ def _import_sdk() -> tuple[ModuleType, ModuleType]:
     version = getattr(trt, "__version__", "0")
     if _version_tuple(version) < MIN_TENSORRT_VERSION:
         raise EngineUnavailableError(
-            f"the tensorrt backend needs TensorRT >= 8.5 (the name-based tensor API); found {version}. "
-            f"{INSTALL_HINT}"
+            f"the tensorrt backend needs TensorRT >= 8.5 (the name-based tensor API); found {version}. {INSTALL_HINT}"
         )
     try:
         import pycuda.driver as cuda
@@ -229,13 +228,10 @@ def _check_range(name: str, model_shape: Shape, low: Shape, opt: Shape, high: Sh
         for axis, (want, have) in enumerate(zip(model_shape, shape)):
             if have < 1 or (want >= 0 and want != have):
                 raise EngineLoadError(
-                    f"{label} shape {shape} for input {name!r} does not fit the model's {model_shape} "
-                    f"at axis {axis}"
+                    f"{label} shape {shape} for input {name!r} does not fit the model's {model_shape} at axis {axis}"
                 )
     if not all(a <= b <= c for a, b, c in zip(low, opt, high)):
-        raise EngineLoadError(
-            f"input {name!r}: need min <= opt <= max on every axis; got {low}, {opt}, {high}"
-        )
+        raise EngineLoadError(f"input {name!r}: need min <= opt <= max on every axis; got {low}, {opt}, {high}")
 
 
 def optimization_profiles(
@@ -398,9 +394,7 @@ class TensorRTEngine(Engine):
                 f"the tensorrt backend needs an NVIDIA GPU, and the CUDA driver cannot initialise ({e})."
             ) from e
         if count == 0:
-            raise EngineUnavailableError(
-                "the tensorrt backend needs an NVIDIA GPU, and no CUDA device is present."
-            )
+            raise EngineUnavailableError("the tensorrt backend needs an NVIDIA GPU, and no CUDA device is present.")
 
     def describe(self) -> dict[str, Any]:
         """Backend, TensorRT version, GPU, requested and built precision, and whether the plan was cached."""
@@ -512,20 +506,14 @@ class TensorRTEngine(Engine):
         # The parser must outlive the network (it owns the weights), so it travels with it.
         return network, parser
 
-    def _build_plan(
-        self, trt: ModuleType, trt_logger: Any, compute_capability: tuple[int, int]
-    ) -> tuple[Any, str]:
+    def _build_plan(self, trt: ModuleType, trt_logger: Any, compute_capability: tuple[int, int]) -> tuple[Any, str]:
         """Parse the ONNX file and build a serialised plan (TensorRT's IHostMemory); also the precision built."""
         path = self.config.model_path
         started = time.monotonic()
-        log.info(
-            "building a TensorRT engine from %s (%s); this can take minutes", path, self.config.precision
-        )
+        log.info("building a TensorRT engine from %s (%s); this can take minutes", path, self.config.precision)
         builder = trt.Builder(trt_logger)
         network, _parser = self._parse(trt, builder, trt_logger)
-        inputs = {
-            network.get_input(i).name: tuple(network.get_input(i).shape) for i in range(network.num_inputs)
-        }
+        inputs = {network.get_input(i).name: tuple(network.get_input(i).shape) for i in range(network.num_inputs)}
         log.info("parsed %s in %.1f s: inputs %s", path.name, time.monotonic() - started, inputs)
         build_config, precision = self._build_config(trt, builder, network, inputs, compute_capability)
         plan = builder.build_serialized_network(network, build_config)
@@ -561,7 +549,7 @@ class TensorRTEngine(Engine):
     def _choose_precision(
         self, trt: ModuleType, builder: Any, network: Any, compute_capability: tuple[int, int]
     ) -> str:
-        """"fp16" when the FP16 builder flag is to be set, "fp32" when not; on TensorRT without weak typing,
+        """ "fp16" when the FP16 builder flag is to be set, "fp32" when not; on TensorRT without weak typing,
         "fp16" or "fp32" from the network's own tensor types (the build then follows the model)."""
         if fp16_flag(trt) is None:
             precision = "fp16" if network_has_half(trt, network) else "fp32"

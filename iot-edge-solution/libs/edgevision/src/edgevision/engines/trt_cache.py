@@ -67,8 +67,7 @@ def engine_cache_key(  # pylint: disable=too-many-arguments
         "precision": precision,
         "input_shapes": {name: [int(d) for d in shape] for name, shape in input_shapes.items()},
         "dynamic_shapes": {
-            name: [[int(d) for d in shape] for shape in shape_range]
-            for name, shape_range in dynamic_shapes.items()
+            name: [[int(d) for d in shape] for shape in shape_range] for name, shape_range in dynamic_shapes.items()
         },
     }
     canonical = json.dumps(ingredients, sort_keys=True, separators=(",", ":"))
@@ -214,9 +213,7 @@ class EngineCache:
         try:
             engine = deserialize(cached)
         except Exception as e:  # pylint: disable=broad-exception-caught  # any failure means "rebuild"
-            log.warning(
-                "the cached TensorRT engine %s cannot be loaded (%s); deleting it and rebuilding", path, e
-            )
+            log.warning("the cached TensorRT engine %s cannot be loaded (%s); deleting it and rebuilding", path, e)
             return None
         if engine is None:
             log.warning("the cached TensorRT engine %s cannot be loaded; deleting it and rebuilding", path)

@@ -42,9 +42,7 @@ _SECRET_QUERY = re.compile(
     re.IGNORECASE,
 )
 # GStreamer element properties holding credentials, e.g. rtspsrc user-pw=...
-_SECRET_PROPERTY = re.compile(
-    r"\b((?:user-pw|password|proxy-pw)\s*=\s*)(\"[^\"]*\"|'[^']*'|\S+)", re.IGNORECASE
-)
+_SECRET_PROPERTY = re.compile(r"\b((?:user-pw|password|proxy-pw)\s*=\s*)(\"[^\"]*\"|'[^']*'|\S+)", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
@@ -79,9 +77,7 @@ def parse_camera_path(camera_path: str, options: SourceOptions | None = None) ->
     options = options or SourceOptions()
     path = camera_path.strip()
     if not path:
-        raise UnsupportedSourceError(
-            "CAMERA_PATH is empty: set it to a video file, URL, /dev/videoN or csi://N"
-        )
+        raise UnsupportedSourceError("CAMERA_PATH is empty: set it to a video file, URL, /dev/videoN or csi://N")
     scheme_match = _SCHEME.match(path)
     if scheme_match:
         return _parse_url(path, scheme_match.group(1).lower(), options)

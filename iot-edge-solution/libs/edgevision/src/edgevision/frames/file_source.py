@@ -34,9 +34,7 @@ class VideoFileSource(FrameSource):
 
     live = False
 
-    def __init__(
-        self, path: str, options: SourceOptions | None = None, description: str | None = None
-    ) -> None:
+    def __init__(self, path: str, options: SourceOptions | None = None, description: str | None = None) -> None:
         super().__init__(description or path, options)
         self.path = path
         self._lock = threading.Lock()
@@ -59,9 +57,7 @@ class VideoFileSource(FrameSource):
             if not os.path.exists(self.path):
                 raise SourceNotFoundError(f"video file not found: {self.description} (check CAMERA_PATH)")
             if os.path.isdir(self.path):
-                raise SourceOpenError(
-                    f"{self.description} is a directory, not a video file (check CAMERA_PATH)"
-                )
+                raise SourceOpenError(f"{self.description} is a directory, not a video file (check CAMERA_PATH)")
             capture = self._open_capture()
             ok, image = capture.read()
             if not ok or image is None:
@@ -86,9 +82,7 @@ class VideoFileSource(FrameSource):
         try:
             capture = cv2.VideoCapture(self.path)
         except cv2.error as e:
-            raise SourceOpenError(
-                f"cannot open video file {self.description}: {e}. {_NOT_A_VIDEO_HINT}"
-            ) from e
+            raise SourceOpenError(f"cannot open video file {self.description}: {e}. {_NOT_A_VIDEO_HINT}") from e
         return opened(capture, f"cannot open {self.description} as a video. {_NOT_A_VIDEO_HINT}")
 
     def read(self) -> Frame:

@@ -118,9 +118,7 @@ class LiveSource(FrameSource):
                     raise FrameSourceError(f"source closed while opening: {self.description}")
                 self._started = True
                 self._publish_locked(image)
-            logger.info(
-                "opened live source %s (%s fps)", self.description, f"{self.fps:g}" if self.fps else "unknown"
-            )
+            logger.info("opened live source %s (%s fps)", self.description, f"{self.fps:g}" if self.fps else "unknown")
             self._threads = [
                 threading.Thread(target=self._grab_loop, args=(capture,), name="frames-grab", daemon=True),
                 threading.Thread(target=self._watchdog_loop, name="frames-watchdog", daemon=True),
@@ -290,9 +288,7 @@ class LiveSource(FrameSource):
 class StreamSource(LiveSource):
     """An RTSP or HTTP(S) stream read by OpenCV's FFmpeg backend, with open/read timeouts."""
 
-    def __init__(
-        self, url: str, options: SourceOptions | None = None, description: str | None = None
-    ) -> None:
+    def __init__(self, url: str, options: SourceOptions | None = None, description: str | None = None) -> None:
         super().__init__(description or url, options)
         self._url = url  # may hold credentials: never log it
 
@@ -334,9 +330,7 @@ class CameraDeviceSource(LiveSource):
 class GStreamerSource(LiveSource):
     """A GStreamer pipeline ending in an appsink, via OpenCV's GStreamer backend (Jetson CSI cameras too)."""
 
-    def __init__(
-        self, pipeline: str, options: SourceOptions | None = None, description: str | None = None
-    ) -> None:
+    def __init__(self, pipeline: str, options: SourceOptions | None = None, description: str | None = None) -> None:
         super().__init__(description or pipeline, options)
         self.pipeline = pipeline
 

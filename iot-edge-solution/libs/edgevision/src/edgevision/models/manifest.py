@@ -102,7 +102,6 @@ class TextDetectionPostprocess(_Strict):
     min_size: float = Field(3, ge=0)
 
 
-
 class ModelManifest(_Strict):
     """Everything needed to run one model version."""
 

@@ -93,8 +93,9 @@ class ModelRepository:
             labels_file = folder / manifest.labels
             if not labels_file.is_file():
                 raise ModelFileError(f"labels file {labels_file} named by the manifest does not exist")
-            labels = tuple(line.strip() for line in labels_file.read_text(encoding="utf-8").splitlines()
-                           if line.strip())
+            labels = tuple(
+                line.strip() for line in labels_file.read_text(encoding="utf-8").splitlines() if line.strip()
+            )
             if not labels:
                 raise ModelFileError(f"labels file {labels_file} is empty")
         return LoadedModel(manifest=manifest, folder=folder, labels=labels)

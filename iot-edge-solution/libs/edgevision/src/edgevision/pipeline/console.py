@@ -35,8 +35,10 @@ class ConsoleReporter(BaseConsumer):
 def format_summary(stats: PipelineStats, seconds: float) -> str:
     """A few lines for the end of a run."""
     snap = stats.snapshot()
-    stages = ", ".join(f"{stage} {snap[f'{stage}_ms']:.2f} ms"
-                       for stage in ("capture", "preprocess", "inference", "postprocess", "end_to_end"))
+    stages = ", ".join(
+        f"{stage} {snap[f'{stage}_ms']:.2f} ms"
+        for stage in ("capture", "preprocess", "inference", "postprocess", "end_to_end")
+    )
     return (
         f"processed {snap['results']} frames in {seconds:.1f} s ({snap['mean_fps']:.1f} fps mean); "
         f"skipped {snap['frames_skipped']}, errors {snap['errors']}\n"

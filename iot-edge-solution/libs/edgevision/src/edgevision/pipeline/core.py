@@ -66,8 +66,14 @@ class Pipeline:
     """Runs the model on frames from `source` and hands each result to every consumer. `task` is a fixed Task
     (its owner closes its engine) or a ModelManager, whose current model is taken per frame (hot swaps)."""
 
-    def __init__(self, source: FrameSource, task: Task | ModelManager, consumers: list[Consumer] | None = None,
-                 options: PipelineOptions | None = None, stats: PipelineStats | None = None) -> None:
+    def __init__(
+        self,
+        source: FrameSource,
+        task: Task | ModelManager,
+        consumers: list[Consumer] | None = None,
+        options: PipelineOptions | None = None,
+        stats: PipelineStats | None = None,
+    ) -> None:
         self.source = source
         self.models = task if isinstance(task, ModelManager) else ModelManager.for_task(task)
         self.options = options or PipelineOptions()

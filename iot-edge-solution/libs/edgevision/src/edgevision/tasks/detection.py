@@ -24,8 +24,7 @@ def nanodet_decode(
     distances = (softmax(bins) * np.arange(reg_max + 1, dtype=np.float32)).sum(axis=-1) * stride
     cx = ((anchors % grid_width) + 0.5) * stride
     cy = ((anchors // grid_width) + 0.5) * stride
-    return np.stack([cx - distances[:, 0], cy - distances[:, 1], cx + distances[:, 2], cy + distances[:, 3]],
-                    axis=1)
+    return np.stack([cx - distances[:, 0], cy - distances[:, 1], cx + distances[:, 2], cy + distances[:, 3]], axis=1)
 
 
 def class_wise_nms(
@@ -35,9 +34,7 @@ def class_wise_nms(
     if boxes.size == 0:
         return np.zeros(0, dtype=np.int64)
     xywh = np.column_stack([boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]])
-    kept = cv2.dnn.NMSBoxesBatched(
-        xywh.tolist(), scores.tolist(), class_ids.tolist(), 0.0, iou_threshold
-    )
+    kept = cv2.dnn.NMSBoxesBatched(xywh.tolist(), scores.tolist(), class_ids.tolist(), 0.0, iou_threshold)
     kept = np.asarray(kept, dtype=np.int64).reshape(-1)
     return kept[np.argsort(-scores[kept])][:limit]
 
@@ -72,8 +69,12 @@ class DetectionTask(Task[DetectionResult]):
         x1, y1 = geometry.to_source(boxes[keep, 0], boxes[keep, 1])
         x2, y2 = geometry.to_source(boxes[keep, 2], boxes[keep, 3])
         return tuple(
-            Prediction(self.label(int(classes[k])), float(scores[k]), int(classes[k]),
-                       box=(float(a), float(b), float(c), float(d)))
+            Prediction(
+                self.label(int(classes[k])),
+                float(scores[k]),
+                int(classes[k]),
+                box=(float(a), float(b), float(c), float(d)),
+            )
             for k, a, b, c, d in zip(keep, x1, y1, x2, y2)
         )
 

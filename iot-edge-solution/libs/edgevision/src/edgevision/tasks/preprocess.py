@@ -88,8 +88,10 @@ class Preprocessor:
         if resize.max_side_len and max(width, height) * scale > resize.max_side_len:
             scale = resize.max_side_len / max(width, height)
         multiple = resize.multiple
-        return (max(multiple, round(width * scale / multiple) * multiple),
-                max(multiple, round(height * scale / multiple) * multiple))
+        return (
+            max(multiple, round(width * scale / multiple) * multiple),
+            max(multiple, round(height * scale / multiple) * multiple),
+        )
 
     def _normalise(self, image: np.ndarray) -> np.ndarray:
         """(pixel - mean) / std as a 1xCxHxW or 1xHxWxC tensor of the input's dtype.
@@ -120,7 +122,7 @@ class Preprocessor:
             if crop > new_w or crop > new_h:
                 raise ImageError(f"centre crop {crop} is larger than the resized image {new_w}x{new_h}")
             offset_x, offset_y = (new_w - crop) // 2, (new_h - crop) // 2
-            resized = resized[offset_y:offset_y + crop, offset_x:offset_x + crop]
+            resized = resized[offset_y : offset_y + crop, offset_x : offset_x + crop]
         if self.spec.color == "RGB":
             resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
         tensor = self._normalise(resized)

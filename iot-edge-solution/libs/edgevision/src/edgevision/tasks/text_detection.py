@@ -30,7 +30,7 @@ def region_score(probability: np.ndarray, corners: np.ndarray) -> float:
     x1, y1 = np.clip(np.ceil(corners.max(axis=0)).astype(int), 0, [width - 1, height - 1])
     mask = np.zeros((y1 - y0 + 1, x1 - x0 + 1), dtype=np.uint8)
     cv2.fillPoly(mask, [np.round(corners - [x0, y0]).astype(np.int32)], 1)
-    return float(cv2.mean(probability[y0:y1 + 1, x0:x1 + 1], mask)[0])
+    return float(cv2.mean(probability[y0 : y1 + 1, x0 : x1 + 1], mask)[0])
 
 
 def expand_rect(rect: tuple, unclip_ratio: float) -> tuple:
