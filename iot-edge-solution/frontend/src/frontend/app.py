@@ -14,6 +14,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -175,7 +176,11 @@ class Handlers:
 
     async def _form(self, request: Request) -> tuple[Session | None, dict[str, str]]:
         """The session and the form, or (None, form) when the CSRF token does not match the session's."""
-        form = await request.form()
+        try:
+            form = await request.form()
+        except (MultiPartException, ValueError) as e:  # a malformed body is a form without a valid token
+            logger.info("refused a malformed form post to %s: %s", request.url.path, e)
+            return None, {}
         fields = {key: str(value)[:MAX_FIELD_LENGTH] for key, value in form.items() if isinstance(value, str)}
         session = self._session(request)
         if session is None or not session.csrf_ok(fields.get("csrf_token")):

@@ -131,6 +131,24 @@ def test_login_without_the_session_csrf_token_is_refused(harness: Harness, token
     assert harness.gateway.calls == []
 
 
+@pytest.mark.parametrize(
+    ("content_type", "body", "status"),
+    [
+        ("multipart/form-data; boundary=zzz", b"xx--zzz\r\nnot a part", 403),  # no valid CSRF token in it
+        ("multipart/form-data", b"--no-boundary", 400),  # Starlette's own answer
+        ("application/x-www-form-urlencoded", b"%zz=%%&csrf_token", 403),
+    ],
+)
+def test_a_malformed_form_is_refused_not_a_server_error(
+    harness: Harness, content_type: str, body: bytes, status: int
+) -> None:
+    client = harness.client()
+    client.get("/login")
+    response = client.post("/login", content=body, headers={"content-type": content_type})
+    assert response.status_code == status
+    assert harness.gateway.calls == []
+
+
 def test_login_without_any_session_is_refused(harness: Harness) -> None:
     token = csrf_of(harness.client().get("/login").text)
     response = harness.client().post("/login", data={"csrf_token": token, "username": "alice", "password": PASSWORD})

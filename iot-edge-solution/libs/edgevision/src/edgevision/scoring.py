@@ -135,6 +135,8 @@ async def _image_bytes(request: Request, limit: int) -> bytes:
         form = await MultiPartParser(request.headers, _once(body), max_files=1, max_fields=10).parse()
     except MultiPartException as e:
         raise BodyError(400, f"malformed multipart form: {e.message}") from e
+    except ValueError as e:  # python-multipart's own parse errors reach us unwrapped in some releases
+        raise BodyError(400, f"malformed multipart form: {e}") from e
     upload = form.get("file")
     if upload is None or isinstance(upload, str):
         raise BodyError(400, "the multipart form needs a file part named 'file'")
