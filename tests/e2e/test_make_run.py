@@ -113,6 +113,7 @@ def alive(pid: int) -> bool:
 
 
 def describe(pid: int) -> str:
+    """The command line of `pid`, for messages."""
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
@@ -137,6 +138,7 @@ class MakeRun:
             )
 
     def output(self) -> str:
+        """What make run printed so far."""
         return self.log.read_text(encoding="utf-8", errors="replace")
 
     def banner(self) -> dict[str, str]:
@@ -157,6 +159,7 @@ class MakeRun:
         os.killpg(self.process.pid, signal.SIGINT)
 
     def kill(self) -> None:
+        """SIGKILL every process group under make (a failed test must not leave the solution running)."""
         for pid in descendants(self.process.pid) | {self.process.pid}:
             try:
                 os.killpg(pid, signal.SIGKILL)
@@ -166,6 +169,7 @@ class MakeRun:
 
 @pytest.fixture
 def make_run(tmp_path: Path) -> Iterator[MakeRun]:
+    """`make run` with its state and user database in tmp_path, once the fixed ports are free."""
     taken = [port for port in FIXED_PORTS if not port_free(port)]
     require_part(
         not taken,
