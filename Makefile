@@ -103,9 +103,9 @@ $(STAMP): $(SETUP_INPUTS)
 	@echo "$(PYTHON_ID)" > $@
 
 # The whole solution: Azurite, the edgeHub emulator with every module of deployment.template.json, the sign-in
-# front-end; prints the URLs and a demo user. Ctrl-C stops everything.
+# front-end; prints the URLs and a demo user. Ctrl-C stops everything. SDK_LOGS=1 keeps the Azure SDKs' INFO lines.
 run: setup
-	$(PY) tools/solution_up.py --state $(EMULATOR_STATE) --frontend -- \
+	$(PY) tools/solution_up.py --state $(EMULATOR_STATE) --frontend $(if $(SDK_LOGS),--sdk-logs) -- \
 		$(VENV)/bin/edgehub-emulator up $(SOLUTION)/deployment.template.json --state $(EMULATOR_STATE)
 
 run-classifier: setup

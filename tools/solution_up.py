@@ -26,6 +26,7 @@ import base64
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
@@ -36,7 +37,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO, Iterator, Sequence
 
 from edgehub_emulator.azurite import DEFAULT_BLOB_PORT, DEFAULT_QUEUE_PORT, DEFAULT_TABLE_PORT, Azurite, AzuriteError
 
@@ -44,6 +45,9 @@ log = logging.getLogger("solution-up")
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 HUB_READY = b"REQUESTS_CA_BUNDLE="
+RECORD = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)")
+# a module's line from an Azure SDK logger below WARNING: "classifier  | 2026-... INFO azure.iot.device...: ..."
+SDK_CHATTER = re.compile(rb"^[\w-]+ +\| \S+ \S+ (?:DEBUG|INFO) azure\.")
 SERVICE_VARS = ("IOTHUB_CONNECTION_STRING", "REQUESTS_CA_BUNDLE")
 HUB_TIMEOUT_S = 120.0
 DEVICE_TIMEOUT_S = 180.0
@@ -166,13 +170,30 @@ class Children:
         return process.wait()
 
 
-def _copy_output(stream: IO[bytes], ready: threading.Event) -> None:
-    """Copy the hub's output to ours line by line; set `ready` at its 'ready' line."""
+def _records(stream: IO[bytes]) -> Iterator[bytes]:
+    """The stream's output as records ending in a newline or a carriage return (a progress line); the rest at
+    the end."""
+    pending = b""
+    while chunk := os.read(stream.fileno(), 65536):
+        pending += chunk
+        end = max(pending.rfind(b"\n"), pending.rfind(b"\r")) + 1
+        if end:
+            yield from RECORD.findall(pending[:end])
+            pending = pending[end:]
+    if pending:
+        yield pending
+
+
+def _copy_output(stream: IO[bytes], ready: threading.Event, sdk_logs: bool) -> None:
+    """Copy the hub's output to ours; set `ready` at its 'ready' line. Without `sdk_logs` the Azure SDKs' INFO
+    and DEBUG lines (several per message) are left out, so the modules' own lines and the banner stay readable."""
     out = sys.stdout.buffer
-    for line in iter(stream.readline, b""):
-        if line.startswith(HUB_READY):
+    for record in _records(stream):
+        if record.startswith(HUB_READY):
             ready.set()
-        out.write(line)
+        if not sdk_logs and SDK_CHATTER.search(record):
+            continue
+        out.write(record)
         out.flush()
 
 
@@ -255,13 +276,15 @@ def banner(frontend_url: str, module_env: dict[str, str], demo: dict[str, str]) 
     return f"\n{rule}\n  The solution is up. Ctrl-C stops everything.\n{body}\n{rule}\n"
 
 
-def run_with_frontend(children: Children, command: list[str], state: Path, source: Path | None) -> int:
+def run_with_frontend(
+    children: Children, command: list[str], state: Path, source: Path | None, sdk_logs: bool = False
+) -> int:
     """Start the hub (`command`), wait for it and authrequest, start the front-end; run until a signal or a child
     exits. Raises SolutionError when a part does not come up."""
     ready = threading.Event()
     hub = children.start("hub", command, stdout=subprocess.PIPE)
     assert hub.stdout is not None
-    threading.Thread(target=_copy_output, args=(hub.stdout, ready), daemon=True).start()
+    threading.Thread(target=_copy_output, args=(hub.stdout, ready, sdk_logs), daemon=True).start()
     _wait(children, ready.is_set, HUB_TIMEOUT_S, "the hub's ready line")
     env = _frontend_env(state, source)
     device, module = env.get("FRONTEND_DEVICE_ID", "edge-device"), env.get("FRONTEND_MODULE_ID", "authrequest")
@@ -301,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run the sign-in front-end once the hub and authrequest are up; print the URLs and a demo user",
     )
+    parser.add_argument(
+        "--sdk-logs", action="store_true", help="with --frontend: keep the Azure SDKs' INFO lines in the output"
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -328,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     try:
         if args.frontend:
-            status = run_with_frontend(children, command, state, source)
+            status = run_with_frontend(children, command, state, source, args.sdk_logs)
         else:
             children.start("hub", command)
             status = children.processes["hub"].wait()

@@ -11,6 +11,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType
 
@@ -142,3 +143,34 @@ def test_the_banner_gives_the_urls_and_the_demo_user(module_env: dict[str, str],
 )
 def test_the_front_ends_local_url(host: str, url: str) -> None:
     assert load()._local_url(host, 8000) == url  # pylint: disable=protected-access
+
+
+HUB_OUTPUT = (
+    b"2026-12-01 22:26:40,001 INFO edgehub_emulator.cli: hub up\n"
+    b"REQUESTS_CA_BUNDLE=/state/ca.pem\n"
+    b"classifier  | 2026-12-01 22:27:01,334 INFO azure.iot.device.iothub.sync_clients: Sending message...\n"
+    b"classifier  | frame      1 | classification: espresso 0.88\r"
+    b"classifier  | frame      2 | classification: espresso 0.87\r"
+    b"alert       | 2026-12-01 22:27:01,337 WARNING azure.iot.device.common: reconnecting\n"
+    b"authrequest | 2026-12-01 22:27:01,338 INFO authrequest: serving ProcessRequest\n"
+    b"no newline at the end"
+)
+
+
+@pytest.mark.parametrize("sdk_logs", [False, True])
+def test_the_hubs_output_is_copied_with_progress_lines_and_without_the_sdks_info(
+    capsysbinary: pytest.CaptureFixture[bytes], sdk_logs: bool
+) -> None:
+    read, write = os.pipe()
+    with os.fdopen(write, "wb") as writer:
+        for start in range(0, len(HUB_OUTPUT), 7):  # in pieces that split lines
+            writer.write(HUB_OUTPUT[start : start + 7])
+    ready = threading.Event()
+    with os.fdopen(read, "rb") as reader:
+        load()._copy_output(reader, ready, sdk_logs)  # pylint: disable=protected-access
+    assert ready.is_set()
+    out = capsysbinary.readouterr().out
+    sdk_info = b"INFO azure.iot.device.iothub.sync_clients: Sending message...\n"
+    expected = HUB_OUTPUT if sdk_logs else HUB_OUTPUT.replace(b"classifier  | 2026-12-01 22:27:01,334 " + sdk_info, b"")
+    assert out == expected
+    assert (sdk_info in out) is sdk_logs
