@@ -37,7 +37,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO, Iterator, Sequence
+from typing import IO, Callable, Iterator, Sequence
 
 from edgehub_emulator.azurite import DEFAULT_BLOB_PORT, DEFAULT_QUEUE_PORT, DEFAULT_TABLE_PORT, Azurite, AzuriteError
 
@@ -197,10 +197,10 @@ def _copy_output(stream: IO[bytes], ready: threading.Event, sdk_logs: bool) -> N
         out.flush()
 
 
-def _wait(children: Children, condition: object, timeout: float, what: str) -> None:
-    """Poll `condition()` (a callable) until true; a child's exit, a stop signal or the timeout raise."""
+def _wait(children: Children, condition: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll `condition()` until true; a child's exit, a stop signal or the timeout raise."""
     deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
+    while not condition():
         if children.stopping.is_set():
             raise SolutionError("stopped before the solution was up")
         gone = children.exited()
