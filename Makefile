@@ -53,7 +53,7 @@ PLATFORM ?=
 NODE_TEST := $(EMULATOR)/tests/node
 NODE_STAMP := $(NODE_TEST)/node_modules/.install-done
 
-.PHONY: help setup run test lint coverage format clean emulator emulator-up emulator-env
+.PHONY: help setup run run-classifier test lint coverage format clean emulator emulator-up emulator-env
 
 # The local edgeHub emulator (tools/edgehub-emulator): its state folder, and the module `make emulator-env` is for.
 EMULATOR_STATE ?= .edgehub-emulator
@@ -61,7 +61,8 @@ MODULE ?= classifier
 
 help:
 	@echo "make setup     create .venv (PYTHON=python3.10|3.11|3.12 chooses the interpreter; a new one rebuilds .venv)"
-	@echo "make run       set up, then run the classifier on the demo video (Ctrl-C stops it)"
+	@echo "make run       set up, then the whole solution: Azurite, the hub with every module, the front-end (Ctrl-C stops all)"
+	@echo "make run-classifier  set up, then only the classifier on the demo video (CAMERA_PATH=, MODEL_NAME=, ...)"
 	@echo "make test      set up, then run every test"
 	@echo "make lint      pylint on all Python code, hadolint on the Dockerfiles, ruff format --check"
 	@echo "make coverage  tests with coverage, subprocesses included: terminal, htmlcov/ and coverage.xml"
@@ -101,7 +102,13 @@ $(STAMP): $(SETUP_INPUTS)
 		$(if $(wildcard $(EMULATOR)/pyproject.toml),-e "$(EMULATOR)") -e "$(FRONTEND)[dev]"
 	@echo "$(PYTHON_ID)" > $@
 
+# The whole solution: Azurite, the edgeHub emulator with every module of deployment.template.json, the sign-in
+# front-end; prints the URLs and a demo user. Ctrl-C stops everything. SDK_LOGS=1 keeps the Azure SDKs' INFO lines.
 run: setup
+	$(PY) tools/solution_up.py --state $(EMULATOR_STATE) --frontend $(if $(SDK_LOGS),--sdk-logs) -- \
+		$(VENV)/bin/edgehub-emulator up $(SOLUTION)/deployment.template.json --state $(EMULATOR_STATE)
+
+run-classifier: setup
 	CAMERA_PATH="$(CAMERA_PATH)" MODEL_NAME="$(MODEL_NAME)" MODEL_REPOSITORY="$(MODEL_REPOSITORY)" \
 	USE_TENSOR_RT="$(USE_TENSOR_RT)" $(PY) $(SOLUTION)/modules/classifier/main.py
 
