@@ -44,6 +44,10 @@ def cmd_serve(_: argparse.Namespace) -> int:
 
     settings = load_settings(FrontendSettings)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # the Storage SDK logs every HTTP request and response at INFO (one poll a second per waiting user): keep
+    # its warnings only, unless the whole app runs at DEBUG
+    if settings.log_level != "DEBUG":
+        logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
     app = create_app(settings)
     print(f"FRONTEND_URL=http://{settings.frontend_host}:{settings.frontend_port}/", flush=True)
     uvicorn.run(app, host=settings.frontend_host, port=settings.frontend_port, log_level=settings.log_level.lower())
