@@ -99,7 +99,7 @@ $(STAMP): $(SETUP_INPUTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -r requirements-dev.txt -e "$(LIB)[dev]" $(addprefix -r ,$(MODULE_REQS)) \
-		$(if $(wildcard $(EMULATOR)/pyproject.toml),-e "$(EMULATOR)") -e "$(FRONTEND)[dev]"
+		$(if $(wildcard $(EMULATOR)/pyproject.toml),-e "$(EMULATOR)") -e "$(FRONTEND)[dev]" -e tools/testkit
 	@echo "$(PYTHON_ID)" > $@
 
 # The whole solution: Azurite, the edgeHub emulator with every module of deployment.template.json, the sign-in

@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from edgehub_emulator.azurite import Azurite, find_azurite
+from solution_testkit import free_port, require_part
 
 REPO_ROOT = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def require_part(available: bool, reason: str) -> None:
-    """Skip locally when a real part is missing, but fail in CI (CI=true), where every part must be there."""
-    if available:
-        return
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"required part missing in CI: {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -30,18 +29,12 @@ from edgevision.manager import ModelManager
 from edgevision.models import ModelRepository
 from edgevision.pipeline import BaseConsumer, Pipeline, PipelineOptions, PipelineStats
 from edgevision.scoring import ScoringServer
+from edgehub_emulator.process import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "iot-edge-solution" / "models"
 IMAGE = ROOT / "iot-edge-solution" / "media" / "squirrel_cls.jpg"
 VIDEO = ROOT / "iot-edge-solution" / "media" / "demo.mp4"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Answers:

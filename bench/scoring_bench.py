@@ -16,7 +16,6 @@ import argparse
 import http.client
 import json
 import os
-import socket
 import threading
 import time
 from pathlib import Path
@@ -28,16 +27,10 @@ from edgevision.manager import ModelManager
 from edgevision.models import ModelRepository
 from edgevision.scoring import ScoringServer
 from edgevision.tasks import decode_image
+from edgehub_emulator.process import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = ROOT / "iot-edge-solution" / "media" / "squirrel_cls.jpg"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def concurrent_rate(clients: int, seconds: float, make_call) -> tuple[float, int]:

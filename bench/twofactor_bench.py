@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,7 @@ from edgehub_emulator.config import EmulatorConfig
 from edgehub_emulator.emulator import EmulatorThread
 from edgehub_emulator.environment import module_connection_string, module_identity, service_connection_string
 from edgehub_emulator.manifest import parse_manifest
+from edgehub_emulator.process import free_port
 from edgevision.config import resolve_threads
 from edgevision.frames import SourceOptions, open_source
 from edgevision.iot import EdgeModuleConnection
@@ -67,12 +67,6 @@ MANIFEST = {
         },
     }
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait(condition: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -163,9 +157,9 @@ def main() -> int:  # pylint: disable=too-many-locals,too-many-statements
     key_text = base64.b64encode(secrets.token_bytes(32)).decode()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        azurite = Azurite(tmp / "azurite", _free_port(), _free_port(), _free_port()).start()
+        azurite = Azurite(tmp / "azurite", free_port(), free_port(), free_port()).start()
         config = EmulatorConfig(
-            state_dir=tmp / "hub", service_port=_free_port(), workload_port=_free_port(), module_method_port=None
+            state_dir=tmp / "hub", service_port=free_port(), workload_port=free_port(), module_method_port=None
         )
         hub = EmulatorThread(config, parse_manifest(MANIFEST)).start()
         os.environ["REQUESTS_CA_BUNDLE"] = str(hub.ca_cert)

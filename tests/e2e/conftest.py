@@ -12,10 +12,8 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -28,46 +26,21 @@ from azure.storage.blob import ContainerClient
 from azure.storage.queue import QueueClient
 
 from edgehub_emulator.azurite import Azurite
+from edgehub_emulator.process import MQTT_PORT, EmulatorProcess, free_port, port_free
+from solution_testkit import require_part
+from solution_testkit import wait_for as poll
+from solution_testkit.browser import chromium
 
 ROOT = Path(__file__).resolve().parents[2]
 SOLUTION = ROOT / "iot-edge-solution"
 MEDIA = SOLUTION / "media"
 MANIFEST = SOLUTION / "deployment.template.json"
 KEEP = ("PATH", "HOME", "LANG", "SYSTEMROOT", "TMPDIR")
-MQTT_PORT = 8883
-
-
-def in_ci() -> bool:
-    """True on CI (CI=true), where a missing part fails instead of skipping."""
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def port_free(port: int) -> bool:
-    """True when nothing listens on 127.0.0.1:`port`."""
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     """Poll `condition` until it returns something true; fail naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    return poll(condition, timeout, what, interval=0.1)
 
 
 def make_video(path: Path, scenes: list[tuple[str, float]], fps: int = 10) -> Path:
@@ -81,65 +54,6 @@ def make_video(path: Path, scenes: list[tuple[str, float]], fps: int = 10) -> Pa
             writer.write(frame)
     writer.release()
     return path
-
-
-class EmulatorHub:
-    """`edgehub-emulator start` on the solution's manifest, on free service/workload ports."""
-
-    def __init__(self, state: Path) -> None:
-        self.state = state
-        self.service_port = free_port()
-        self.workload_port = free_port()
-        self.log = state.parent / "emulator.log"
-        self.process: subprocess.Popen[str] | None = None
-
-    @property
-    def options(self) -> list[str]:
-        """What every CLI call of this instance needs."""
-        return [
-            "--state", str(self.state), "--service-port", str(self.service_port),
-            "--workload-port", str(self.workload_port), "--module-method-port", "0",
-        ]  # fmt: skip
-
-    def start(self) -> None:
-        """Start; returns when it prints REQUESTS_CA_BUNDLE= (all servers listen then)."""
-        with self.log.open("a", encoding="utf-8") as log:
-            self.process = subprocess.Popen(  # pylint: disable=consider-using-with
-                [sys.executable, "-m", "edgehub_emulator.cli", "start", "--manifest", str(MANIFEST), *self.options],
-                stdout=subprocess.PIPE, stderr=log, text=True,
-            )  # fmt: skip
-        assert self.process.stdout is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if line.startswith("REQUESTS_CA_BUNDLE="):
-                return
-            if not line and self.process.poll() is not None:
-                break
-        raise RuntimeError(f"the emulator did not start:\n{self.log.read_text(encoding='utf-8')}")
-
-    def cli(self, *argv: str) -> str:
-        """Run a CLI command against this instance; its stdout."""
-        completed = subprocess.run(
-            [sys.executable, "-m", "edgehub_emulator.cli", *argv, *self.options],
-            capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
-        assert completed.returncode == 0, completed.stderr
-        return completed.stdout
-
-    def env(self, module: str) -> dict[str, str]:
-        """What `module` needs to reach the hub (simulator variables), plus the service-side lines."""
-        return json.loads(self.cli("env", module, "--format", "json"))
-
-    def upstream(self) -> list[dict[str, Any]]:
-        """Every message that reached $upstream so far."""
-        return [json.loads(line) for line in self.cli("monitor", "--from-start", "--once").splitlines() if line]
-
-    def stop(self) -> None:
-        """SIGTERM and wait."""
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(20)
 
 
 class ModuleProcess:
@@ -194,15 +108,21 @@ class ModuleProcess:
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The edgeHub emulator for the solution's manifest. Needs port 8883: locally it skips when that is taken
     (run under `unshare --net`), in CI it fails."""
-    if not port_free(MQTT_PORT):
-        reason = f"port {MQTT_PORT} is in use: run the e2e tests inside `unshare --net` (see tests/e2e/conftest.py)"
-        if in_ci():
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    instance = EmulatorHub(tmp_path_factory.mktemp("emulator") / "state")
-    instance.start()
+    require_part(
+        port_free(MQTT_PORT),
+        f"port {MQTT_PORT} is in use: run the e2e tests inside `unshare --net` (see tests/e2e/conftest.py)",
+    )
+    instance = EmulatorProcess(tmp_path_factory.mktemp("emulator") / "state", MANIFEST).start()
     yield instance
     instance.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """The distribution's headless Chromium through Playwright (a Browser); skips locally, fails in CI when
+    missing."""
+    with chromium() as instance:
+        yield instance
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +146,7 @@ SIMULATOR_VARIABLES = ("EdgeHubConnectionString", "EdgeModuleCACertificateFile")
 class Solution:
     """The running modules and the service-side clients of one test module."""
 
-    def __init__(self, hub: EmulatorHub, storage: Azurite, videos: dict[str, Path], logs: Path) -> None:
+    def __init__(self, hub: EmulatorProcess, storage: Azurite, videos: dict[str, Path], logs: Path) -> None:
         self.hub = hub
         self.storage = storage
         self.videos = videos
@@ -326,7 +246,7 @@ class Solution:
 
 
 @pytest.fixture(scope="module")
-def solution(hub: EmulatorHub, storage: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Solution]:
+def solution(hub: EmulatorProcess, storage: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Solution]:
     """authrequest and the classifier (on a video where a squirrel follows four seconds of coffee) against the
     emulator and Azurite."""
     folder = tmp_path_factory.mktemp("e2e")

@@ -19,15 +19,16 @@ import json
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 import requests
+
+from edgehub_emulator.process import cli_options, free_port
+from solution_testkit import wait_for as poll
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -38,16 +39,6 @@ REAL_AUTHREQUEST = SOLUTION / "modules" / "authrequest" / "main.py"
 OUTPUT = REPO / "test-output" / "frontend-browser"
 ENV_TEMPLATE = REPO / ".env_template"
 BIN = Path(sys.executable).parent
-CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # The object the device sees (the stand-in reports it found, with coffee.png as the image; the real classifier
 # sees it in the demo video, made from coffee.png and chelsea.png) and one it never sees.
 SEEN_OBJECT = os.environ.get("FRONTEND_E2E_SEEN_OBJECT", "espresso")
@@ -87,31 +78,9 @@ STANDIN_MANIFEST = {
 }
 
 
-def require_part(available: bool, reason: str) -> None:
-    """Skip locally when a real part is missing, but fail in CI (CI=true), as /conftest.py does for Azurite."""
-    if available:
-        return
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"required part missing in CI: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-def unused_port() -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     """Poll until predicate() is truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not within {timeout} s")
+    return poll(condition, timeout, what, interval=0.2)
 
 
 def use_real_device() -> bool:
@@ -128,12 +97,7 @@ class Device:
     def __init__(self, root: Path, storage: str) -> None:
         self.root = root
         self.real = use_real_device()
-        self.options = [
-            "--state", str(root / "state"),
-            "--service-port", str(unused_port()),
-            "--workload-port", str(unused_port()),
-            "--module-method-port", "0",
-        ]  # fmt: skip
+        self.options = cli_options(root / "state", free_port(), free_port(), "--module-method-port", "0")
         self.out = root / "up.out"
         self.err = root / "up.err"
         self.env_file = root / ".env"
@@ -212,7 +176,7 @@ class FrontendServer:
     """`frontend serve` as its own process; users enrolled with `frontend users add`."""
 
     def __init__(self, root: Path, env: dict[str, str]) -> None:
-        self.port = unused_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = root / "frontend.log"
         self.env = {
@@ -266,24 +230,6 @@ class FrontendServer:
 
 
 @pytest.fixture(scope="module")
-def playwright_browser() -> Iterator[Any]:
-    """Headless Chromium from the distribution (never a downloaded browser build)."""
-    require_part(
-        CHROMIUM.is_file(),
-        f"Chromium not found at {CHROMIUM} (Debian/Ubuntu: apt-get install chromium chromium-driver)",
-    )
-    try:
-        from playwright.sync_api import sync_playwright  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        require_part(False, "playwright is not installed (run `make setup`)")
-        raise
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture(scope="module")
 def frontend(tmp_path_factory: pytest.TempPathFactory, azurite: Any) -> Iterator[FrontendServer]:
     """The device side (hub + modules) and the front-end with alice (seen object) and bob (unseen)."""
     root = tmp_path_factory.mktemp("frontend-e2e")
@@ -303,9 +249,9 @@ def frontend(tmp_path_factory: pytest.TempPathFactory, azurite: Any) -> Iterator
 
 
 @pytest.fixture
-def page(playwright_browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     """A fresh browser context (its own cookies); its final page is saved as a screenshot."""
-    context = playwright_browser.new_context()
+    context = browser.new_context()
     current = context.new_page()
     current.errors = []  # JavaScript errors and Content-Security-Policy violations
     current.on("pageerror", lambda error: current.errors.append(str(error)))
@@ -363,7 +309,7 @@ def image_loaded(page: Any, selector: str) -> bool:
     return bool(page.eval_on_selector(selector, "img => img.complete && img.naturalWidth > 0"))
 
 
-def test_right_password_then_object_signs_in(page: Any, playwright_browser: Any, frontend: FrontendServer) -> None:
+def test_right_password_then_object_signs_in(page: Any, browser: Any, frontend: FrontendServer) -> None:
     calls = frontend.method_calls()
     response = sign_in(page, frontend, "alice", PASSWORD["alice"])
     assert response.status == 200 and page.url == f"{frontend.url}/verify"
@@ -382,7 +328,7 @@ def test_right_password_then_object_signs_in(page: Any, playwright_browser: Any,
     assert page.errors == []
 
     # another session cannot fetch the image: neither a fresh browser nor another user past the password
-    other = playwright_browser.new_context()
+    other = browser.new_context()
     try:
         stranger = other.new_page()
         assert stranger.goto(f"{frontend.url}{image_url}").status == 404

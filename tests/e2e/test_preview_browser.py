@@ -1,25 +1,24 @@
 """The live preview in a real headless Chromium: the classifier runs NanoDet on a video made from the bundled dog
 photo, and the page on PREVIEW_PORT shows a moving, annotated stream (two screenshots differ, neither is blank).
 
-Needs Debian's `chromium` and `chromium-driver` (`apt-get install -y chromium chromium-driver`) and selenium
-(requirements-dev.txt). Without them the test skips locally and fails in CI (CI=true)."""
+Needs Debian's `chromium` (`apt-get install -y chromium`), driven by Playwright (the `browser` fixture of
+tests/e2e/conftest.py). Without it the test skips locally and fails in CI (CI=true)."""
 
 from __future__ import annotations
 
-import io
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
 import pytest
+
+from edgehub_emulator.process import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -27,63 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SOLUTION = ROOT / "iot-edge-solution"
 CLASSIFIER = SOLUTION / "modules" / "classifier" / "main.py"
 KEEP = ("PATH", "HOME", "LANG", "TMPDIR", "SYSTEMROOT")
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-    "--window-size=1000,800",
-)
-
-
-def require_part(available: bool, reason: str) -> None:
-    """Skip locally when a real part is missing, fail in CI."""
-    if available:
-        return
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"required part missing in CI: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-def chromium_paths() -> tuple[str | None, str | None]:
-    """The Chromium binary and its chromedriver on PATH (None when missing)."""
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    return browser, driver
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    """A headless Chromium through Selenium and the system's chromedriver."""
-    try:
-        from selenium import webdriver  # pylint: disable=import-outside-toplevel
-        from selenium.webdriver.chrome.service import Service  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        webdriver = None
-    chromium, driver = chromium_paths()
-    require_part(webdriver is not None, "selenium is not installed (make setup installs requirements-dev.txt)")
-    require_part(
-        chromium is not None and driver is not None, "Chromium is missing: apt-get install -y chromium chromium-driver"
-    )
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    instance = webdriver.Chrome(options=options, service=Service(executable_path=driver))
-    instance.set_page_load_timeout(30)
-    yield instance
-    instance.quit()
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+VIEWPORT = {"width": 1000, "height": 800}
 
 
 @pytest.fixture(scope="module")
@@ -139,27 +82,32 @@ def classifier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         log.close()
 
 
-def screenshot(element: object) -> np.ndarray:
-    """A screenshot of one page element as a BGR image."""
-    png = element.screenshot_as_png  # type: ignore[attr-defined]
-    image = cv2.imdecode(np.frombuffer(io.BytesIO(png).getvalue(), np.uint8), cv2.IMREAD_COLOR)
+def screenshot(element: Any) -> np.ndarray:
+    """A screenshot of one page element (a Playwright Locator) as a BGR image."""
+    image = cv2.imdecode(np.frombuffer(element.screenshot(), np.uint8), cv2.IMREAD_COLOR)
     assert image is not None
     return image
 
 
-def test_preview_page_shows_a_moving_annotated_stream(browser: object, classifier: int) -> None:
-    driver = browser
-    driver.get(f"http://127.0.0.1:{classifier}/")  # type: ignore[attr-defined]
-    assert "nanodet-m-416" in driver.title  # type: ignore[attr-defined]
-    image = driver.find_element("id", "stream")  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 30
-    while not driver.execute_script("return arguments[0].naturalWidth", image):  # type: ignore[attr-defined]
-        assert time.monotonic() < deadline, "the stream never showed a frame"
-        time.sleep(0.2)
-    assert driver.execute_script("return arguments[0].naturalWidth", image) == 768  # type: ignore[attr-defined]
-    first = screenshot(image)
-    time.sleep(1.5)
-    second = screenshot(image)
+def test_preview_page_shows_a_moving_annotated_stream(browser: Any, classifier: int) -> None:
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
+        page = context.new_page()
+        page.set_default_navigation_timeout(30_000)
+        # the MJPEG stream never ends: wait for the document, then for the image's first frame
+        page.goto(f"http://127.0.0.1:{classifier}/", wait_until="domcontentloaded")
+        assert "nanodet-m-416" in page.title()
+        image = page.locator("#stream")
+        deadline = time.monotonic() + 30
+        while not image.evaluate("img => img.naturalWidth"):
+            assert time.monotonic() < deadline, "the stream never showed a frame"
+            time.sleep(0.2)
+        assert image.evaluate("img => img.naturalWidth") == 768
+        first = screenshot(image)
+        time.sleep(1.5)
+        second = screenshot(image)
+    finally:
+        context.close()
     for shot in (first, second):
         assert shot.std() > 20, "the stream image is blank"
     difference = np.abs(first.astype(int) - second.astype(int)).mean()

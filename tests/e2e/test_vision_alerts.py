@@ -16,7 +16,6 @@ import http.server
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,9 @@ import cv2
 import numpy as np
 import pytest
 
+from edgehub_emulator.process import EmulatorProcess, free_port
+from solution_testkit import wait_for as poll
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,22 +40,9 @@ LOOP_FRAMES = 15
 KEEP = ("PATH", "HOME", "LANG", "TMPDIR", "SYSTEMROOT")
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     """Poll `condition` until it is truthy (returned) or the timeout passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    return poll(condition, timeout, what, interval=0.2)
 
 
 def make_video(path: Path) -> Path:
@@ -107,17 +96,7 @@ class Solution:
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self.state = tmp / "state"
-        self.ports = [
-            "--service-port",
-            str(free_port()),
-            "--workload-port",
-            str(free_port()),
-            "--module-method-port",
-            "0",
-            "--state",
-            str(self.state),
-        ]
+        self.hub = EmulatorProcess(tmp / "state", MANIFEST, log=tmp / "emulator.log")
         self.video = make_video(tmp / "dog-then-cat.avi")
         self.webhook_port = free_port()
         self.queue_dir = tmp / "alert-queue"
@@ -126,15 +105,7 @@ class Solution:
 
     def cli(self, *argv: str) -> str:
         """Run an edgehub-emulator command against this emulator; its stdout."""
-        result = subprocess.run(
-            [sys.executable, "-m", "edgehub_emulator.cli", *argv, *self.ports],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert result.returncode == 0, f"edgehub-emulator {argv[0]} failed: {result.stderr}"
-        return result.stdout
+        return self.hub.cli(*argv).stdout
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
         """Start a process with its output in <name>.log."""
@@ -149,18 +120,9 @@ class Solution:
 
     def start_hub(self) -> None:
         """The emulator with the solution's manifest, and `monitor` following $upstream."""
-        self.spawn(
-            "emulator",
-            [sys.executable, "-m", "edgehub_emulator.cli", "start", "--manifest", str(MANIFEST), *self.ports],
-        )
-        wait_for(
-            lambda: "REQUESTS_CA_BUNDLE=" in self.log("emulator") or self.processes["emulator"].poll() is not None,
-            60,
-            "the emulator",
-        )
-        assert self.processes["emulator"].poll() is None, self.log("emulator")
+        self.processes["emulator"] = self.hub.start().process
         monitor = subprocess.Popen(  # pylint: disable=consider-using-with
-            [sys.executable, "-m", "edgehub_emulator.cli", "monitor", "--from-start", *self.ports],
+            [sys.executable, "-m", "edgehub_emulator.cli", "monitor", "--from-start", *self.hub.args],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -176,7 +138,7 @@ class Solution:
     def module_env(self, module: str, **settings: str) -> dict[str, str]:
         """The environment a module gets under the emulator, plus `settings`."""
         env = {k: v for k, v in os.environ.items() if k in KEEP}
-        env.update(json.loads(self.cli("env", module, "--format", "json")))
+        env.update(self.hub.env(module))
         env.update(PYTHONUNBUFFERED="1", LOG_LEVEL="INFO", **settings)
         return env
 

@@ -4,9 +4,7 @@ namespace (`unshare --net`)."""
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,68 +14,12 @@ from typing import Callable, Iterator
 import pytest
 
 from edgehub_emulator.azurite import Azurite
+from edgehub_emulator.process import EmulatorProcess
 
 TESTS = Path(__file__).resolve().parents[1]
 MANIFEST = TESTS / "fixtures" / "deployment.json"
 STANDIN_DEVICE = TESTS / "standin_device.py"
 MEDIA = TESTS.parents[1] / "media"
-
-
-def unused_port() -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Hub:
-    """`edgehub-emulator start` on free service/workload ports with its state in a temporary folder."""
-
-    def __init__(self, root: Path) -> None:
-        self.options = [
-            "--state", str(root / "state"),
-            "--service-port", str(unused_port()),
-            "--workload-port", str(unused_port()),
-            "--module-method-port", "0",
-        ]  # fmt: skip
-        self.log = root / "emulator.log"
-        self.process: subprocess.Popen[str] | None = None
-
-    def start(self) -> None:
-        """Start; return once it prints its CA line (every server listens then)."""
-        with self.log.open("w", encoding="utf-8") as log:
-            self.process = subprocess.Popen(  # pylint: disable=consider-using-with
-                [sys.executable, "-m", "edgehub_emulator.cli", "start", "--manifest", str(MANIFEST), *self.options],
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-            )
-        assert self.process.stdout is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if line.startswith("REQUESTS_CA_BUNDLE="):
-                return
-            if not line and self.process.poll() is not None:
-                break
-        raise RuntimeError(f"the emulator did not start:\n{self.log.read_text(encoding='utf-8')}")
-
-    def stop(self) -> None:
-        """SIGTERM and wait."""
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(20)
-
-    def env(self, module: str = "authrequest") -> dict[str, str]:
-        """`edgehub-emulator env MODULE`: the module's simulator variables, IOTHUB_CONNECTION_STRING and the CA."""
-        result = subprocess.run(
-            [sys.executable, "-m", "edgehub_emulator.cli", "env", module, "--format", "json", *self.options],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        return json.loads(result.stdout)
 
 
 class StandIn:
@@ -107,12 +49,11 @@ class StandIn:
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
     """One emulator per test module, its CA trusted by this process's requests (the service SDK)."""
-    instance = Hub(tmp_path_factory.mktemp("hub"))
-    instance.start()
+    instance = EmulatorProcess(tmp_path_factory.mktemp("hub") / "state", MANIFEST).start()
     previous = os.environ.get("REQUESTS_CA_BUNDLE")
-    os.environ["REQUESTS_CA_BUNDLE"] = instance.env()["REQUESTS_CA_BUNDLE"]
+    os.environ["REQUESTS_CA_BUNDLE"] = instance.env("authrequest")["REQUESTS_CA_BUNDLE"]
     yield instance
     instance.stop()
     if previous is None:
@@ -122,7 +63,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
 
 
 @pytest.fixture
-def standin_device(hub: Hub, azurite: Azurite, tmp_path: Path) -> Iterator[Callable[..., StandIn]]:
+def standin_device(hub: EmulatorProcess, azurite: Azurite, tmp_path: Path) -> Iterator[Callable[..., StandIn]]:
     """Starts the stand-in device: `standin_device(visible="coffee mug", delay=1, silent=False)`; stops it after
     the test."""
     started: list[StandIn] = []

@@ -38,7 +38,7 @@ PASSWORD = "correct horse battery"
 
 def gateway_for(hub: Any, **kwargs: Any) -> HubGateway:
     """The gateway with the emulator's service connection string."""
-    return HubGateway(hub.env()["IOTHUB_CONNECTION_STRING"], "edge-device", "authrequest", **kwargs)
+    return HubGateway(hub.env("authrequest")["IOTHUB_CONNECTION_STRING"], "edge-device", "authrequest", **kwargs)
 
 
 def wait_result(results: BlobResults, request_id: str, timeout: float = 30) -> Result:
@@ -79,7 +79,7 @@ def test_device_that_does_not_answer_is_a_timeout(hub: Any, standin_device: Call
 
 
 def test_unknown_module_is_offline_too(hub: Any) -> None:
-    gateway = HubGateway(hub.env()["IOTHUB_CONNECTION_STRING"], "edge-device", "nosuchmodule")
+    gateway = HubGateway(hub.env("authrequest")["IOTHUB_CONNECTION_STRING"], "edge-device", "nosuchmodule")
     with pytest.raises(DeviceOfflineError):
         gateway.request(str(uuid.uuid4()), "coffee mug", 70, 30)
 
@@ -96,7 +96,7 @@ def test_unknown_module_is_offline_too(hub: Any) -> None:
 def test_hub_problems_are_clear_errors(
     hub: Any, mutate: Callable[[str], str], error: type[Exception], message: str
 ) -> None:
-    gateway = HubGateway(mutate(hub.env()["IOTHUB_CONNECTION_STRING"]), "edge-device", "authrequest")
+    gateway = HubGateway(mutate(hub.env("authrequest")["IOTHUB_CONNECTION_STRING"]), "edge-device", "authrequest")
     with pytest.raises(error, match=message):
         gateway.request(str(uuid.uuid4()), "coffee mug", 70, 30)
 
@@ -186,7 +186,7 @@ def test_app_signs_in_with_the_device(
     standin_device(visible="coffee mug")
     client = app_client(
         make_settings(
-            iothub_connection_string=hub.env()["IOTHUB_CONNECTION_STRING"],
+            iothub_connection_string=hub.env("authrequest")["IOTHUB_CONNECTION_STRING"],
             storage_connection_string=azurite.connection_string,
         )
     )
@@ -202,7 +202,7 @@ def test_app_expired(
     standin_device(visible="banana")
     client = app_client(
         make_settings(
-            iothub_connection_string=hub.env()["IOTHUB_CONNECTION_STRING"],
+            iothub_connection_string=hub.env("authrequest")["IOTHUB_CONNECTION_STRING"],
             storage_connection_string=azurite.connection_string,
             frontend_request_seconds=5,
         )
@@ -214,7 +214,7 @@ def test_app_expired(
 def test_app_with_device_offline(hub: Any, azurite: Azurite, make_settings: Callable[..., FrontendSettings]) -> None:
     client = app_client(
         make_settings(
-            iothub_connection_string=hub.env()["IOTHUB_CONNECTION_STRING"],
+            iothub_connection_string=hub.env("authrequest")["IOTHUB_CONNECTION_STRING"],
             storage_connection_string=azurite.connection_string,
         )
     )
@@ -230,7 +230,8 @@ def test_app_with_storage_down(
     standin_device(visible="banana")
     client = app_client(
         make_settings(
-            iothub_connection_string=hub.env()["IOTHUB_CONNECTION_STRING"], storage_connection_string=dead_storage()
+            iothub_connection_string=hub.env("authrequest")["IOTHUB_CONNECTION_STRING"],
+            storage_connection_string=dead_storage(),
         )
     )
     status = client.get("/verify/status").json()

@@ -12,17 +12,11 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from solution_testkit import free_port
 
 MODULE = Path(__file__).resolve().parents[1] / "main.py"
 SOLUTION = Path(__file__).resolve().parents[3]
 KEEP = ("PATH", "HOME", "LANG", "SYSTEMROOT", "TMPDIR")
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def get(url: str, data: bytes | None = None) -> tuple[int, bytes]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -11,7 +10,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -23,6 +21,8 @@ from azure.iot.hub import IoTHubRegistryManager
 
 from edgehub_emulator import mqtt
 from edgehub_emulator.identity import generate_sas, parse_connection_string
+from edgehub_emulator.process import EmulatorProcess, cli_options, free_port
+from solution_testkit import wait_for
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 EDGE_VARS = (
@@ -40,91 +40,16 @@ EDGE_VARS = (
 MAX_MESSAGE_BYTES = 8192
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def cli_options(state: Path, service_port: int, workload_port: int, *extra: str) -> list[str]:
-    """The state folder and ports every CLI call of one emulator shares, plus `extra` options."""
-    return ["--state", str(state), "--service-port", str(service_port), "--workload-port", str(workload_port), *extra]
-
-
-class EmulatorProcess:
-    """`edgehub-emulator start` in a subprocess; restartable on the same state folder and ports."""
-
-    def __init__(self, state: Path, manifest: Path) -> None:
-        self.state = state
-        self.manifest = manifest
-        self.service_port = free_port()
-        self.workload_port = free_port()
-        self.process: subprocess.Popen[str] | None = None
-        self.log = state.parent / "emulator.log"
-
-    @property
-    def args(self) -> list[str]:
-        """Options every CLI call shares."""
-        return cli_options(
-            self.state, self.service_port, self.workload_port, "--max-message-bytes", str(MAX_MESSAGE_BYTES)
-        )
-
-    def start(self) -> None:
-        """Start and wait until it prints its connection string (all servers listen then)."""
-        log = self.log.open("a", encoding="utf-8")
-        self.process = subprocess.Popen(  # pylint: disable=consider-using-with
-            [
-                sys.executable,
-                "-m",
-                "edgehub_emulator.cli",
-                "start",
-                "--manifest",
-                str(self.manifest),
-                "--log-level",
-                "DEBUG",
-                *self.args,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if line.startswith("REQUESTS_CA_BUNDLE="):
-                return
-            if not line and self.process.poll() is not None:
-                break
-        raise RuntimeError(f"emulator did not start; log:\n{self.log.read_text()}")
-
-    def stop(self) -> None:
-        """SIGTERM and wait."""
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(15)
-
-    def cli(self, *argv: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        """Run a CLI command against this instance."""
-        result = subprocess.run(
-            [sys.executable, "-m", "edgehub_emulator.cli", *argv, *self.args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"CLI {argv} failed: {result.stderr}")
-        return result
-
-    def env(self, module: str, workload: bool = False) -> dict[str, str]:
-        """`edgehub-emulator env MODULE --format json`."""
-        return json.loads(self.cli("env", module, "--format", "json", *(["--workload"] if workload else [])).stdout)
-
-    def log_text(self) -> str:
-        """What the emulator logged so far."""
-        return self.log.read_text(encoding="utf-8")
+def emulator_process(root: Path) -> EmulatorProcess:
+    """The emulator on the fixture manifest, with a small message limit and debug logging (the tests read it)."""
+    return EmulatorProcess(
+        root / "state",
+        FIXTURES / "deployment.json",
+        options=("--max-message-bytes", str(MAX_MESSAGE_BYTES)),
+        start_options=("--log-level", "DEBUG"),
+        start_timeout=30,
+        stop_timeout=15,
+    )
 
 
 SOLUTION = FIXTURES / "solution"
@@ -249,7 +174,7 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProce
     """The emulator of one test module (port 8883 is fixed by the SDK, so there is one at a time: pytest tears
     a module's fixtures down before the next module's start)."""
     root = tmp_path_factory.mktemp("emulator")
-    proc = EmulatorProcess(root / "state", FIXTURES / "deployment.json")
+    proc = emulator_process(root)
     proc.start()
     yield proc
     proc.stop()
@@ -294,17 +219,6 @@ def module_client(
             client.shutdown()
         except Exception:  # pylint: disable=broad-exception-caught
             pass
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
-    """Poll until predicate() is truthy; returns its value or fails the test with the timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def service_token(emulator: EmulatorProcess) -> str:

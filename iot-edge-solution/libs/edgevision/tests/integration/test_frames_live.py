@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ from edgevision.frames import (
     SourceOptions,
     open_source,
 )
+from solution_testkit import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -122,13 +122,6 @@ def read_or_close(source: FrameSource, timeout_s: float = 30.0) -> Frame:
         return source.read()
     finally:
         guard.cancel()
-
-
-def free_port() -> int:
-    """A local TCP port nothing listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_stream_delivers_newest_frames_in_order(server: MjpegServer) -> None:

@@ -12,9 +12,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
-import time
 import urllib.request
 import zipfile
 from datetime import datetime, timedelta, timezone
@@ -23,11 +20,13 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from edgehub_emulator.process import EmulatorProcess, free_port
 from edgevision.iot import EdgeModuleConnection
 from edgevision.manager import ModelManager
 from edgevision.models import ModelRepository, PackageLimits
 from edgevision.scoring import ScoringServer
 from edgevision.updates import ModelUpdater
+from solution_testkit import wait_for as poll
 
 REPO = Path(__file__).resolve().parents[5]
 MANIFEST = REPO / "iot-edge-solution" / "deployment.template.json"
@@ -36,101 +35,22 @@ MODULE = "classifier"
 LIMITS = PackageLimits(max_download_bytes=40 << 20, max_unpacked_bytes=60 << 20, max_files=50, timeout_s=10)
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0) -> Any:
-    """Poll until predicate() is truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout} s")
-
-
-class Emulator:
-    """`edgehub-emulator start` for the solution's deployment template, on free ports."""
-
-    def __init__(self, root: Path) -> None:
-        self.args = [
-            "--state",
-            str(root / "state"),
-            "--service-port",
-            str(free_port()),
-            "--workload-port",
-            str(free_port()),
-            "--module-method-port",
-            "0",
-        ]
-        self.log = root / "emulator.log"
-        self.process: subprocess.Popen[str] | None = None
-
-    def start(self) -> None:
-        """Start and wait until it listens."""
-        with self.log.open("a", encoding="utf-8") as log:
-            self.process = subprocess.Popen(  # pylint: disable=consider-using-with
-                [sys.executable, "-m", "edgehub_emulator.cli", "start", "--manifest", str(MANIFEST), *self.args],
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-            )
-        assert self.process.stdout is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if line.startswith("REQUESTS_CA_BUNDLE="):
-                return
-            if not line and self.process.poll() is not None:
-                break
-        raise RuntimeError(f"emulator did not start:\n{self.log.read_text(encoding='utf-8')}")
-
-    def env(self) -> dict[str, str]:
-        """What the classifier module needs to reach the emulator."""
-        result = subprocess.run(
-            [sys.executable, "-m", "edgehub_emulator.cli", "env", MODULE, "--format", "json", *self.args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        return json.loads(result.stdout)
-
-    def upstream(self) -> list[str]:
-        """The $upstream messages so far, one JSON line each (`monitor --from-start --once`)."""
-        result = subprocess.run(
-            [sys.executable, "-m", "edgehub_emulator.cli", "monitor", "--from-start", "--once", *self.args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        return result.stdout.splitlines()
-
-    def stop(self) -> None:
-        """SIGTERM and wait."""
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(15)
+def wait_for(condition: Callable[[], Any], timeout: float = 60.0) -> Any:
+    """Poll until condition() is truthy (the shared poll, with this file's default timeout)."""
+    return poll(condition, timeout)
 
 
 @pytest.fixture(scope="module")
-def emulator(tmp_path_factory) -> Iterator[Emulator]:
+def emulator(tmp_path_factory) -> Iterator[EmulatorProcess]:
     """The emulator, with the classifier's edge environment set in this process."""
     try:
         socket.create_connection(("127.0.0.1", 8883), timeout=0.5).close()
         pytest.fail("port 8883 is taken: run these tests under `unshare --net` (see the module docstring)")
     except OSError:
         pass
-    instance = Emulator(tmp_path_factory.mktemp("emulator"))
-    instance.start()
+    instance = EmulatorProcess(tmp_path_factory.mktemp("emulator") / "state", MANIFEST, stop_timeout=15).start()
     saved = dict(os.environ)
-    os.environ.update(instance.env())
+    os.environ.update(instance.env(MODULE))
     yield instance
     instance.stop()
     os.environ.clear()
@@ -296,7 +216,7 @@ def test_1_a_good_package_becomes_active_and_is_reported(
     answer = module.score(SQUIRREL)
     assert answer["model_version"] == "2" and answer["predictions"][0]["label"].startswith("v2-")
     assert module.connection.counters["outputs_sent"] == sent + 1  # DLModelOutput
-    upstream = [json.loads(line) for line in emulator.upstream() if "efficientnet-v2.zip" in line]
+    upstream = [json.loads(line) for line in emulator.monitor_lines() if "efficientnet-v2.zip" in line]
     assert len(upstream) == 1 and upstream[0]["output"] == "DLModelOutput"  # routed by the template's route
     body = json.loads(upstream[0]["body"])
     assert (body["FileName"], body["name"], body["version"]) == ("efficientnet-v2.zip", "efficientnet-lite0", "2")

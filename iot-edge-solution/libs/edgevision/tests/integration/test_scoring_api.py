@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import urllib.error
 import urllib.request
 import uuid
@@ -17,13 +16,7 @@ from edgevision.manager import ModelManager
 from edgevision.models import ModelRepository
 from edgevision.scoring import ScoringServer, ScoringSettings
 from edgevision.config import SettingsError, load_settings
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from solution_testkit import free_port
 
 
 def call(url: str, data: bytes | None = None, content_type: str | None = None) -> tuple[int, str, bytes]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 import uuid
@@ -22,14 +21,9 @@ from edgevision.storage import (
     StorageQueue,
     StorageUnavailableError,
 )
+from solution_testkit import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _name(prefix: str) -> str:
@@ -217,7 +211,7 @@ def test_names_storage_refuses_give_clear_errors(
 
 
 def test_an_unreachable_storage_is_a_transient_error_without_the_key() -> None:
-    port = _free_port()
+    port = free_port()
     conn = connection_string(port, port)
     with pytest.raises(StorageUnavailableError) as caught:
         StorageQueue(conn, "q").send("x")
@@ -229,7 +223,7 @@ def test_an_unreachable_storage_is_a_transient_error_without_the_key() -> None:
 def test_the_worker_backs_off_logs_once_per_outage_and_resumes(
     tmp_path: Path, azurite_executable: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    blob_port, queue_port = _free_port(), _free_port()
+    blob_port, queue_port = free_port(), free_port()
     conn = connection_string(blob_port, queue_port)
     collector = Collector()
     queue = StorageQueue(conn, "outage")
@@ -241,7 +235,7 @@ def test_the_worker_backs_off_logs_once_per_outage_and_resumes(
         backoff=Backoff(logging.getLogger("test.outage"), "queue outage", initial=0.05, maximum=0.4),
     )
     caplog.set_level(logging.INFO, logger="test.outage")
-    instance = Azurite(tmp_path / "a", blob_port, queue_port, _free_port(), executable=azurite_executable)
+    instance = Azurite(tmp_path / "a", blob_port, queue_port, free_port(), executable=azurite_executable)
     worker.start()
     try:
         time.sleep(2.0)  # several failed tries

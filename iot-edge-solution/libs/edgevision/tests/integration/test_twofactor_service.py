@@ -24,6 +24,7 @@ from edgevision.storage import BlobStore, StorageQueue
 from edgevision.tasks import Task
 from edgevision.twofactor.service import RequestService
 from edgevision.vision import build_task
+from solution_testkit import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -32,13 +33,8 @@ OTHER_KEY = ModuleKey(bytes(range(100, 132)))
 
 
 def _wait_for(condition: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
+    """The shared poll with this file's default timeout."""
+    return wait_for(condition, timeout)
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,13 @@ import http.server
 import json
 import logging
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
 from edgevision.alerts import DiskQueue, WebhookSender, make_event, redact_url
+from solution_testkit import wait_for as poll
 
 
 class Endpoint:
@@ -68,13 +68,7 @@ def endpoint() -> Iterator[Endpoint]:
 
 def wait_for(condition: Callable[[], Any], timeout: float = 10) -> Any:
     """Poll `condition` until it is truthy (returned) or the timeout passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
+    return poll(condition, timeout, interval=0.02)
 
 
 def event(n: int) -> dict[str, Any]:
