@@ -15,12 +15,13 @@ import os
 import re
 import signal
 import subprocess
-import socket
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
+
+from solution_testkit import port_free, require_part, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -30,59 +31,11 @@ OUTPUT = ROOT / "test-output" / "make-run"
 FIXED_PORTS = (8883, 10000, 10001, 10002, 8443, 15580, 8000, 8080, 5012)
 FRONTEND = "http://127.0.0.1:8000"
 BANNER = "The solution is up"
-CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
-
-
-def require_part(available: bool, reason: str) -> None:
-    """Skip locally when a real part is missing, but fail in CI (CI=true)."""
-    if available:
-        return
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"required part missing in CI: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-def port_free(port: int) -> bool:
-    """True when nothing listens on 127.0.0.1:`port`."""
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll until predicate() is truthy; fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not within {timeout} s")
 
 
 def image_loaded(page: Any, selector: str) -> bool:
     """The image is decoded and has pixels."""
     return bool(page.eval_on_selector(selector, "img => img.complete && img.naturalWidth > 0"))
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """Headless Chromium from the distribution (never a downloaded browser build), driven by Playwright."""
-    require_part(CHROMIUM.is_file(), f"Chromium not found at {CHROMIUM} (apt-get install chromium chromium-driver)")
-    try:
-        from playwright.sync_api import sync_playwright  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        require_part(False, "playwright is not installed (run `make setup`)")
-        raise
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS)
-        yield launched
-        launched.close()
 
 
 def descendants(pid: int) -> set[int]:
@@ -170,6 +123,11 @@ class MakeRun:
 @pytest.fixture
 def make_run(tmp_path: Path) -> Iterator[MakeRun]:
     """`make run` with its state and user database in tmp_path, once the fixed ports are free."""
+    # the previous test module's hub and modules may still be on their way out
+    try:
+        wait_for(lambda: all(port_free(port) for port in FIXED_PORTS), 30, "the fixed ports to be free", 0.5)
+    except AssertionError:
+        pass
     taken = [port for port in FIXED_PORTS if not port_free(port)]
     require_part(
         not taken,

@@ -27,8 +27,10 @@ def free_port() -> int:
 
 
 def port_free(port: int) -> bool:
-    """True when nothing listens on 127.0.0.1:`port`."""
+    """True when nothing listens on 127.0.0.1:`port`. Bound as servers bind (SO_REUSEADDR), so connections of a
+    server that just stopped, still in TIME_WAIT, do not count."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

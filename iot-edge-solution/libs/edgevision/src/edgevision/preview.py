@@ -84,10 +84,15 @@ class _Server(http.server.ThreadingHTTPServer):
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        # ThreadingMixIn's loop, with the slot given back *before* the socket closes: a client that sees its
+        # connection end may connect again at once and must find the slot free
         try:
-            super().process_request_thread(request, client_address)
+            self.finish_request(request, client_address)
+        except Exception:  # pylint: disable=broad-exception-caught
+            self.handle_error(request, client_address)
         finally:
             self.slots.release()
+            self.shutdown_request(request)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
