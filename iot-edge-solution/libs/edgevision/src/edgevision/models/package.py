@@ -66,32 +66,28 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-def normalise_md5(value: str) -> str:
-    """An MD5 given as base64 (as Azure Storage's Content-MD5) or as 32 hex digits, as lower-case hex."""
+def _normalise_digest(value: str, field: str, what: str, size: int, forms: str) -> str:
+    """A digest of `size` bytes given as hex or base64, as lower-case hex; PackageError naming `field` otherwise."""
     text = value.strip()
-    if len(text) == 32 and all(c in "0123456789abcdefABCDEF" for c in text):
+    if len(text) == size * 2 and all(c in "0123456789abcdefABCDEF" for c in text):
         return text.lower()
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as e:
-        raise PackageError("verifying", f"ContentMD5 {value!r} is neither base64 nor hex") from e
-    if len(raw) != 16:
-        raise PackageError("verifying", f"ContentMD5 {value!r} is not an MD5 (16 bytes)")
+        raise PackageError("verifying", f"{field} {value!r} is neither {forms}") from e
+    if len(raw) != size:
+        raise PackageError("verifying", f"{field} {value!r} is not {what} ({size} bytes)")
     return raw.hex()
+
+
+def normalise_md5(value: str) -> str:
+    """An MD5 given as base64 (as Azure Storage's Content-MD5) or as 32 hex digits, as lower-case hex."""
+    return _normalise_digest(value, "ContentMD5", "an MD5", 16, "base64 nor hex")
 
 
 def normalise_sha256(value: str) -> str:
     """A SHA-256 given as 64 hex digits or base64, as lower-case hex."""
-    text = value.strip()
-    if len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text):
-        return text.lower()
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as e:
-        raise PackageError("verifying", f"ContentSHA256 {value!r} is neither hex nor base64") from e
-    if len(raw) != 32:
-        raise PackageError("verifying", f"ContentSHA256 {value!r} is not a SHA-256 (32 bytes)")
-    return raw.hex()
+    return _normalise_digest(value, "ContentSHA256", "a SHA-256", 32, "hex nor base64")
 
 
 def download(url: str, target: Path, limits: PackageLimits) -> Downloaded:
