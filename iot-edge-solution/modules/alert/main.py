@@ -10,7 +10,7 @@ import logging
 import sys
 
 from edgevision.alerts import AlertService, AlertSettings, module_identity
-from edgevision.config import SettingsError, load_settings
+from edgevision.config import module_settings
 from edgevision.errors import EdgeVisionError
 from edgevision.iot import ShutdownSignal, connect_module
 
@@ -21,12 +21,9 @@ EXIT_CONFIG = 2
 
 def main() -> int:
     """Run until SIGTERM or Ctrl-C; 2 for bad settings or no edgeHub at start."""
-    try:
-        settings = load_settings(AlertSettings)
-    except SettingsError as e:
-        print(f"alert: {e}", file=sys.stderr)
+    settings = module_settings(AlertSettings, "alert")
+    if settings is None:
         return EXIT_CONFIG
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     shutdown = ShutdownSignal().install()
     try:
         connection = connect_module()

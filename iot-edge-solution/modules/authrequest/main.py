@@ -10,7 +10,7 @@ import logging
 import sys
 from typing import Any
 
-from edgevision.config import SettingsError, load_settings
+from edgevision.config import module_settings
 from edgevision.errors import EdgeVisionError
 from edgevision.iot import MethodError, ShutdownSignal, connect_module
 from edgevision.storage import StorageError, StorageQueue, StorageUnavailableError
@@ -49,12 +49,9 @@ def process_request_handler(intake: RequestIntake) -> Any:
 
 def main() -> int:
     """Serve ProcessRequest until SIGTERM or Ctrl-C."""
-    try:
-        settings = load_settings(AuthRequestSettings)
-    except SettingsError as e:
-        print(f"authrequest: {e}", file=sys.stderr)
+    settings = module_settings(AuthRequestSettings, "authrequest")
+    if settings is None:
         return EXIT_CONFIG
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     shutdown = ShutdownSignal().install()
     key, connection_string = settings.key, settings.connection_string
     assert key is not None and connection_string is not None  # required by AuthRequestSettings

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgevision.config import SettingsError, VisionSettings, load_settings
+from edgevision.config import VisionSettings, module_settings
 from edgevision.detections import DetectionsOutput, DetectionsSettings
 from edgevision.errors import EdgeVisionError
 from edgevision.frames import SourceOptions, describe_source, open_source
@@ -106,12 +106,9 @@ def build_pipeline(
 
 def main() -> int:
     """Run until the source ends, SIGTERM or Ctrl-C; the exit status says why it ended."""
-    try:
-        settings = load_settings(ClassifierSettings)
-    except SettingsError as e:
-        print(f"classifier: {e}", file=sys.stderr)
+    settings = module_settings(ClassifierSettings, "classifier")
+    if settings is None:
         return EXIT_CONFIG
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.info("starting: model %s on %s", settings.model_name, describe_source(settings.camera_path))
     shutdown = ShutdownSignal().install()
     try:

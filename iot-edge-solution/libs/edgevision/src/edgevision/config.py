@@ -3,7 +3,9 @@ variable and what it accepts."""
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -153,3 +155,18 @@ def load_settings(settings_class: type[SettingsT], **overrides: Any) -> Settings
         )
         problems = "; ".join(_describe(err, secret) for err in e.errors())
         raise SettingsError(f"invalid configuration: {problems}") from e
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def module_settings(settings_class: type[SettingsT], module_name: str) -> SettingsT | None:
+    """A module's start: its settings from the environment and logging at their LOG_LEVEL; None, with
+    `module_name: <what is wrong>` on stderr, when a variable holds a bad value."""
+    try:
+        settings = load_settings(settings_class)
+    except SettingsError as e:
+        print(f"{module_name}: {e}", file=sys.stderr)
+        return None
+    logging.basicConfig(level=getattr(settings, "log_level", "INFO"), format=LOG_FORMAT)
+    return settings
