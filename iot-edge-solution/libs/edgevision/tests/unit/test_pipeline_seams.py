@@ -96,7 +96,11 @@ def test_fanout_starts_delivers_in_order_then_closes() -> None:
     assert log[:2] == ["start a", "start b"]
     assert [entry for entry in log if entry.startswith("a ")] == ["a 0", "a 1", "a 2"]
     assert [entry for entry in log if entry.startswith("b ")] == ["b 0", "b 1", "b 2"]
-    assert sorted(log[-2:]) == ["close a", "close b"]
+    # Each consumer closes after its own last frame; the two run on their own threads, so a may close while b
+    # still works through its queue.
+    assert log.count("close a") == log.count("close b") == 1
+    assert log.index("close a") > log.index("a 2") and log.index("close b") > log.index("b 2")
+    assert log[-1].startswith("close ")
     assert fanout.stats() == {"a": {"dropped": 0, "failures": 0}, "b": {"dropped": 0, "failures": 0}}
 
 
