@@ -265,7 +265,20 @@ class ScoringServer:
                 reason = f": {failure[0]!r}" if failure else ""
                 raise EdgeVisionError(f"the scoring API cannot listen on {self.host}:{self.port}{reason}")
             time.sleep(0.02)
-        log.info("scoring API on http://%s:%d (POST /score, GET /healthz /readyz /metrics)", self.host, self.port)
+        log.info(
+            "scoring API on http://%s:%d (POST /score, GET /healthz /readyz /metrics; HTTP parser: %s)",
+            self.host,
+            self.port,
+            self.http_parser,
+        )
+
+    @property
+    def http_parser(self) -> str:
+        """The HTTP/1.1 implementation uvicorn serves with: `httptools` (C, a dependency) or `h11` (pure Python,
+        uvicorn's fallback when httptools cannot be imported)."""
+        if self._server is None:
+            return "not started"
+        return "httptools" if "HttpTools" in self._server.config.http_protocol_class.__name__ else "h11"
 
     @property
     def url(self) -> str:

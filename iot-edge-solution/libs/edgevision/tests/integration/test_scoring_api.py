@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import urllib.error
 import urllib.request
 import uuid
@@ -162,6 +163,15 @@ def test_health_readiness_and_metrics(served, media) -> None:
     assert 'scoring_request_seconds_bucket{le="+Inf",path="/score"}' in text
     assert "pipeline_fps 12.5" in text
     assert 'model_active_info{name="efficientnet-lite0",version="1"} 1.0' in text
+
+
+def test_served_by_the_c_parser_which_refuses_malformed_http(served) -> None:
+    assert served.http_parser == "httptools", "httptools is a dependency: uvicorn fell back to pure-Python h11"
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as connection:
+        connection.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        reply = connection.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 400"), reply[:80]
+    assert call(f"{served.url}/healthz")[0] == 200, "still serving"
 
 
 def test_not_ready_without_a_model(media) -> None:
