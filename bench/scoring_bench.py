@@ -36,6 +36,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 from collections.abc import Callable
 
 import onnxruntime as ort
@@ -206,7 +207,7 @@ def seed_caller(model: LoadedModel, served: ServedModel, jpeg: bytes, threads: i
     return make_call
 
 
-def best_of(candidates: dict[str, Callable[[], float]]) -> tuple[str, float]:
+def best_of(candidates: dict[Any, Callable[[], float]]) -> tuple[Any, float]:
     """The candidate with the highest rate."""
     rates = {name: measure() for name, measure in candidates.items()}
     best = max(rates, key=rates.__getitem__)
@@ -227,16 +228,17 @@ def main() -> None:  # pylint: disable=too-many-locals,too-many-statements
     jpeg = IMAGE.read_bytes()
     image = decode_image(jpeg)
     managers = {count: ModelManager("onnxruntime", count, sample_image=IMAGE) for count in range(1, cpus + 1)}
-    managers.setdefault(threads, ModelManager("onnxruntime", threads, sample_image=IMAGE))
+    if threads not in managers:  # a --threads above the CPU count
+        managers[threads] = ModelManager("onnxruntime", threads, sample_image=IMAGE)
     served = {count: manager.activate(model) for count, manager in managers.items()}
     module = served[threads]
     inputs, geometry = module.pre_process(image)
     outputs = module.task.engine.infer(inputs)
 
     probe = max(1.0, args.seconds / 2)
-    engine_config, _ = best_of(
+    (engine_threads, engine_callers), _ = best_of(
         {
-            f"{count} threads, {callers} callers": (
+            (count, callers): (
                 lambda count=count, callers=callers: concurrent_rate(
                     callers, probe, engine_caller(served[count], inputs)
                 )[0]
@@ -245,7 +247,6 @@ def main() -> None:  # pylint: disable=too-many-locals,too-many-statements
             for callers in sorted({1, args.clients})
         }
     )
-    engine_threads, engine_callers = (int(part.split()[0]) for part in engine_config.split(", "))
     seed_threads, _ = best_of(
         {
             count: (
@@ -309,7 +310,7 @@ def main() -> None:  # pylint: disable=too-many-locals,too-many-statements
                 "score_rps": round(rates["score"], 2),
                 "score_failed_requests": failed,
                 "inference_only_rps": round(rates["engine"], 2),
-                "inference_only_best_config": engine_config,
+                "inference_only_best_config": f"{engine_threads} threads, {engine_callers} callers",
                 "session_per_request_rps": round(rates["seed"], 2),
                 "session_per_request_best_rps": round(rates["seed_best"], 2),
                 "session_per_request_best_threads": seed_threads,
