@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from edgevision.errors import EdgeVisionError
@@ -77,7 +77,20 @@ class VisionSettings(ModuleSettings):
 
     camera_path: str = Field(
         description="CAMERA_PATH: a video file, a GStreamer pipeline, an rtsp:// or http(s):// URL, "
-        "/dev/videoN or csi://N."
+        "/dev/videoN or csi://N: the one camera, named `default` (required unless CAMERAS is set).",
+    )
+    cameras: str = Field(
+        "",
+        description="CAMERAS: several named cameras, `name=source;name=source` (each source as CAMERA_PATH); "
+        "when set, CAMERA_PATH is ignored.",
+        json_schema_extra={"may_hold_credentials": True},  # rtsp://user:password@...: never echoed in errors
+    )
+    max_batch: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="MAX_BATCH: with several cameras, the most frames (one per camera) batched into one "
+        "inference when the model's batch axis is open; 1 runs frame by frame.",
     )
     use_tensor_rt: bool = Field(False, description="USE_TENSOR_RT: run the model with TensorRT on the GPU.")
     tensorrt_fallback: bool = Field(
@@ -124,12 +137,48 @@ class VisionSettings(ModuleSettings):
             raise ValueError("must not be empty")
         return value.strip()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _first_camera_as_path(cls, data: Any) -> Any:
+        # with CAMERAS alone, CAMERA_PATH reads as the first camera's source (code that logs it keeps working)
+        if isinstance(data, dict) and not str(data.get("camera_path") or "").strip():
+            cameras = str(data.get("cameras") or "")
+            first = cameras.split(";")[0].partition("=")[2].strip() if cameras.strip() else ""
+            if first:
+                data = {**data, "camera_path": first}
+        return data
+
+    @field_validator("cameras")
+    @classmethod
+    def _camera_list(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            # imported here: the frames package imports OpenCV, which settings alone do not need
+            from edgevision.frames.cameras import parse_cameras  # pylint: disable=import-outside-toplevel
+
+            try:
+                parse_cameras(value)
+            except EdgeVisionError as e:
+                raise ValueError(str(e)) from e
+        return value
+
+    def camera_specs(self) -> tuple[Any, ...]:
+        """The cameras: CAMERAS, else CAMERA_PATH as the one camera named `default` (CameraSpec tuples)."""
+        from edgevision.frames.cameras import cameras_from  # pylint: disable=import-outside-toplevel
+
+        return cameras_from(self.cameras, self.camera_path)
+
     def resolved_threads(self) -> int:
         """INTRA_OP_THREADS, with 0 meaning every available CPU."""
         return resolve_threads(self.intra_op_threads)
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def _may_hold_credentials(info: Any) -> bool:
+    extra = info.json_schema_extra
+    return isinstance(extra, dict) and bool(extra.get("may_hold_credentials"))
 
 
 def _describe(error: dict[str, Any], secret: frozenset[str] = frozenset()) -> str:
@@ -151,7 +200,9 @@ def load_settings(settings_class: type[SettingsT], **overrides: Any) -> Settings
         return settings_class(**overrides)
     except ValidationError as e:
         secret = frozenset(
-            name.upper() for name, info in settings_class.model_fields.items() if "SecretStr" in str(info.annotation)
+            name.upper()
+            for name, info in settings_class.model_fields.items()
+            if "SecretStr" in str(info.annotation) or _may_hold_credentials(info)
         )
         problems = "; ".join(_describe(err, secret) for err in e.errors())
         raise SettingsError(f"invalid configuration: {problems}") from e

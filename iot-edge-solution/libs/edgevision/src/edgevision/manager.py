@@ -98,6 +98,16 @@ class ServedModel:
         with self._guard:
             return self.task.infer(inputs, geometry, preprocess_ms)
 
+    @property
+    def batchable(self) -> bool:
+        """True when the model's batch axis is open, so frames can share one inference (`infer_batch`)."""
+        return self.task.batchable
+
+    def infer_batch(self, items: list[tuple[dict[str, np.ndarray], Geometry, float]]) -> list[TaskResult]:
+        """One engine run for several pre-processed frames (see Task.infer_batch); serialised like `infer`."""
+        with self._guard:
+            return self.task.infer_batch(items)
+
     def raw_outputs(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         """The engine's outputs for pre-processed inputs (for validation)."""
         with self._guard:
@@ -199,8 +209,10 @@ class ModelManager:
         threads: int = 1,
         cache_dir: Path | None = None,
         sample_image: Path | np.ndarray | None = None,
+        max_batch: int = 1,
     ) -> None:
         self.backend = backend
+        self.max_batch = max_batch
         self.threads = threads
         self.cache_dir = cache_dir
         self._sample_source = sample_image
@@ -227,7 +239,9 @@ class ModelManager:
             candidate = (Path(module_file).resolve().parent / SAMPLE_IMAGE_FROM_MODULE).resolve()
             sample = candidate if candidate.is_file() else None
         backend = choose_backend(settings.use_tensor_rt, settings.tensorrt_fallback)
-        return cls(backend, settings.resolved_threads(), settings.engine_cache_dir, sample)
+        # one camera never batches: the TensorRT profile then stays at batch 1 (a smaller, faster plan)
+        max_batch = settings.max_batch if len(settings.camera_specs()) > 1 else 1
+        return cls(backend, settings.resolved_threads(), settings.engine_cache_dir, sample, max_batch)
 
     # -- building --------------------------------------------------------------------------------------------
     def sample(self) -> np.ndarray:
@@ -249,7 +263,7 @@ class ModelManager:
         """A new engine for `model`, warmed up and validated; not in service yet. Raises an EdgeVisionError
         (EngineLoadError, ModelValidationError, ...) and leaves nothing open when the model is unusable."""
         with self._build_lock:  # one model at a time is built (memory); serving goes on meanwhile
-            task = build_task(model, self.backend, self.threads, self.cache_dir)
+            task = build_task(model, self.backend, self.threads, self.cache_dir, max_batch=self.max_batch)
             served = ServedModel(task)
             try:
                 self.warm_up(served)

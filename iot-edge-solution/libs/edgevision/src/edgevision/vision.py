@@ -19,9 +19,10 @@ log = logging.getLogger(__name__)
 BUNDLED_MODELS_FROM_MODULE = Path("..", "..", "models")
 
 
-# Shape ranges for axes the model leaves open (TensorRT builds one optimisation profile for them). Tasks infer
-# one frame at a time, so a dynamic batch axis is pinned to 1; an open image side may go from MIN_SIDE up to the
-# manifest's max_side_len (else LARGEST_SIDE), tuned for the size the pre-processing usually gives.
+# Shape ranges for axes the model leaves open (TensorRT builds one optimisation profile for them). A dynamic
+# batch axis goes from 1 to `max_batch` (MAX_BATCH: one frame per camera, batched by the multi-camera pipeline;
+# 1 by default, where one frame at a time is all a caller sends); an open image side may go from MIN_SIDE up to
+# the manifest's max_side_len (else LARGEST_SIDE), tuned for the size the pre-processing usually gives.
 MAX_BATCH = 1
 MIN_SIDE = 32
 LARGEST_SIDE = 2048
@@ -72,9 +73,10 @@ def _typical_sides(model: LoadedModel) -> tuple[int, int]:
 
 
 def dynamic_shape_range(
-    model: LoadedModel, shape: tuple[int, ...]
+    model: LoadedModel, shape: tuple[int, ...], max_batch: int = MAX_BATCH
 ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None:
-    """(min, opt, max) for an input `shape` with open (-1) axes, varying only those; None when none is open."""
+    """(min, opt, max) for an input `shape` with open (-1) axes, varying only those; None when none is open.
+    An open batch axis covers 1..max_batch, tuned ("opt") for max_batch."""
     if all(d >= 0 for d in shape):
         return None
     pre = model.manifest.preprocess
@@ -88,7 +90,7 @@ def dynamic_shape_range(
         if size >= 0:
             continue
         if axis == batch_axis:
-            low[axis], opt[axis], high[axis] = 1, 1, MAX_BATCH
+            low[axis], opt[axis], high[axis] = 1, max(1, max_batch), max(1, max_batch)
         elif axis == channel_axis:
             low[axis] = opt[axis] = high[axis] = 3
         else:
@@ -99,13 +101,17 @@ def dynamic_shape_range(
 
 
 def engine_config_for(
-    model: LoadedModel, threads: int, cache_dir: Path | None = None, spinning: bool = False
+    model: LoadedModel,
+    threads: int,
+    cache_dir: Path | None = None,
+    spinning: bool = False,
+    max_batch: int = MAX_BATCH,
 ) -> EngineConfig:
     """Engine settings from a manifest and its ONNX graph: axes open in both get a shape range for backends
     that build for one (TensorRT); every other axis keeps its one size."""
     spec = model.manifest.input
     shape = model_input_shape(model)
-    shape_range = dynamic_shape_range(model, shape)
+    shape_range = dynamic_shape_range(model, shape, max_batch)
     return EngineConfig(
         model_path=model.model_path,
         input_shapes={spec.name: shape},
@@ -123,9 +129,10 @@ def build_task(
     threads: int = 1,
     cache_dir: Path | None = None,
     spinning: bool = False,
+    max_batch: int = MAX_BATCH,
 ) -> Task:
     """Create and load the engine for `model` and wrap it in its task."""
-    engine = create_engine(backend, engine_config_for(model, threads, cache_dir, spinning))
+    engine = create_engine(backend, engine_config_for(model, threads, cache_dir, spinning, max_batch))
     engine.load()
     log.info("model %s (%s) ready on %s", model.ref, model.manifest.task, engine.describe())
     return create_task(model, engine)

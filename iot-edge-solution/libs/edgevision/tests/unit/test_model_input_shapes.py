@@ -178,3 +178,20 @@ def test_built_task_says_which_backend_runs_it() -> None:
         assert facts["onnxruntime"] == ort.__version__
     finally:
         task.engine.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "expected_range"),
+    [
+        ("efficientnet-lite0", ((1, 3, 224, 224), (4, 3, 224, 224), (4, 3, 224, 224))),
+        ("ppocr-det", ((1, 3, 32, 32), (4, 3, 736, 736), (4, 3, 2048, 2048))),
+        ("nanodet-m-416", None),  # its graph fixes batch 1: no profile, frames run one by one
+    ],
+)
+def test_the_shape_profile_covers_batch_one_to_max_batch(name: str, expected_range: tuple | None) -> None:
+    """MAX_BATCH widens an open batch axis to 1..MAX_BATCH (the TensorRT optimisation profile; the profile is
+    built on a GPU only, so here the request a backend gets is checked)."""
+    model = load(name, "1")
+    config = engine_config_for(model, threads=1, max_batch=4)
+    expected = {model.manifest.input.name: expected_range} if expected_range else {}
+    assert config.dynamic_shapes == expected

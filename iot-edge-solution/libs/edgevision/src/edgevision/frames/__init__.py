@@ -2,6 +2,7 @@
 pipelines and Jetson CSI cameras, behind one `FrameSource` interface."""
 
 from edgevision.frames.base import Frame, FrameSource, SourceOptions
+from edgevision.frames.cameras import DEFAULT_CAMERA, CameraSpec, cameras_from, parse_cameras
 from edgevision.frames.camera_path import csi_pipeline, describe_source, parse_camera_path, redact
 from edgevision.frames.capture import gstreamer_available
 from edgevision.frames.errors import (
@@ -24,6 +25,10 @@ from edgevision.frames.live_source import (
 )
 
 __all__ = [
+    "DEFAULT_CAMERA",
+    "CameraSpec",
+    "cameras_from",
+    "parse_cameras",
     "Backoff",
     "CameraDeviceSource",
     "EndOfStreamError",

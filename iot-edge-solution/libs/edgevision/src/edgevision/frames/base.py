@@ -31,6 +31,8 @@ class Frame:
     source: str  # redacted description of the source
     # time.time() when captured: the frame's time in messages and results (monotonic time means nothing outside)
     captured_at: float = field(default_factory=time.time)
+    # the camera's name from CAMERAS ("default" when CAMERA_PATH names the one camera)
+    camera: str = "default"
 
     @property
     def captured_at_iso(self) -> str:

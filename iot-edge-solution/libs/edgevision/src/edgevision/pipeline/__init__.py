@@ -4,16 +4,20 @@ from edgevision.pipeline.console import ConsoleReporter, format_summary
 from edgevision.pipeline.core import Pipeline, PipelineOptions
 from edgevision.pipeline.fanout import BaseConsumer, Consumer, Fanout, Handoff
 from edgevision.pipeline.latest import LatestValue
+from edgevision.pipeline.multicam import AllCamerasDownError, MultiCameraOptions, MultiCameraPipeline
 from edgevision.pipeline.stats import STAGES, PipelineStats
 
 __all__ = [
     "STAGES",
+    "AllCamerasDownError",
     "BaseConsumer",
     "ConsoleReporter",
     "Consumer",
     "Fanout",
     "Handoff",
     "LatestValue",
+    "MultiCameraOptions",
+    "MultiCameraPipeline",
     "Pipeline",
     "PipelineOptions",
     "PipelineStats",

@@ -60,6 +60,63 @@ class Task(abc.ABC, Generic[ResultT]):
             postprocess_ms=(done - inferred) * 1000,
         )
 
+    @property
+    def batchable(self) -> bool:
+        """True when the engine's input leaves the batch axis open (-1), so frames can share one inference."""
+        config = getattr(self.engine, "config", None)
+        shape = getattr(config, "input_shapes", {}).get(self.manifest.input.name)
+        return bool(shape) and shape[0] == -1
+
+    def infer_batch(self, items: list[tuple[dict[str, np.ndarray], Geometry, float]]) -> list[ResultT]:
+        """Engine and post-process for several pre-processed frames `(inputs, geometry, preprocess_ms)`, in order.
+
+        Frames whose tensors have the same shape share one engine run (stacked on the batch axis) when the model
+        is `batchable`; otherwise, and for a frame alone, each runs by itself. A result's `inference_ms` is its
+        whole batch's engine time (the latency that frame saw)."""
+        if len(items) < 2 or not self.batchable:
+            return [self.infer(*item) for item in items]
+        name = self.manifest.input.name
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for position, (inputs, _, _) in enumerate(items):
+            groups.setdefault(tuple(inputs[name].shape), []).append(position)
+        results: list[ResultT | None] = [None] * len(items)
+        for positions in groups.values():
+            if len(positions) == 1:
+                results[positions[0]] = self.infer(*items[positions[0]])
+                continue
+            for position, result in zip(positions, self._infer_stacked([items[p] for p in positions])):
+                results[position] = result
+        return [result for result in results if result is not None]
+
+    def _infer_stacked(self, items: list[tuple[dict[str, np.ndarray], Geometry, float]]) -> list[ResultT]:
+        name = self.manifest.input.name
+        start = time.perf_counter()
+        outputs = self.engine.infer({name: np.concatenate([inputs[name] for inputs, _, _ in items], axis=0)})
+        inferred = time.perf_counter()
+        if len(outputs) != len(self.manifest.outputs):
+            raise EngineError(f"model returned {len(outputs)} outputs, manifest names {len(self.manifest.outputs)}")
+        count = len(items)
+        if any(output.ndim == 0 or output.shape[0] != count for output in outputs):
+            raise EngineError(
+                f"a batch of {count} gave outputs of shapes {[list(o.shape) for o in outputs]}: no batch axis"
+            )
+        results = []
+        for index, (_, geometry, preprocess_ms) in enumerate(items):
+            post_start = time.perf_counter()
+            predictions = self.post_process([output[index : index + 1] for output in outputs], geometry)
+            results.append(
+                self._result(
+                    task=self.task_name,
+                    model=self.model.ref,
+                    predictions=tuple(predictions),
+                    image_size=geometry.source_size,
+                    preprocess_ms=preprocess_ms,
+                    inference_ms=(inferred - start) * 1000,
+                    postprocess_ms=(time.perf_counter() - post_start) * 1000,
+                )
+            )
+        return results
+
     def run(self, image: np.ndarray) -> ResultT:
         """The whole task on one BGR image."""
         start = time.perf_counter()

@@ -1,0 +1,322 @@
+"""Several cameras, one engine: a capture thread per camera, one inference thread that batches the newest frame
+of each camera into one engine run.
+
+Each camera keeps one slot holding its newest frame (never a backlog): a live camera overwrites it, a video file
+waits until inference took it (every frame, at the engine's pace). The inference thread takes at most
+`max_batch` frames per round, one per camera, starting after the last camera it served, so a fast camera cannot
+starve a slow one. A camera that cannot open, fails or ends is marked (`down` or `ended`, with the reason) and
+the others run on; the pipeline ends when every camera has ended or failed, or on `stop()`."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+
+from edgevision.errors import EdgeVisionError
+from edgevision.frames import EndOfStreamError, Frame, FrameSource, FrameSourceError
+from edgevision.manager import ModelManager, ServedModel
+from edgevision.pipeline.fanout import Consumer, Fanout
+from edgevision.pipeline.stats import PipelineStats
+from edgevision.tasks import Task
+
+log = logging.getLogger(__name__)
+
+STARTING, UP, ENDED, DOWN = "starting", "up", "ended", "down"
+
+
+class AllCamerasDownError(EdgeVisionError):
+    """No camera of a multi-camera pipeline could be opened or kept running."""
+
+
+@dataclass(frozen=True)
+class MultiCameraOptions:
+    """`max_batch`: the most frames (one per camera) in one engine run; 1 runs frame by frame."""
+
+    max_batch: int = 4
+    # once one camera has a frame, how long to wait for the other running cameras' frames to fill the batch
+    # (a muxer's batch timeout): a camera whose decode is a little slower still gets its turn in every round
+    batch_wait_s: float = 0.01
+    consumer_queue_size: int = 8
+    max_consecutive_errors: int = 50
+    max_results: int | None = None
+    opencv_threads: int | None = 1
+
+
+class Camera:
+    """One named source with its slot, its own statistics and its state."""
+
+    def __init__(self, name: str, source: FrameSource) -> None:
+        self.name = name
+        self.source = source
+        self.stats = PipelineStats()
+        self.state = STARTING
+        self.reason = ""
+        self.pending: Frame | None = None
+        self.thread: threading.Thread | None = None
+
+    @property
+    def finished(self) -> bool:
+        """True once the camera has ended or failed for good."""
+        return self.state in (ENDED, DOWN)
+
+    def snapshot(self) -> dict[str, Any]:
+        """State, reason, description and statistics, JSON-ready."""
+        state = self.state
+        age = self.source.stats.get("last_frame_age_s") if state == UP else None
+        watchdog = self.source.options.watchdog_s
+        if state == UP and self.source.live and watchdog and age is not None and age > watchdog:
+            state = "stalled"
+        return {
+            "name": self.name,
+            "source": self.source.description,
+            "state": state,
+            "reason": self.reason,
+            **self.stats.snapshot(),
+        }
+
+
+class MultiCameraPipeline:  # pylint: disable=too-many-instance-attributes
+    """Runs one model (a fixed Task or a ModelManager's current model) on frames from several named sources and
+    hands every result, its frame carrying the camera's name, to every consumer. The interface of `Pipeline`:
+    start, stop, wait, close, run, stats, error."""
+
+    def __init__(
+        self,
+        cameras: list[tuple[str, FrameSource]],
+        task: Task | ModelManager,
+        consumers: list[Consumer] | None = None,
+        options: MultiCameraOptions | None = None,
+        stats: PipelineStats | None = None,
+    ) -> None:
+        if not cameras:
+            raise ValueError("a multi-camera pipeline needs at least one camera")
+        names = [name for name, _ in cameras]
+        if len(set(names)) != len(names):
+            raise ValueError(f"camera names must be unique, got {names}")
+        self.cameras = [Camera(name, source) for name, source in cameras]
+        self.models = task if isinstance(task, ModelManager) else ModelManager.for_task(task)
+        self.options = options or MultiCameraOptions()
+        self.stats = stats or PipelineStats()
+        self.error: BaseException | None = None
+        self._fanout = Fanout(list(consumers or []), self.options.consumer_queue_size)
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._next = 0  # the camera served first in the next round
+        self._inference = threading.Thread(target=self._inference_loop, name="inference", daemon=True)
+
+    # -- control ---------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start a capture thread per camera (each opens its own source) and the inference thread."""
+        if self.options.opencv_threads is not None:
+            cv2.setNumThreads(self.options.opencv_threads)
+        self._fanout.start()
+        for camera in self.cameras:
+            camera.thread = threading.Thread(
+                target=self._capture_loop, args=(camera,), name=f"capture-{camera.name}", daemon=True
+            )
+            camera.thread.start()
+        self._inference.start()
+
+    def stop(self) -> None:
+        """Ask every thread to finish; safe from any thread or a signal handler."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the pipeline ends; True when ended."""
+        return self._done.wait(timeout)
+
+    def close(self) -> None:
+        """Stop, close the sources, join the threads and drain the consumers (the engine stays open)."""
+        self.stop()
+        for camera in self.cameras:
+            camera.source.close()
+        for camera in self.cameras:
+            if camera.thread is not None and camera.thread.is_alive():
+                camera.thread.join(10)
+        if self._inference.is_alive():
+            self._inference.join(10)
+        self._fanout.close()
+
+    def run(self) -> PipelineStats:
+        """start, wait until done, close; re-raises an inference error."""
+        self.start()
+        try:
+            while not self.wait(0.2):
+                pass
+        finally:
+            self.close()
+        if self.error is not None:
+            raise self.error
+        return self.stats
+
+    @property
+    def consumer_stats(self) -> dict[str, dict[str, int]]:
+        """Per consumer: dropped results and failures."""
+        return self._fanout.stats()
+
+    def camera_status(self) -> dict[str, dict[str, Any]]:
+        """Per camera, in CAMERAS order: state (starting, up, stalled, ended, down), reason and statistics."""
+        return {camera.name: camera.snapshot() for camera in self.cameras}
+
+    @property
+    def camera_names(self) -> list[str]:
+        """The cameras' names, in CAMERAS order."""
+        return [camera.name for camera in self.cameras]
+
+    # -- capture ---------------------------------------------------------------------------------------------
+    def _finish(self, camera: Camera, state: str, reason: str) -> None:
+        with self._cond:
+            camera.state, camera.reason = state, reason
+            self._cond.notify_all()
+
+    def _capture_loop(self, camera: Camera) -> None:
+        try:
+            camera.source.open()
+        except FrameSourceError as e:
+            log.error("camera %s down: %s", camera.name, e)
+            self._finish(camera, DOWN, str(e))
+            return
+        camera.state = UP
+        log.info("camera %s up: %s", camera.name, camera.source.description)
+        try:
+            while not self._stop.is_set():
+                started = time.perf_counter()
+                frame = dataclasses.replace(camera.source.read(), camera=camera.name)
+                camera.stats.add_latency("capture", (time.perf_counter() - started) * 1000)
+                if not self._hand_over(camera, frame):
+                    break
+        except EndOfStreamError:
+            log.info("camera %s ended: end of %s", camera.name, camera.source.description)
+            self._finish(camera, ENDED, "end of the video")
+        except FrameSourceError as e:
+            if not self._stop.is_set():
+                log.error("camera %s down: %s", camera.name, e)
+            self._finish(camera, DOWN, str(e))
+        except Exception as e:  # pylint: disable=broad-exception-caught  # one camera never stops the others
+            log.exception("camera %s capture crashed", camera.name)
+            self._finish(camera, DOWN, f"capture crashed: {e}")
+
+    def _hand_over(self, camera: Camera, frame: Frame) -> bool:
+        """Put the newest frame in the camera's slot; a file waits for inference to take the previous one."""
+        with self._cond:
+            if not camera.source.live:
+                self._cond.wait_for(lambda: camera.pending is None or self._stop.is_set())
+                if self._stop.is_set():
+                    return False
+            skipped = int(camera.pending is not None)
+            camera.pending = frame
+            camera.stats.count_capture(skipped)
+            self.stats.count_capture(skipped)
+            self._cond.notify_all()
+        return True
+
+    # -- inference -------------------------------------------------------------------------------------------
+    def _take_round(self) -> list[Frame] | None:
+        """Up to max_batch newest frames, one per camera, fair by rotation; None when every camera is finished
+        and nothing is pending (or on stop)."""
+        with self._cond:
+            while True:
+                if self._stop.is_set():
+                    return None
+                if any(c.pending is not None for c in self.cameras):
+                    self._gather()
+                    break
+                if all(c.finished for c in self.cameras):
+                    return None
+                self._cond.wait(0.5)
+            count = len(self.cameras)
+            order = [self.cameras[(self._next + i) % count] for i in range(count)]
+            taken: list[Frame] = []
+            for camera in order:
+                if camera.pending is None:
+                    continue
+                taken.append(camera.pending)
+                camera.pending = None
+                self._next = (self.cameras.index(camera) + 1) % count
+                if len(taken) >= self.options.max_batch:
+                    break
+            self._cond.notify_all()
+            return taken
+
+    def _gather(self) -> None:
+        """With the lock held and one frame ready: wait up to batch_wait_s for every running camera's frame."""
+        deadline = time.monotonic() + self.options.batch_wait_s
+        wanted = min(self.options.max_batch, sum(1 for c in self.cameras if not c.finished or c.pending))
+        while not self._stop.is_set():
+            if sum(1 for c in self.cameras if c.pending is not None) >= wanted:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._cond.wait(remaining)
+            wanted = min(self.options.max_batch, sum(1 for c in self.cameras if not c.finished or c.pending))
+
+    def _inference_loop(self) -> None:
+        consecutive_errors = 0
+        produced = 0
+        try:
+            while True:
+                frames = self._take_round()
+                if frames is None:
+                    break
+                try:
+                    results = self._infer_round(frames)
+                except EdgeVisionError as e:
+                    consecutive_errors += 1
+                    self.stats.count_error()
+                    log.error("frames of %s failed: %s", ", ".join(f.camera for f in frames), e)
+                    if consecutive_errors >= self.options.max_consecutive_errors:
+                        self.error = e
+                        break
+                    continue
+                consecutive_errors = 0
+                now = time.monotonic()
+                for frame, result in zip(frames, results):
+                    camera = self._camera(frame.camera)
+                    for stats in (self.stats, camera.stats):
+                        stats.add_latency("preprocess", result.preprocess_ms)
+                        stats.add_latency("inference", result.inference_ms)
+                        stats.add_latency("postprocess", result.postprocess_ms)
+                        stats.add_latency("end_to_end", (now - frame.timestamp) * 1000)
+                        stats.count_result(now)
+                    self._fanout.publish(frame, result)
+                    produced += 1
+                if self.options.max_results and produced >= self.options.max_results:
+                    break
+            if self.error is None and all(c.state == DOWN for c in self.cameras) and not self._stop.is_set():
+                self.error = AllCamerasDownError(
+                    "no camera is running: " + "; ".join(f"{c.name}: {c.reason}" for c in self.cameras)
+                )
+        except BaseException as e:  # pylint: disable=broad-exception-caught
+            log.exception("inference thread crashed")
+            self.error = e
+        finally:
+            self.stop()
+            self._done.set()
+
+    def _camera(self, name: str) -> Camera:
+        return next(camera for camera in self.cameras if camera.name == name)
+
+    def _infer_round(self, frames: list[Frame]) -> list[Any]:
+        """Pre-process each frame and run them through one model: batched where its batch axis is open."""
+        model: ServedModel = self.models.acquire()
+        try:
+            items = []
+            for frame in frames:
+                started = time.perf_counter()
+                inputs, geometry = model.pre_process(frame.image)
+                items.append((inputs, geometry, (time.perf_counter() - started) * 1000))
+            if len(items) > 1 and model.batchable:
+                return model.infer_batch(items)
+            return [model.infer(*item) for item in items]
+        finally:
+            model.release()

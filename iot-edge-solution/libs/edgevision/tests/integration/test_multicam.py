@@ -1,0 +1,137 @@
+"""Several cameras on one engine: real videos, the real classification model, batched and frame by frame."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edgevision.frames import Frame, SourceOptions, open_source
+from edgevision.models import ModelRepository
+from edgevision.pipeline import (
+    AllCamerasDownError,
+    BaseConsumer,
+    MultiCameraOptions,
+    MultiCameraPipeline,
+)
+from edgevision.tasks import TaskResult
+from edgevision.vision import build_task
+
+
+@pytest.fixture(scope="module")
+def task(models_dir):
+    """The bundled classifier with its batch axis open up to 4."""
+    built = build_task(ModelRepository(models_dir).load("efficientnet-lite0"), threads=2, max_batch=4)
+    yield built
+    built.engine.close()
+
+
+class Recorder(BaseConsumer):
+    """Records (camera, frame index, result) of every result."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int, TaskResult]] = []
+        self._lock = threading.Lock()
+
+    def handle(self, frame: Frame, result: TaskResult) -> None:
+        with self._lock:
+            self.seen.append((frame.camera, frame.index, result))
+
+    def by_camera(self) -> dict[str, list[tuple[int, TaskResult]]]:
+        """Results per camera, in arrival order."""
+        with self._lock:
+            grouped: dict[str, list[tuple[int, TaskResult]]] = {}
+            for camera, index, result in self.seen:
+                grouped.setdefault(camera, []).append((index, result))
+            return grouped
+
+
+def clip(source: Path, target: Path, count: int, size: tuple[int, int] | None = None) -> Path:
+    """The first `count` frames of a real video as an MJPG clip (optionally resized)."""
+    capture = cv2.VideoCapture(str(source))
+    frames = []
+    while len(frames) < count:
+        ok, frame = capture.read()
+        assert ok, f"{source} has fewer than {count} frames"
+        frames.append(cv2.resize(frame, size) if size else frame)
+    capture.release()
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"MJPG"), 15.0, (width, height))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return target
+
+
+def test_four_cameras_one_ends_one_never_opens_the_others_run_on(task, media, tmp_path: Path) -> None:
+    looping = SourceOptions(loop=True)
+    short = clip(media.path("demo.mp4"), tmp_path / "short.avi", 5)
+    cameras = [
+        ("lobby", open_source(str(media.path("demo.mp4")), looping)),
+        ("door", open_source(str(short), SourceOptions(loop=False))),
+        ("yard", open_source(str(tmp_path / "missing.mp4"), looping)),
+        ("street", open_source(str(media.path("vtest.avi")), looping)),
+    ]
+    recorder = Recorder()
+    pipeline = MultiCameraPipeline(cameras, task, [recorder], MultiCameraOptions(max_batch=4, max_results=90))
+    pipeline.run()
+
+    status = pipeline.camera_status()
+    assert status["yard"]["state"] == "down" and "missing.mp4" in status["yard"]["reason"]
+    assert status["door"]["state"] == "ended"
+    assert status["lobby"]["state"] == "up" and status["street"]["state"] == "up"
+    grouped = recorder.by_camera()
+    assert "yard" not in grouped
+    assert [index for index, _ in grouped["door"]] == [0, 1, 2, 3, 4]
+    # the two live cameras ran on well past the end of the short one, each frame in order
+    for name in ("lobby", "street"):
+        indexes = [index for index, _ in grouped[name]]
+        assert len(indexes) > 30 and indexes == sorted(indexes)
+    # fair: a camera whose frames decode more slowly still gets (nearly) every round
+    counts = sorted(len(grouped[name]) for name in ("lobby", "street"))
+    assert counts[0] >= 0.8 * counts[1], grouped.keys()
+    assert status["lobby"]["results"] == len(grouped["lobby"])
+    # real content: the demo video shows a cat, vtest.avi people in a street (not a cat)
+    assert "cat" in grouped["lobby"][0][1].top.label
+    assert pipeline.error is None
+
+
+def test_batched_results_equal_frame_by_frame_results(task, media, tmp_path: Path) -> None:
+    videos = {
+        "a": clip(media.path("demo.mp4"), tmp_path / "a.avi", 12),
+        "b": clip(media.path("vtest.avi"), tmp_path / "b.avi", 12),
+        "c": clip(media.path("vtest.avi"), tmp_path / "c.avi", 12, size=(1280, 720)),
+    }
+
+    def run(max_batch: int) -> dict[tuple[str, int], TaskResult]:
+        recorder = Recorder()
+        cameras = [(name, open_source(str(path), SourceOptions(loop=False))) for name, path in videos.items()]
+        MultiCameraPipeline(cameras, task, [recorder], MultiCameraOptions(max_batch=max_batch)).run()
+        return {(camera, index): result for camera, index, result in recorder.seen}
+
+    batched, single = run(4), run(1)
+    assert sorted(batched) == sorted(single) == sorted((name, i) for name in videos for i in range(12))
+    for key, result in batched.items():
+        expected = single[key]
+        assert [p.class_id for p in result.predictions] == [p.class_id for p in expected.predictions], key
+        assert np.allclose(
+            [p.confidence for p in result.predictions], [p.confidence for p in expected.predictions], atol=1e-5
+        ), key
+
+
+def test_every_camera_down_is_an_error_naming_each(task, tmp_path: Path) -> None:
+    cameras = [(name, open_source(str(tmp_path / f"{name}.mp4"))) for name in ("x", "y")]
+    pipeline = MultiCameraPipeline(cameras, task, [])
+    with pytest.raises(AllCamerasDownError, match=r"x: .*x\.mp4.*; y: .*y\.mp4"):
+        pipeline.run()
+
+
+def test_camera_names_must_be_unique(task, media) -> None:
+    source = open_source(str(media.path("demo.mp4")))
+    with pytest.raises(ValueError, match="unique"):
+        MultiCameraPipeline([("a", source), ("a", source)], task)
