@@ -32,7 +32,10 @@ class DetectionsSettings(ModuleSettings):
     """Settings of the `detections` output."""
 
     detections_max_per_second: float = Field(
-        5.0, ge=0, le=100, description="DETECTIONS_MAX_PER_SECOND: most messages a second; 0 turns the output off."
+        5.0,
+        ge=0,
+        le=100,
+        description="DETECTIONS_MAX_PER_SECOND: most messages a second per camera; 0 turns the output off.",
     )
     detections_min_confidence: float = Field(
         0.3, ge=0, le=1, description="DETECTIONS_MIN_CONFIDENCE: results below this are left out of the messages."
@@ -64,6 +67,7 @@ def detections_message(frame: Frame, result: TaskResult, min_confidence: float) 
         "model": model,
         "modelVersion": version,
         "task": result.task,
+        "camera": frame.camera,
         "frameIndex": frame.index,
         "frameTime": frame.captured_at_iso,
         "imageSize": list(result.image_size),
@@ -96,8 +100,10 @@ class DetectionsOutput:
         self._clock = clock
         self._handoff: Handoff[object] = Handoff(settings.detections_queue_size)
         self._thread: threading.Thread | None = None
-        self._last_sent_at: float | None = None
-        self._last_fingerprint: tuple | None = None
+        # per camera: when its last message went, and what it said (each camera is deduplicated and rate
+        # limited on its own, so one busy camera never hides another's change)
+        self._last_sent_at: dict[str, float] = {}
+        self._last_fingerprint: dict[str, tuple] = {}
         self._lock = threading.Lock()
         self.counters = {"frames": 0, "unchanged": 0, "rate_limited": 0, "sent": 0, "send_failed": 0}
 
@@ -141,8 +147,9 @@ class DetectionsOutput:
         now = self._clock()
         with self._lock:
             self.counters["frames"] += 1
-            since = None if self._last_sent_at is None else now - self._last_sent_at
-            if fingerprint == self._last_fingerprint:
+            last_sent_at = self._last_sent_at.get(frame.camera)
+            since = None if last_sent_at is None else now - last_sent_at
+            if fingerprint == self._last_fingerprint.get(frame.camera):
                 repeat = settings.detections_repeat_seconds
                 if not (message["detections"] and repeat > 0 and since is not None and since >= repeat):
                     self.counters["unchanged"] += 1
@@ -150,8 +157,8 @@ class DetectionsOutput:
             if since is not None and since < 1.0 / settings.detections_max_per_second - 1e-9:
                 self.counters["rate_limited"] += 1
                 return None
-            self._last_sent_at = now
-            self._last_fingerprint = fingerprint
+            self._last_sent_at[frame.camera] = now
+            self._last_fingerprint[frame.camera] = fingerprint
         return message
 
     def _send_loop(self) -> None:

@@ -1,5 +1,6 @@
-"""The live preview on PREVIEW_PORT (5012): `GET /` a page with the annotated stream, `GET /stream.mjpg` the MJPEG
-stream, `GET /snapshot.jpg` the newest annotated frame.
+"""The live preview on PREVIEW_PORT (5012): `GET /` a page with the annotated stream of each camera,
+`GET /cameras/<name>/stream.mjpg` a camera's MJPEG stream, `GET /cameras/<name>/snapshot.jpg` its newest annotated
+frame; `GET /stream.mjpg` and `GET /snapshot.jpg` are the first camera's (the one camera of CAMERA_PATH).
 
 It never slows inference: the consumer only keeps a reference to the newest result; frames are annotated and
 encoded only while someone watches, at most PREVIEW_MAX_FPS, on the consumer's own thread; each viewer follows the
@@ -16,6 +17,7 @@ import socket
 import threading
 import time
 from typing import Any, Callable
+from urllib.parse import quote, unquote
 
 from pydantic import Field
 
@@ -129,6 +131,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """The page, the stream or a snapshot."""
         preview = self.server.preview
         path = self.path.split("?", 1)[0]
+        camera: str | None = None
+        parts = path.split("/")
+        if len(parts) == 4 and parts[1] == "cameras" and parts[3] in ("stream.mjpg", "snapshot.jpg"):
+            camera = unquote(parts[2])
+            if not preview.has_camera(camera):
+                self._send(404, "text/plain; charset=utf-8", b"no such camera\n")
+                return
+            path = "/" + parts[3]
         if path == "/":
             self._send(
                 200,
@@ -137,15 +147,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 {"Content-Security-Policy": "default-src 'self'; style-src 'unsafe-inline'"},
             )
         elif path == "/snapshot.jpg":
-            data = preview.snapshot()
+            data = preview.snapshot(camera)
             if data is None:
                 self._send(503, "text/plain; charset=utf-8", b"no frame yet\n", {"Retry-After": "1"})
             else:
                 self._send(200, "image/jpeg", data)
         elif path == "/stream.mjpg":
-            self._stream()
+            self._stream(camera)
         else:
-            self._send(404, "text/plain; charset=utf-8", b"not found: try /, /stream.mjpg or /snapshot.jpg\n")
+            self._send(
+                404,
+                "text/plain; charset=utf-8",
+                b"not found: try /, /stream.mjpg, /snapshot.jpg or /cameras/<name>/stream.mjpg\n",
+            )
 
     def _peer_gone(self) -> bool:
         """True when the viewer closed its end (seen while no frame comes, so the viewer count stays right)."""
@@ -155,7 +169,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except OSError:
             return True
 
-    def _stream(self) -> None:
+    def _stream(self, camera: str | None) -> None:
         preview = self.server.preview
         self.send_response(200)
         self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
@@ -165,10 +179,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.close_connection = True
         if self.command == "HEAD":
             return
-        with preview.watching():
+        with preview.watching(camera):
             seen = 0
             while not preview.stopping:
-                seen, data = preview.wait_jpeg(seen, 1.0)
+                seen, data = preview.wait_jpeg(seen, 1.0, camera)
                 if data is None:
                     if self._peer_gone():
                         return
@@ -184,9 +198,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     return  # viewer gone, or too slow to read for `timeout` s
 
 
+class _CameraView:
+    """One camera's newest result (with its snapshot JPEG once encoded), its stream and its viewers."""
+
+    def __init__(self) -> None:
+        self.latest: list[Any] | None = None
+        self.jpeg: LatestValue[bytes] = LatestValue()
+        self.viewers = 0
+        self.last_encoded_at: float | None = None
+
+
 class PreviewServer:
     """A pipeline consumer serving the live preview; `start` binds the port (a port in use logs an error and
-    leaves the preview off: inference goes on)."""
+    leaves the preview off: inference goes on). `cameras` names the cameras in order (the first is the one
+    /stream.mjpg shows); a camera not named is added when its first result comes."""
 
     name = "preview"
 
@@ -196,17 +221,14 @@ class PreviewServer:
         fps: Callable[[], float] | None = None,
         clock: Callable[[], float] = time.monotonic,
         timeout_s: float = 10.0,
+        cameras: list[str] | None = None,
     ) -> None:
         self.settings = settings
         self.timeout_s = timeout_s
         self._fps = fps
         self._clock = clock
-        # the newest (frame, result, its snapshot JPEG once a snapshot request encoded it)
-        self._latest: list[Any] | None = None
-        self._jpeg: LatestValue[bytes] = LatestValue()
-        self._viewers = 0
-        self._viewers_lock = threading.Lock()
-        self._last_encoded_at: float | None = None
+        self._views: dict[str, _CameraView] = {name: _CameraView() for name in cameras or []}
+        self._views_lock = threading.Lock()
         self._serving: tuple[_Server, threading.Thread] | None = None
         self.stopping = False
         self.counters = {"results": 0, "encoded": 0, "snapshots": 0}
@@ -219,9 +241,32 @@ class PreviewServer:
 
     @property
     def viewers(self) -> int:
-        """Streams open now."""
-        with self._viewers_lock:
-            return self._viewers
+        """Streams open now, over every camera."""
+        with self._views_lock:
+            return sum(view.viewers for view in self._views.values())
+
+    @property
+    def cameras(self) -> list[str]:
+        """The cameras' names, the first one first."""
+        with self._views_lock:
+            return list(self._views)
+
+    def has_camera(self, camera: str) -> bool:
+        """True for a camera named at start or seen since."""
+        with self._views_lock:
+            return camera in self._views
+
+    def _view(self, camera: str | None) -> _CameraView:
+        """The named camera's view (added when new); None names the first camera."""
+        with self._views_lock:
+            if camera is None:
+                if not self._views:
+                    self._views["default"] = _CameraView()
+                return next(iter(self._views.values()))
+            view = self._views.get(camera)
+            if view is None:
+                view = self._views[camera] = _CameraView()
+            return view
 
     def start(self) -> None:
         """Bind and serve on a thread of its own."""
@@ -245,19 +290,18 @@ class PreviewServer:
         log.info("preview on http://localhost:%d/ (stream /stream.mjpg, snapshot /snapshot.jpg)", self.port)
 
     def handle(self, frame: Frame, result: TaskResult) -> None:
-        """Keep the newest result; annotate and encode it only while someone watches, at most PREVIEW_MAX_FPS."""
-        self._latest = [frame, result, None]
+        """Keep the newest result of the frame's camera; annotate and encode it only while someone watches that
+        camera, at most PREVIEW_MAX_FPS per camera."""
+        view = self._view(frame.camera)
+        view.latest = [frame, result, None]
         self.counters["results"] += 1
-        if self.viewers == 0:
+        if view.viewers == 0:
             return
         now = self._clock()
-        if (
-            self._last_encoded_at is not None
-            and now - self._last_encoded_at < 1.0 / self.settings.preview_max_fps - 1e-9
-        ):
+        if view.last_encoded_at is not None and now - view.last_encoded_at < 1.0 / self.settings.preview_max_fps - 1e-9:
             return
-        self._last_encoded_at = now
-        self._jpeg.put(self._encode(frame, result))
+        view.last_encoded_at = now
+        view.jpeg.put(self._encode(frame, result))
         self.counters["encoded"] += 1
 
     def close(self) -> None:
@@ -273,30 +317,34 @@ class PreviewServer:
     # -- what the handlers use -------------------------------------------------------------------------------
     @property
     def model(self) -> str:
-        """The model of the newest result (`name:version`)."""
-        latest = self._latest
+        """The model of the newest result of the first camera with one (`name:version`)."""
+        with self._views_lock:
+            latest = next((view.latest for view in self._views.values() if view.latest is not None), None)
         return "(no result yet)" if latest is None else latest[1].model
 
     def _encode(self, frame: Frame, result: TaskResult) -> bytes:
         extra = f"{self._fps():.1f} fps" if self._fps else None
+        if len(self._views) > 1 or frame.camera != "default":
+            extra = f"{frame.camera} | {extra}" if extra else frame.camera
         image = annotate(frame.image, result, captured_at=frame.captured_at_iso, extra=extra)
         return encode_jpeg(image, self.settings.preview_jpeg_quality)
 
-    def watching(self) -> _Watch:
-        """Context manager counting one open stream."""
-        return _Watch(self)
+    def watching(self, camera: str | None = None) -> _Watch:
+        """Context manager counting one open stream of `camera` (None: the first)."""
+        return _Watch(self, self._view(camera))
 
-    def _add_viewer(self, delta: int) -> None:
-        with self._viewers_lock:
-            self._viewers += delta
+    def _add_viewer(self, view: _CameraView, delta: int) -> None:
+        with self._views_lock:
+            view.viewers += delta
 
-    def wait_jpeg(self, seen: int, timeout: float) -> tuple[int, bytes | None]:
-        """The newest encoded frame after sequence number `seen`, waiting up to `timeout` s."""
-        return self._jpeg.wait_newer(seen, timeout)
+    def wait_jpeg(self, seen: int, timeout: float, camera: str | None = None) -> tuple[int, bytes | None]:
+        """The camera's newest encoded frame after sequence number `seen`, waiting up to `timeout` s."""
+        return self._view(camera).jpeg.wait_newer(seen, timeout)
 
-    def snapshot(self) -> bytes | None:
-        """The newest result, annotated and encoded (once per result, however many ask); None before the first."""
-        latest = self._latest
+    def snapshot(self, camera: str | None = None) -> bytes | None:
+        """The camera's newest result, annotated and encoded (once per result, however many ask); None before
+        its first. None names the first camera."""
+        latest = self._view(camera).latest
         if latest is None:
             return None
         if latest[2] is None:
@@ -305,27 +353,41 @@ class PreviewServer:
         return latest[2]
 
     def page(self) -> str:
-        """The HTML page: the stream, with the model named."""
+        """The HTML page: the stream of each camera, with the model named."""
         model = html.escape(self.model)
+        cameras = self.cameras or ["default"]
+        if cameras == ["default"]:
+            streams = '<img id="stream" src="/stream.mjpg" alt="live annotated stream">'
+            links = '<a href="/snapshot.jpg" style="color:#8cf">snapshot</a>'
+        else:
+            streams = "".join(
+                f'<figure><figcaption>{html.escape(name)} &middot; <a style="color:#8cf" '
+                f'href="/cameras/{quote(name)}/snapshot.jpg">snapshot</a></figcaption>'
+                f'<img class="stream" src="/cameras/{quote(name)}/stream.mjpg" '
+                f'alt="live annotated stream of {html.escape(name)}"></figure>'
+                for name in cameras
+            )
+            links = f"{len(cameras)} cameras"
         return (
             '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>Preview - {model}</title>"
             "<style>body{margin:0;background:#111;color:#eee;font:14px sans-serif}"
-            "header{padding:8px 12px}img{display:block;max-width:100%;margin:0 auto}</style></head>"
+            "header{padding:8px 12px}img{display:block;max-width:100%;margin:0 auto}"
+            "figure{margin:8px}</style></head>"
             f'<body><header>Live preview &middot; model <b id="model">{model}</b> &middot; '
-            f"at most {self.settings.preview_max_fps:g} fps &middot; "
-            '<a href="/snapshot.jpg" style="color:#8cf">snapshot</a></header>'
-            '<img id="stream" src="/stream.mjpg" alt="live annotated stream"></body></html>\n'
+            f"at most {self.settings.preview_max_fps:g} fps &middot; {links}</header>"
+            f"{streams}</body></html>\n"
         )
 
 
 class _Watch:
-    def __init__(self, preview: PreviewServer) -> None:
+    def __init__(self, preview: PreviewServer, view: _CameraView) -> None:
         self.preview = preview
+        self.view = view
 
     def __enter__(self) -> None:
-        self.preview._add_viewer(1)  # pylint: disable=protected-access
+        self.preview._add_viewer(self.view, 1)  # pylint: disable=protected-access
 
     def __exit__(self, *exc: object) -> None:
-        self.preview._add_viewer(-1)  # pylint: disable=protected-access
+        self.preview._add_viewer(self.view, -1)  # pylint: disable=protected-access

@@ -232,3 +232,42 @@ def test_port_in_use_leaves_the_preview_off_and_results_flowing(dog: np.ndarray,
         server.handle(Frame(dog, 0, 0.0, "t"), detection(dog))
         assert server.snapshot() is not None
         server.close()
+
+
+def test_each_camera_has_its_page_entry_stream_and_snapshot(dog: np.ndarray, media) -> None:
+    """Several cameras: the page lists each; /cameras/<name>/... serve that camera's frames; /snapshot.jpg and
+    /stream.mjpg stay the first camera's; an unknown camera is a 404."""
+    squirrel = media.image("squirrel_cls.jpg")
+    values = {"preview_port": 0, "preview_host": "127.0.0.1", "preview_max_fps": 10}
+    server = PreviewServer(load_settings(PreviewSettings, **values), cameras=["lobby", "door"])
+    server.start()
+    try:
+        assert get(server, "/cameras/door/snapshot.jpg")[0] == 503  # known, no frame yet
+        server.handle(Frame(dog, 0, 0.0, "t", camera="lobby"), detection(dog))
+        server.handle(Frame(squirrel, 0, 0.0, "t", camera="door"), detection(squirrel))
+        page = get(server, "/")[2].decode()
+        for name in ("lobby", "door"):
+            assert f'src="/cameras/{name}/stream.mjpg"' in page and f'href="/cameras/{name}/snapshot.jpg"' in page
+        shapes = {}
+        for path in ("/snapshot.jpg", "/cameras/lobby/snapshot.jpg", "/cameras/door/snapshot.jpg"):
+            status, _, body = get(server, path)
+            assert status == 200, path
+            shapes[path] = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR).shape
+        assert shapes["/snapshot.jpg"] == shapes["/cameras/lobby/snapshot.jpg"] == dog.shape
+        assert shapes["/cameras/door/snapshot.jpg"] == squirrel.shape
+        assert get(server, "/cameras/garage/snapshot.jpg")[0] == 404
+        assert get(server, "/cameras/door/other.jpg")[0] == 404
+
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        try:
+            sock.sendall(b"GET /cameras/door/stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+            wait_for(lambda: server.viewers == 1)
+            server.handle(Frame(dog, 1, 0.0, "t", camera="lobby"), detection(dog))  # not watched: not encoded
+            server.handle(Frame(squirrel, 1, 0.0, "t", camera="door"), detection(squirrel))
+            part = read_parts(sock, 1)[0]
+            assert cv2.imdecode(np.frombuffer(part, np.uint8), cv2.IMREAD_COLOR).shape == squirrel.shape
+            assert server.counters["encoded"] == 1
+        finally:
+            sock.close()
+    finally:
+        server.close()

@@ -195,3 +195,57 @@ def test_module_identity_and_twin_keys() -> None:
     assert module_identity({"EdgeHubConnectionString": cs}) == ("edge-device", "alert")
     assert module_identity({}) == (None, None)
     assert twin_key("traffic light") == "traffic_light" and twin_key("a.b$c") == "a_b_c"
+
+
+def camera_message(camera: str | None, *detections: tuple[str, float], frame: int = 0) -> dict[str, Any]:
+    """A detections message from a named camera (None: a one-camera classifier that names none)."""
+    body = message(*detections, frame=frame)
+    if camera is not None:
+        body["camera"] = camera
+    return body
+
+
+def test_a_rule_per_camera() -> None:
+    """`cameras` limits a rule to those cameras; a camera's own rule wins over one for every camera; streaks
+    count per camera; the alert names its camera."""
+    rules = parse_rules(
+        [
+            {"class": "person", "minConfidence": 0.5, "cameras": ["door"]},
+            {"class": "person", "minConfidence": 0.9, "minConsecutiveFrames": 2},
+            {"class": "dog", "cameras": ["yard", "door"]},
+        ]
+    )
+    assert rules[0].to_twin()["cameras"] == ["door"] and "cameras" not in rules[1].to_twin()
+    engine = RulesEngine(rules, clock=Clock())
+    door = engine.evaluate(camera_message("door", ("person", 0.6), ("dog", 0.7)))
+    assert sorted((a.class_name, a.camera) for a in door) == [("dog", "door"), ("person", "door")]
+    assert door[0].body("dev", "alert")["camera"] == "door"
+    # lobby: person needs 0.9 over two consecutive lobby messages; a door message in between breaks nothing
+    assert engine.evaluate(camera_message("lobby", ("person", 0.95), ("dog", 0.99))) == []  # no dog rule here
+    engine.evaluate(camera_message("door", ("cat", 0.9)))
+    second = engine.evaluate(camera_message("lobby", ("person", 0.95)))
+    assert [(a.class_name, a.camera, a.consecutive_frames) for a in second] == [("person", "lobby", 2)]
+    # a message without a camera is the default camera's: the all-cameras rule applies, the door rule does not
+    assert engine.rule_for("person") is rules[1] and engine.rule_for("person", "door") is rules[0]
+    assert engine.rule_for("dog") is None
+    assert "door/person" in engine.counts() and "lobby/person" in engine.counts()
+
+
+@pytest.mark.parametrize(
+    ("document", "error"),
+    [
+        ([{"class": "person", "cameras": ["a"]}, {"class": "person", "cameras": ["b", "a"]}], "on camera 'a'"),
+        ([{"class": "person", "cameras": []}], r"rules\[0\]\.cameras"),
+        ([{"class": "person", "cameras": [" "]}], "must not be blank"),
+        ([{"class": "person", "cameras": "door"}], r"rules\[0\]\.cameras"),
+    ],
+)
+def test_bad_camera_lists_are_refused(document: list[dict[str, Any]], error: str) -> None:
+    with pytest.raises(RulesError, match=error):
+        parse_rules(document)
+
+
+def test_a_message_with_a_bad_camera_is_refused() -> None:
+    engine = RulesEngine(parse_rules([{"class": "*"}]))
+    with pytest.raises(ValueError, match="'camera' must be a non-empty string"):
+        engine.evaluate(camera_message("", ("person", 0.9)))

@@ -3,6 +3,7 @@ of lasting results, and staying off without edgeHub."""
 
 from __future__ import annotations
 
+import dataclasses
 import numpy as np
 import pytest
 
@@ -158,3 +159,19 @@ def test_bad_settings_name_the_variable(env: dict, error: str, monkeypatch: pyte
         monkeypatch.setenv(key, value)
     with pytest.raises(SettingsError, match=error):
         load_settings(DetectionsSettings)
+
+
+def test_each_message_names_its_camera_and_each_camera_is_deduplicated_on_its_own() -> None:
+    clock = Clock()
+    out = output(clock, detections_max_per_second=1)
+    assert detections_message(frame(0), result(("dog", 0.5, 5)), 0.3)["camera"] == "default"
+    door, lobby = (dataclasses.replace(frame(0), camera=name) for name in ("door", "lobby"))
+    first = out.decide(door, result(("dog", 0.5, 5)))
+    assert first is not None and first["camera"] == "door"
+    # another camera at once: neither held back by the door's rate limit nor taken for the door's repeat
+    other = out.decide(lobby, result(("dog", 0.5, 5)))
+    assert other is not None and other["camera"] == "lobby"
+    assert out.decide(door, result(("cat", 0.5, 5))) is None  # the door's own rate limit
+    clock.now += 1.0
+    assert out.decide(door, result(("dog", 0.5, 5))) is None  # unchanged for the door
+    assert out.decide(lobby, result(("cat", 0.5, 5)))["camera"] == "lobby"

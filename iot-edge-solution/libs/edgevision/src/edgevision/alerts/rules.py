@@ -1,7 +1,9 @@
 """Alert rules and the engine that applies them to `detections` messages.
 
 A rule names a class (or `*` for any class), the confidence it must reach, how many consecutive messages must
-hold it before an alert, and a cooldown between two alerts of that class. A rule for a class wins over `*`."""
+hold it before an alert, and a cooldown between two alerts of that class; optionally the cameras it watches
+(`"cameras": ["door"]`, default every camera). A rule for a class wins over `*`, and a rule naming the camera
+wins over one for every camera. Streaks and cooldowns count per camera and class."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 ANY_CLASS = "*"
 MAX_RULES = 200
+DEFAULT_CAMERA = "default"  # the camera of a message that names none (a one-camera classifier)
 
 
 class RulesError(ValueError):
@@ -29,6 +32,18 @@ class AlertRule(BaseModel):
     min_confidence: float = Field(0.6, alias="minConfidence", ge=0, le=1)
     cooldown_seconds: float = Field(30.0, alias="cooldownSeconds", ge=0, le=86400)
     min_consecutive_frames: int = Field(1, alias="minConsecutiveFrames", ge=1, le=10000)
+    cameras: tuple[str, ...] | None = Field(None, min_length=1, max_length=64)
+
+    @field_validator("cameras")
+    @classmethod
+    def _camera_names(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and any(not name.strip() for name in value):
+            raise ValueError("camera names must not be blank")
+        return None if value is None else tuple(name.strip() for name in value)
+
+    def watches(self, camera: str) -> bool:
+        """True when the rule applies to `camera`."""
+        return self.cameras is None or camera in self.cameras
 
     @field_validator("class_name")
     @classmethod
@@ -38,8 +53,13 @@ class AlertRule(BaseModel):
         return value.strip()
 
     def to_twin(self) -> dict[str, Any]:
-        """The camelCase form, as reported."""
-        return self.model_dump(by_alias=True)
+        """The camelCase form, as reported (without `cameras` when the rule watches every camera)."""
+        document = self.model_dump(by_alias=True)
+        if self.cameras is None:
+            del document["cameras"]
+        else:
+            document["cameras"] = list(self.cameras)
+        return document
 
 
 def _where(error: dict[str, Any]) -> str:
@@ -66,11 +86,15 @@ def parse_rules(document: Any) -> tuple[AlertRule, ...]:
                 problems.append(f"rules[{index}]{_where(err)[5:]}: {err['msg']}")
     if problems:
         raise RulesError("; ".join(problems[:5]))
-    seen: set[str] = set()
-    for rule in rules:
-        if rule.class_name in seen:
-            raise RulesError(f"two rules for class {rule.class_name!r}")
-        seen.add(rule.class_name)
+    for index, rule in enumerate(rules):
+        for other in rules[:index]:
+            if other.class_name != rule.class_name:
+                continue
+            if rule.cameras is None and other.cameras is None:
+                raise RulesError(f"two rules for class {rule.class_name!r}")
+            shared = set(rule.cameras or ()) & set(other.cameras or ())
+            if shared:
+                raise RulesError(f"two rules for class {rule.class_name!r} on camera {sorted(shared)[0]!r}")
     return tuple(rules)
 
 
@@ -87,6 +111,7 @@ class Alert:
     box: list[float] | None
     rule: AlertRule
     consecutive_frames: int
+    camera: str = DEFAULT_CAMERA
 
     def body(self, device: str | None, module: str | None, now: float | None = None) -> dict[str, Any]:
         """The JSON body of the `alerts` output and the webhook event's data."""
@@ -104,6 +129,7 @@ class Alert:
             "module": module,
             "rule": self.rule.to_twin(),
             "consecutiveFrames": self.consecutive_frames,
+            "camera": self.camera,
         }
 
 
@@ -142,6 +168,10 @@ def parse_detections(message: Any) -> tuple[dict[str, Any], list[_Detection]]:
         "frameTime": message.get("frameTime") if isinstance(message.get("frameTime"), str) else None,
         "frameIndex": message.get("frameIndex") if isinstance(message.get("frameIndex"), int) else None,
     }
+    camera = message.get("camera", DEFAULT_CAMERA)
+    if not isinstance(camera, str) or not camera:
+        raise ValueError("a detections message's 'camera' must be a non-empty string")
+    header["camera"] = camera
     return header, detections
 
 
@@ -161,56 +191,69 @@ class RulesEngine:
     def __init__(self, rules: tuple[AlertRule, ...], clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
         self._clock = clock
-        self._rules: dict[str, AlertRule] = {}
-        self._state: dict[str, _ClassState] = {}
+        self._rules: tuple[AlertRule, ...] = ()
+        self._state: dict[tuple[str, str], _ClassState] = {}
         self.set_rules(rules)
 
     @property
     def rules(self) -> tuple[AlertRule, ...]:
         """The active rules."""
         with self._lock:
-            return tuple(self._rules.values())
+            return self._rules
 
     def set_rules(self, rules: tuple[AlertRule, ...]) -> None:
         """Replace the rules. Streaks restart (a frame counted under the old rule may not pass the new one);
         cooldowns and counts carry on."""
         with self._lock:
-            self._rules = {rule.class_name: rule for rule in rules}
+            self._rules = tuple(rules)
             for state in self._state.values():
                 state.streak = 0
 
-    def rule_for(self, label: str) -> AlertRule | None:
-        """The rule that applies to `label`: its own, else `*`, else none."""
+    def rule_for(self, label: str, camera: str = DEFAULT_CAMERA) -> AlertRule | None:
+        """The rule that applies to `label` seen by `camera`: its own class before `*`, a rule naming the camera
+        before one for every camera; None when no rule applies."""
         with self._lock:
-            return self._rules.get(label) or self._rules.get(ANY_CLASS)
+            return self._rule_for(label, camera)
+
+    def _rule_for(self, label: str, camera: str) -> AlertRule | None:
+        for class_name in (label, ANY_CLASS):
+            candidates = [r for r in self._rules if r.class_name == class_name and r.watches(camera)]
+            if candidates:
+                return min(candidates, key=lambda r: r.cameras is None)
+        return None
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """Per class: messages holding it at its rule's confidence, alerts raised, alerts held back by cooldown."""
+        """Per class (`camera/class` for a camera other than `default`): messages holding it at its rule's
+        confidence, alerts raised, alerts held back by cooldown."""
         with self._lock:
             return {
-                label: {"detections": s.detections, "alerts": s.alerts, "suppressedByCooldown": s.suppressed}
-                for label, s in sorted(self._state.items())
+                (label if camera == DEFAULT_CAMERA else f"{camera}/{label}"): {
+                    "detections": s.detections,
+                    "alerts": s.alerts,
+                    "suppressedByCooldown": s.suppressed,
+                }
+                for (camera, label), s in sorted(self._state.items())
             }
 
     def evaluate(self, message: Any) -> list[Alert]:
         """The alerts one `detections` message raises; raises ValueError for a malformed message."""
         header, detections = parse_detections(message)
         now = self._clock()
-        best: dict[str, _Detection] = {}
+        camera = header["camera"]
+        best: dict[str, tuple[_Detection, AlertRule]] = {}
         with self._lock:
             for detection in detections:
-                rule = self._rules.get(detection.label) or self._rules.get(ANY_CLASS)
+                rule = self._rule_for(detection.label, camera)
                 if rule is None or detection.confidence < rule.min_confidence:
                     continue
-                if detection.label not in best or detection.confidence > best[detection.label].confidence:
-                    best[detection.label] = detection
-            for label, state in self._state.items():
-                if label not in best:
+                if detection.label not in best or detection.confidence > best[detection.label][0].confidence:
+                    best[detection.label] = (detection, rule)
+            for (state_camera, label), state in self._state.items():
+                if state_camera == camera and label not in best:
                     state.streak = 0
             alerts = []
-            for label, detection in best.items():
-                rule = self._rules.get(label) or self._rules[ANY_CLASS]
-                state = self._state.setdefault(label, _ClassState())
+            for label, (detection, rule) in best.items():
+                state = self._state.setdefault((camera, label), _ClassState())
                 state.detections += 1
                 state.streak += 1
                 if state.streak < rule.min_consecutive_frames:
@@ -231,6 +274,7 @@ class RulesEngine:
                         box=detection.box,
                         rule=rule,
                         consecutive_frames=state.streak,
+                        camera=camera,
                     )
                 )
             return alerts
