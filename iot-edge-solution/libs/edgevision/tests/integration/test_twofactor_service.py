@@ -50,7 +50,7 @@ def tasks(models_dir) -> Iterator[dict[str, Task]]:
 class Rig:
     """A request service on fresh queue/container names, and helpers to feed it."""
 
-    def __init__(self, azurite: Azurite, task: Task) -> None:
+    def __init__(self, azurite: Azurite, task: Task, cameras: list[str] | None = None) -> None:
         suffix = uuid.uuid4().hex[:10]
         self.queue = StorageQueue(azurite.connection_string, f"requests-{suffix}")
         self.blobs = BlobStore(azurite.connection_string, f"results-{suffix}")
@@ -63,6 +63,7 @@ class Rig:
             lambda: task.labels,
             lambda: task.model.ref,
             {"visibility_s": 5, "poll_s": 0.1},
+            cameras=cameras,
         )
         self.queue.ensure()
         self.blobs.ensure()
@@ -71,13 +72,15 @@ class Rig:
         """Queue a signed request; returns its id."""
         now = time.time()
         request_id = changes.pop("request_id", uuid.uuid4().hex)
-        request = SignedRequest(request_id, class_name, threshold, now, now + expires_in)
+        request = SignedRequest(
+            request_id, class_name, threshold, now, now + expires_in, camera=changes.pop("camera", None)
+        )
         self.queue.send(sign_request(changes.pop("key", KEY), request))
         return request_id
 
-    def frame(self, image: np.ndarray, index: int = 0) -> None:
-        """Run the model on `image` as a frame captured now, and hand the result to the service."""
-        frame = Frame(image, index, time.monotonic(), "test", time.time())
+    def frame(self, image: np.ndarray, index: int = 0, camera: str = "default") -> None:
+        """Run the model on `image` as a frame of `camera` captured now, and hand the result to the service."""
+        frame = Frame(image, index, time.monotonic(), "test", time.time(), camera=camera)
         self.service.handle(frame, self.task.run(image))
 
     def result(self, request_id: str, timeout: float = 20) -> dict[str, Any]:
@@ -254,3 +257,26 @@ def test_an_image_left_by_a_crashed_attempt_gives_its_result(rig: Rig) -> None:
     assert rig.result("crash-1") == earlier
     assert rig.blobs.read("crash-1/imageWithDetection.jpg")[0] == b"jpeg"
     _wait_for(rig.all_deleted)
+
+
+def test_a_request_naming_a_camera_is_satisfied_by_that_camera_only(azurite: Azurite, tasks, media) -> None:
+    """CameraName travels signed; the cat in front of another camera does not count; result.json names the
+    camera that saw it; a camera the classifier does not have is a rejection."""
+    rig = Rig(azurite, tasks["efficientnet-lite0"], cameras=["lobby", "door"])
+    rig.service.start()
+    try:
+        request_id = rig.request("Tiger Cat", threshold=30, camera="door")
+        anywhere = rig.request("Tiger Cat", threshold=30)
+        unknown = rig.request("Tiger Cat", threshold=30, camera="garage")
+        assert rig.result(unknown)["status"] == "rejected"
+        assert "no camera named 'garage'" in rig.result(unknown)["reason"]
+        _wait_for(lambda: rig.service.pending == 2)
+        rig.frame(media.image("chelsea.png"), 0, camera="lobby")
+        assert rig.result(anywhere)["camera"] == "lobby"  # no camera named: any camera satisfies it
+        time.sleep(0.5)
+        assert rig.service.pending == 1 and rig.blobs.read(f"{request_id}/result.json") is None
+        rig.frame(media.image("chelsea.png"), 1, camera="door")
+        result = rig.result(request_id)
+        assert result["status"] == "found" and result["camera"] == "door" and result["cameraName"] == "door"
+    finally:
+        rig.service.close()

@@ -140,3 +140,28 @@ def test_module_key_accepts_standard_and_url_safe_base64_and_hides_itself() -> N
     urlsafe = base64.urlsafe_b64encode(secret).decode().rstrip("=")
     assert ModuleKey.from_base64(standard).mac(b"x") == ModuleKey.from_base64(urlsafe).mac(b"x")
     assert standard not in repr(ModuleKey.from_base64(standard)) and "hidden" in str(KEY)
+
+
+def test_a_camera_is_signed_with_the_rest() -> None:
+    """The optional camera is covered by the MAC: dropping, changing or adding it breaks the signature; a request
+    without one is exactly the one-camera message."""
+    signed = sign_request(KEY, _request(camera="door"))
+    assert verify_request(KEY, signed, now=NOW + 1).camera == "door"
+    data = json.loads(signed)
+    for tampered in ({k: v for k, v in data.items() if k != "camera"}, {**data, "camera": "lobby"}):
+        with pytest.raises(SignatureError):
+            verify_request(KEY, json.dumps(tampered), now=NOW + 1)
+    plain = json.loads(sign_request(KEY, _request()))
+    assert "camera" not in plain and verify_request(KEY, json.dumps(plain), now=NOW + 1).camera is None
+    with pytest.raises(SignatureError):
+        verify_request(KEY, json.dumps({**plain, "camera": "door"}), now=NOW + 1)
+
+
+@pytest.mark.parametrize("camera", ["", "a b", "x" * 33, 7, None])
+def test_a_malformed_camera_is_refused(camera: object) -> None:
+    data = json.loads(sign_request(KEY, _request()))
+    with pytest.raises(MalformedRequestError, match="camera must be a camera name"):
+        verify_request(KEY, json.dumps({**data, "camera": camera}), now=NOW + 1)
+    if isinstance(camera, str):  # nor is it signed
+        with pytest.raises(MalformedRequestError, match="camera must be a camera name"):
+            sign_request(KEY, _request(camera=camera))

@@ -94,3 +94,25 @@ def test_bad_payloads_name_the_field(payload: Any, field: str, message: str) -> 
 
 def test_iso_utc_has_milliseconds_and_z() -> None:
     assert iso_utc(1_800_000_000.25) == "2027-01-15T08:00:00.250Z"
+
+
+@pytest.mark.parametrize(
+    ("camera", "expected", "error"),
+    [
+        (None, None, None),
+        ("door", "door", None),
+        (" door ", "door", None),
+        ("", None, "CameraName: must be a camera's name"),
+        ("front door", None, "CameraName: must be a camera's name"),
+        (3, None, "CameraName: must be a camera's name"),
+    ],
+)
+def test_camera_name_is_optional_and_checked(camera: Any, expected: str | None, error: str | None) -> None:
+    payload: dict[str, Any] = {"CoorelationId": GUID, "ClassName": "tabby", "ThresholdPercentage": 70}
+    if camera is not None:
+        payload["CameraName"] = camera
+    if error is None:
+        assert parse_payload(payload, 120).camera == expected
+    else:
+        with pytest.raises(PayloadError, match=re.escape(error)):
+            parse_payload(payload, 120)

@@ -4,7 +4,9 @@ storage key can write to, so the classifier acts only on requests signed with th
 Wire format (one queue message, UTF-8 JSON):
     {"v": 1, "requestId": "...", "className": "...", "threshold": 70, "issuedAt": 1764623392,
      "expiresAt": 1764623512, "sig": "<base64 HMAC-SHA256>"}
-The MAC covers the canonical encoding of every field but `sig`: JSON with sorted keys, no spaces, UTF-8."""
+A request for one camera carries `"camera": "<name>"` as well (optional: without it any camera may satisfy the
+request, and the message is exactly the one-camera format). The MAC covers the canonical encoding of every field
+but `sig`, `camera` included when present: JSON with sorted keys, no spaces, UTF-8."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +29,8 @@ CLOCK_SKEW_SECONDS = 30.0
 MAX_CLASS_NAME = 200
 MAX_REQUEST_ID = 128
 _FIELDS = ("v", "requestId", "className", "threshold", "issuedAt", "expiresAt")
+CAMERA_FIELD = "camera"  # optional, signed when present
+CAMERA_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 
 class ModuleKeyError(EdgeVisionError):
@@ -94,10 +99,11 @@ class SignedRequest:
     issued_at: float  # Unix seconds
     expires_at: float  # Unix seconds
     v: int = REQUEST_VERSION
+    camera: str | None = None  # the one camera that may satisfy it; None: any camera
 
     def fields(self) -> dict[str, Any]:
-        """The signed fields in wire names."""
-        return {
+        """The signed fields in wire names (`camera` only when the request names one)."""
+        fields: dict[str, Any] = {
             "v": self.v,
             "requestId": self.request_id,
             "className": self.class_name,
@@ -105,13 +111,19 @@ class SignedRequest:
             "issuedAt": self.issued_at,
             "expiresAt": self.expires_at,
         }
+        if self.camera is not None:
+            fields[CAMERA_FIELD] = self.camera
+        return fields
 
 
 def canonical_bytes(fields: dict[str, Any]) -> bytes:
     """The bytes the MAC covers: the signed fields as JSON with sorted keys and no spaces."""
-    return json.dumps(
-        {k: fields[k] for k in _FIELDS}, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    signed = {k: fields[k] for k in _FIELDS}
+    if CAMERA_FIELD in fields:
+        signed[CAMERA_FIELD] = fields[CAMERA_FIELD]
+    return json.dumps(signed, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
+        "utf-8"
+    )
 
 
 def _check_fields(data: Any) -> SignedRequest:
@@ -139,7 +151,17 @@ def _check_fields(data: Any) -> SignedRequest:
         raise MalformedRequestError("expiresAt must be after issuedAt")
     if not isinstance(data["sig"], str):
         raise MalformedRequestError("sig must be a base64 string")
-    return SignedRequest(request_id, class_name, numbers["threshold"], numbers["issuedAt"], numbers["expiresAt"])
+    camera = data.get(CAMERA_FIELD)
+    if CAMERA_FIELD in data and (not isinstance(camera, str) or not CAMERA_NAME.match(camera)):
+        raise MalformedRequestError("camera must be a camera name: 1-32 letters, digits, '-' or '_'")
+    return SignedRequest(
+        request_id,
+        class_name,
+        numbers["threshold"],
+        numbers["issuedAt"],
+        numbers["expiresAt"],
+        camera=camera,
+    )
 
 
 def sign_request(key: ModuleKey, request: SignedRequest) -> str:

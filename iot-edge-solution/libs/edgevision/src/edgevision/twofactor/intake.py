@@ -3,7 +3,8 @@
 Payload (the seed front-end's, `CoorelationId` sic):
     {"CoorelationId": "<guid>", "ClassName": "tabby", "ThresholdPercentage": 70, "ExpiresInSeconds": 120}
 `CorrelationId` is accepted too; the threshold may be a number or a numeric string (1-100); `ExpiresInSeconds` is
-optional. The id becomes the request's id and the folder of its result blobs, so it is restricted to letters,
+optional, and so is `CameraName` (only that camera of the classifier's CAMERAS may satisfy the request; it is
+signed with the rest). The id becomes the request's id and the folder of its result blobs, so it is restricted to letters,
 digits, '.', '_' and '-'; without one a UUID is made up."""
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, Callable
 
 from edgevision.errors import EdgeVisionError
 from edgevision.security import ModuleKey, SignedRequest, sign_request
-from edgevision.security.signing import MAX_CLASS_NAME
+from edgevision.security.signing import CAMERA_NAME, MAX_CLASS_NAME
 from edgevision.storage import StorageQueue, StorageUnavailableError
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class RequestPayload:
     class_name: str
     threshold: float
     expires_in_s: int
+    camera: str | None = None
 
 
 def iso_utc(moment: float) -> str:
@@ -114,7 +116,12 @@ def parse_payload(payload: Any, default_expires_s: int) -> RequestPayload:
                 "ExpiresInSeconds", f"must be a whole number of seconds, {MIN_EXPIRES_S}..{MAX_EXPIRES_S}"
             )
         expires_in = int(seconds)
-    return RequestPayload(request_id, class_name.strip(), threshold, expires_in)
+    camera = payload.get("CameraName")
+    if camera is not None and (not isinstance(camera, str) or not CAMERA_NAME.match(camera.strip())):
+        raise PayloadError("CameraName", "must be a camera's name: 1-32 letters, digits, '-' or '_' (or left out)")
+    return RequestPayload(
+        request_id, class_name.strip(), threshold, expires_in, camera.strip() if camera is not None else None
+    )
 
 
 @dataclass
@@ -154,7 +161,11 @@ class RequestIntake:
             pending = self._pending.get(checked.request_id)
             if pending is not None:
                 first = pending.payload
-                if (first.class_name, first.threshold) != (checked.class_name, checked.threshold):
+                if (first.class_name, first.threshold, first.camera) != (
+                    checked.class_name,
+                    checked.threshold,
+                    checked.camera,
+                ):
                     raise ConflictError(
                         f"request {checked.request_id} is pending for {first.class_name!r} at {first.threshold:g}%; "
                         "use another CoorelationId for another request"
@@ -167,16 +178,18 @@ class RequestIntake:
                 checked.threshold,
                 round(now, 3),
                 round(now + checked.expires_in_s, 3),
+                camera=checked.camera,
             )
             self._send(sign_request(self.key, request))
             answer = {"requestId": request.request_id, "expiresAt": iso_utc(request.expires_at)}
             self._pending[request.request_id] = _Pending(checked, request.expires_at, answer)
         log.info(
-            "request %s queued: %r at %g%% until %s",
+            "request %s queued: %r at %g%% until %s%s",
             request.request_id,
             request.class_name,
             request.threshold,
             answer["expiresAt"],
+            f" on camera {request.camera}" if request.camera else "",
         )
         return dict(answer)
 

@@ -77,8 +77,10 @@ class RequestService(BaseConsumer):  # pylint: disable=too-many-instance-attribu
         model: Callable[[], str],
         worker_options: dict[str, Any] | None = None,
         clock: Callable[[], float] = time.time,
+        cameras: Sequence[str] | None = None,
     ) -> None:
         self.key = key
+        self.cameras = tuple(cameras) if cameras is not None else None
         self.blobs = blobs
         self.connection = connection
         self.labels = labels
@@ -145,6 +147,8 @@ class RequestService(BaseConsumer):  # pylint: disable=too-many-instance-attribu
         request, now = entry.request, self.clock()
         if request.issued_at > now + CLOCK_SKEW_SECONDS:
             return self._rejected(entry, "the request was issued in the future: the clocks of the modules differ")
+        if request.camera is not None and self.cameras is not None and request.camera not in self.cameras:
+            return self._rejected(entry, f"no camera named {request.camera!r} (cameras: {', '.join(self.cameras)})")
         if not model_can_output(request.class_name, self.labels()):
             return self._rejected(entry, f"model {self.model()} cannot output {request.class_name!r}")
         if now > request.expires_at:
@@ -163,6 +167,8 @@ class RequestService(BaseConsumer):  # pylint: disable=too-many-instance-attribu
                 request = entry.request
                 if not request.issued_at <= frame.captured_at <= request.expires_at:
                     continue
+                if request.camera is not None and request.camera != frame.camera:
+                    continue
                 prediction = best_match(request.class_name, result, request.threshold)
                 if prediction is not None:
                     del self._pending[request_id]
@@ -173,7 +179,7 @@ class RequestService(BaseConsumer):  # pylint: disable=too-many-instance-attribu
 
     # -- outcomes --------------------------------------------------------------------------------------------
     def _base(self, request: SignedRequest, status: str, model: str) -> dict[str, Any]:
-        return {
+        body = {
             "requestId": request.request_id,
             "status": status,
             "className": request.class_name,
@@ -182,6 +188,9 @@ class RequestService(BaseConsumer):  # pylint: disable=too-many-instance-attribu
             "issuedAt": iso_utc(request.issued_at),
             "expiresAt": iso_utc(request.expires_at),
         }
+        if request.camera is not None:
+            body["cameraName"] = request.camera
+        return body
 
     def _found(self, entry: _Entry, frame: Frame, result: TaskResult, prediction: Prediction) -> _Outcome:
         request = entry.request
@@ -192,10 +201,13 @@ class RequestService(BaseConsumer):  # pylint: disable=too-many-instance-attribu
             detectedAt=frame.captured_at_iso,
             elapsedMs=max(0, round((frame.captured_at - request.issued_at) * 1000)),
             image=f"{request.request_id}/{IMAGE_BLOB}",
+            camera=frame.camera,
         )
         if prediction.box is not None:
             body["box"] = [round(v, 1) for v in prediction.box]
         extra = f"request {request.request_id}: {request.class_name} >= {request.threshold:g}%"
+        if frame.camera != "default":
+            extra += f" on {frame.camera}"
         image = annotate(frame.image, result, frame.captured_at_iso, highlight=prediction.label, extra=extra)
         return _Outcome(entry, body, encode_jpeg(image, quality=90))
 
@@ -366,6 +378,7 @@ def request_service_from_settings(
     connection: ModuleConnection,
     labels: Callable[[], Sequence[str]],
     model: Callable[[], str],
+    cameras: Sequence[str] | None = None,
 ) -> RequestService | None:
     """The request service, or None (with one log line) when MODULE_KEY is not set. Raises SettingsError when
     MODULE_KEY is set without STORAGE_CONNECTION_STRING."""
@@ -389,4 +402,5 @@ def request_service_from_settings(
             "max_dequeue_count": settings.max_dequeue_count,
             "poll_s": settings.request_poll_seconds,
         },
+        cameras=cameras,
     )
