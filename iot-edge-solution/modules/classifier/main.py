@@ -1,5 +1,6 @@
-"""Classifier module: runs the model MODEL_NAME on frames from CAMERA_PATH, prints per frame the top result and
-the running FPS, and, under IoT Edge (or the local emulator), serves the solution's flows through edgeHub.
+"""Classifier module: runs the model MODEL_NAME on frames from CAMERA_PATH (or from every camera CAMERAS names, on
+one engine, batched), prints per frame the top result and the running FPS, and, under IoT Edge (or the local
+emulator), serves the solution's flows through edgeHub.
 Without an edge environment it says once that IoT Hub features are off and keeps its local job running.
 Ctrl-C or SIGTERM (what the IoT Edge runtime sends on stop) ends it cleanly with a summary."""
 
@@ -16,7 +17,17 @@ from edgevision.errors import EdgeVisionError
 from edgevision.frames import SourceOptions, describe_source, open_source
 from edgevision.iot import ModuleConnection, ShutdownSignal, connect_module
 from edgevision.manager import ModelManager
-from edgevision.pipeline import ConsoleReporter, Consumer, Pipeline, PipelineOptions, PipelineStats, format_summary
+from edgevision.pipeline import (
+    ConsoleReporter,
+    Consumer,
+    MultiCameraOptions,
+    MultiCameraPipeline,
+    Pipeline,
+    PipelineOptions,
+    PipelineStats,
+    format_cameras,
+    format_summary,
+)
 from edgevision.preview import PreviewServer, PreviewSettings
 from edgevision.scoring import ScoringServer, ScoringSettings
 from edgevision.twofactor import TwoFactorSettings
@@ -28,6 +39,7 @@ log = logging.getLogger("classifier")
 
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
+CAMERA_STATUS_EVERY_S = 10.0
 
 
 class ClassifierSettings(  # pylint: disable=too-many-ancestors  # one base per flow, by design
@@ -51,12 +63,13 @@ def build_consumers(
         current = manager.current
         return current.ref if current else settings.model_name
 
-    requests = request_service_from_settings(settings, connection, labels, model)
+    cameras = [spec.name for spec in settings.camera_specs()]
+    requests = request_service_from_settings(settings, connection, labels, model, cameras)
     if requests is not None:
         consumers.append(requests)
     consumers.append(DetectionsOutput(connection, settings))
     if settings.preview_port:
-        consumers.append(PreviewServer(settings, fps=lambda: stats.fps))
+        consumers.append(PreviewServer(settings, fps=lambda: stats.fps, cameras=cameras))
     return consumers
 
 
@@ -72,11 +85,14 @@ def build_models(settings: ClassifierSettings, connection: ModuleConnection) -> 
     return manager, updater
 
 
-def start_scoring(settings: ClassifierSettings, manager: ModelManager, stats: PipelineStats) -> ScoringServer | None:
+def start_scoring(
+    settings: ClassifierSettings, manager: ModelManager, pipeline: Pipeline | MultiCameraPipeline
+) -> ScoringServer | None:
     """The scoring API on SCORING_PORT; a port that cannot be bound is logged and the module runs on without it."""
     if not settings.scoring_enabled:
         return None
-    server = ScoringServer.from_settings(settings, manager, lambda: stats.fps)
+    stats = pipeline.stats
+    server = ScoringServer.from_settings(settings, manager, lambda: stats.fps, pipeline.camera_status)
     try:
         server.start()
     except EdgeVisionError as e:
@@ -87,19 +103,27 @@ def start_scoring(settings: ClassifierSettings, manager: ModelManager, stats: Pi
 
 def build_pipeline(
     settings: ClassifierSettings, connection: ModuleConnection, manager: ModelManager | None = None
-) -> Pipeline:
-    """Model manager, engine and frame source from the settings, wired to the consumers."""
+) -> Pipeline | MultiCameraPipeline:
+    """Model manager, engine and frame sources from the settings, wired to the consumers: CAMERAS gives a
+    multi-camera pipeline (one engine, batched), CAMERA_PATH alone the one-camera pipeline."""
     if manager is None:
         manager, _ = build_models(settings, connection)
-    source = open_source(
-        settings.camera_path,
-        SourceOptions(
-            loop=settings.loop_video,
-            watchdog_s=settings.frame_watchdog_seconds,
-            realtime=settings.video_realtime,
-        ),
+    options = SourceOptions(
+        loop=settings.loop_video,
+        watchdog_s=settings.frame_watchdog_seconds,
+        realtime=settings.video_realtime,
     )
     stats = PipelineStats()
+    if settings.cameras:
+        cameras = [(spec.name, open_source(spec.source, options)) for spec in settings.camera_specs()]
+        return MultiCameraPipeline(
+            cameras,
+            manager,
+            build_consumers(settings, connection, stats, manager),
+            MultiCameraOptions(max_batch=settings.max_batch),
+            stats,
+        )
+    source = open_source(settings.camera_path, options)
     options = PipelineOptions(every_frame=None if settings.process_every_frame else False)
     return Pipeline(source, manager, build_consumers(settings, connection, stats, manager), options, stats)
 
@@ -109,7 +133,9 @@ def main() -> int:
     settings = module_settings(ClassifierSettings, "classifier")
     if settings is None:
         return EXIT_CONFIG
-    log.info("starting: model %s on %s", settings.model_name, describe_source(settings.camera_path))
+    cameras = ", ".join(f"{spec.name}={spec.description}" for spec in settings.camera_specs())
+    where = cameras if settings.cameras else describe_source(settings.camera_path)
+    log.info("starting: model %s on %s", settings.model_name, where)
     shutdown = ShutdownSignal().install()
     try:
         connection = connect_module()
@@ -121,7 +147,7 @@ def main() -> int:
     scoring = None
     try:
         pipeline.start()
-        scoring = start_scoring(settings, manager, pipeline.stats)
+        scoring = start_scoring(settings, manager, pipeline)
         connection.start()
         updater.report_active()
     except EdgeVisionError as e:
@@ -135,9 +161,12 @@ def main() -> int:
         return EXIT_CONFIG
     shutdown.on_shutdown(pipeline.stop)
     started = time.monotonic()
+    status_due = started + CAMERA_STATUS_EVERY_S
     try:
         while not pipeline.wait(0.2):
-            pass
+            if settings.cameras and time.monotonic() >= status_due:
+                status_due += CAMERA_STATUS_EVERY_S
+                log.info("%s", format_cameras(pipeline.camera_status()))
     finally:
         pipeline.close()
         if scoring is not None:
@@ -146,6 +175,8 @@ def main() -> int:
         connection.close()
         manager.close()
     print(format_summary(pipeline.stats, time.monotonic() - started), flush=True)
+    if settings.cameras:
+        print(format_cameras(pipeline.camera_status()), flush=True)
     if pipeline.error is not None:
         log.error("stopped on error: %s", pipeline.error)
         return EXIT_RUNTIME

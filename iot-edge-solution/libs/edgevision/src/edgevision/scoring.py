@@ -91,7 +91,24 @@ class ScoringMetrics:
             registry=self.registry,
         )
         self.model_swaps = Counter("model_activations", "Models put in service", registry=self.registry)
+        self.camera_up = Gauge(
+            "camera_up",
+            "1 while a camera delivers frames, 0 while it is down, ended or stalled",
+            ["camera", "state"],
+            registry=self.registry,
+        )
+        self.camera_fps = Gauge(
+            "camera_fps", "Results per second of each camera (sliding window)", ["camera"], registry=self.registry
+        )
         self._lock = threading.Lock()
+
+    def cameras_changed(self, status: dict[str, dict[str, Any]]) -> None:
+        """Point the camera gauges at `status` (camera name -> its `state` and `fps`)."""
+        with self._lock:
+            self.camera_up.clear()
+            for name, camera in status.items():
+                self.camera_up.labels(camera=name, state=camera["state"]).set(int(camera["state"] == "up"))
+                self.camera_fps.labels(camera=name).set(float(camera.get("fps", 0.0)))
 
     def model_changed(self, served: ServedModel) -> None:
         """Point model_active_info at `served`."""
@@ -158,8 +175,10 @@ class ScoringServer:
         port: int = 8080,
         max_bytes: int = 10 * 1024 * 1024,
         fps: Callable[[], float] | None = None,
+        cameras: Callable[[], dict[str, dict[str, Any]]] | None = None,
     ) -> None:
         self.manager = manager
+        self.cameras = cameras
         self.host = host
         self.port = port
         self.max_bytes = max_bytes
@@ -180,10 +199,15 @@ class ScoringServer:
 
     @classmethod
     def from_settings(
-        cls, settings: ScoringSettings, manager: ModelManager, fps: Callable[[], float] | None = None
+        cls,
+        settings: ScoringSettings,
+        manager: ModelManager,
+        fps: Callable[[], float] | None = None,
+        cameras: Callable[[], dict[str, dict[str, Any]]] | None = None,
     ) -> ScoringServer:
-        """A server as SCORING_HOST, SCORING_PORT and SCORING_MAX_BYTES say."""
-        return cls(manager, settings.scoring_host, settings.scoring_port, settings.scoring_max_bytes, fps)
+        """A server as SCORING_HOST, SCORING_PORT and SCORING_MAX_BYTES say; `cameras` (name -> state and fps)
+        feeds the camera gauges of /metrics."""
+        return cls(manager, settings.scoring_host, settings.scoring_port, settings.scoring_max_bytes, fps, cameras)
 
     # -- handlers --------------------------------------------------------------------------------------------
     def _answer(self, path: str, started: float, status: int, body: dict[str, Any]) -> JSONResponse:
@@ -230,6 +254,8 @@ class ScoringServer:
         )
 
     async def _metrics(self, _request: Request) -> Response:
+        if self.cameras is not None:
+            self.metrics.cameras_changed(self.cameras())
         return PlainTextResponse(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # -- lifecycle -------------------------------------------------------------------------------------------

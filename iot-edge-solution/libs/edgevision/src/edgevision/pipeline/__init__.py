@@ -1,6 +1,6 @@
 """Capture -> inference -> fan-out to consumers, with FPS and per-stage latency statistics."""
 
-from edgevision.pipeline.console import ConsoleReporter, format_summary
+from edgevision.pipeline.console import ConsoleReporter, format_cameras, format_summary
 from edgevision.pipeline.core import Pipeline, PipelineOptions
 from edgevision.pipeline.fanout import BaseConsumer, Consumer, Fanout, Handoff
 from edgevision.pipeline.latest import LatestValue
@@ -21,5 +21,6 @@ __all__ = [
     "Pipeline",
     "PipelineOptions",
     "PipelineStats",
+    "format_cameras",
     "format_summary",
 ]

@@ -12,7 +12,8 @@ from edgevision.tasks.results import TaskResult
 
 
 class ConsoleReporter(BaseConsumer):
-    """Prints `frame N | label confidence | +k more | fps | inference ms` for every result it gets."""
+    """Prints `[camera] frame N | label confidence | +k more | fps | inference ms` for every result it gets (the
+    camera's name only when CAMERAS names several)."""
 
     name = "console"
 
@@ -25,8 +26,9 @@ class ConsoleReporter(BaseConsumer):
         shown = f"{top.label} {top.confidence:.2f}" if top else "nothing"
         more = len(result.predictions) - 1 if result.task != "classification" and top else 0
         extra = f" (+{more} more)" if more > 0 else ""
+        camera = "" if frame.camera == "default" else f"{frame.camera} "
         self.stream.write(
-            f"frame {frame.index:6d} | {result.task}: {shown}{extra} | {self.stats.fps:6.1f} fps | "
+            f"{camera}frame {frame.index:6d} | {result.task}: {shown}{extra} | {self.stats.fps:6.1f} fps | "
             f"inference {result.inference_ms:5.1f} ms\n"
         )
         self.stream.flush()
@@ -44,3 +46,16 @@ def format_summary(stats: PipelineStats, seconds: float) -> str:
         f"skipped {snap['frames_skipped']}, errors {snap['errors']}\n"
         f"mean latency per stage: {stages}"
     )
+
+
+def format_cameras(status: dict[str, dict[str, object]]) -> str:
+    """One status line over the cameras: `lobby up 12.5 fps | door ended | yard down (video file not found)`."""
+    parts = []
+    for name, camera in status.items():
+        state = str(camera["state"])
+        if state == "up":
+            parts.append(f"{name} up {float(camera.get('fps', 0.0)):.1f} fps")  # type: ignore[arg-type]
+        else:
+            reason = f" ({camera['reason']})" if camera.get("reason") else ""
+            parts.append(f"{name} {state}{reason}")
+    return "cameras: " + " | ".join(parts)

@@ -146,6 +146,16 @@ class Pipeline:
         """Per consumer: dropped results and failures."""
         return self._fanout.stats()
 
+    def camera_status(self) -> dict[str, dict[str, object]]:
+        """The one camera (`default`) in the shape MultiCameraPipeline reports: state, reason, statistics."""
+        state, reason = "up", ""
+        if self._done.is_set():
+            state, reason = ("down", str(self.error)) if self.error is not None else ("ended", "")
+        return {
+            "default": {"name": "default", "source": self.source.description, "state": state, "reason": reason}
+            | self.stats.snapshot()
+        }
+
     # -- threads ---------------------------------------------------------------------------------------------
     def _put(self, item: object) -> bool:
         if isinstance(self._queue, LatestValue):
