@@ -143,7 +143,7 @@ class VisionSettings(ModuleSettings):
         # with CAMERAS alone, CAMERA_PATH reads as the first camera's source (code that logs it keeps working)
         if isinstance(data, dict) and not str(data.get("camera_path") or "").strip():
             cameras = str(data.get("cameras") or "")
-            first = cameras.split(";")[0].partition("=")[2].strip() if cameras.strip() else ""
+            first = cameras.split(";", maxsplit=1)[0].partition("=")[2].strip() if cameras.strip() else ""
             if first:
                 data = {**data, "camera_path": first}
         return data

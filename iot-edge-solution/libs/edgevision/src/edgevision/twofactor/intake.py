@@ -4,8 +4,8 @@ Payload (the seed front-end's, `CoorelationId` sic):
     {"CoorelationId": "<guid>", "ClassName": "tabby", "ThresholdPercentage": 70, "ExpiresInSeconds": 120}
 `CorrelationId` is accepted too; the threshold may be a number or a numeric string (1-100); `ExpiresInSeconds` is
 optional, and so is `CameraName` (only that camera of the classifier's CAMERAS may satisfy the request; it is
-signed with the rest). The id becomes the request's id and the folder of its result blobs, so it is restricted to letters,
-digits, '.', '_' and '-'; without one a UUID is made up."""
+signed with the rest). The id becomes the request's id and the folder of its result blobs, so it is restricted
+to letters, digits, '.', '_' and '-'; without one a UUID is made up."""
 
 from __future__ import annotations
 

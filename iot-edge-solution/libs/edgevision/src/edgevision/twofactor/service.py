@@ -77,6 +77,7 @@ class RequestService(BaseConsumer):  # pylint: disable=too-many-instance-attribu
         model: Callable[[], str],
         worker_options: dict[str, Any] | None = None,
         clock: Callable[[], float] = time.time,
+        *,
         cameras: Sequence[str] | None = None,
     ) -> None:
         self.key = key
