@@ -4,9 +4,11 @@ mapping by name and shape, MODEL_NAME selection, USE_TENSOR_RT with a TFLite mod
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -284,3 +286,80 @@ def test_nanodet_tflite_matches_nanodet_onnx(models_dir: Path, media, photo: str
     finally:
         onnx_task.engine.close()
         tflite_task.engine.close()
+
+
+# -- packages without model.json ------------------------------------------------------------------------------
+
+
+def zoo_labelmap(models_dir: Path) -> str:
+    """Coral's coco_labels.txt in the Detection Zoo's labelmap.txt format: `???` first, `???` in the gaps."""
+    labels = ModelRepository(models_dir).load(SSD).labels
+    return "\n".join(("???",) + labels) + "\n"
+
+
+def seed_example_folder(root: Path, models_dir: Path, labels: bool = True) -> Path:
+    """The seed's example package contents: `ssd_mobilenet_v1_1_metadata_1.tflite` + `labelmap.txt` (the file is
+    the bundled Coral SSD MobileNet V2 under that name)."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(models_dir / SSD / "1" / "model.tflite", root / "ssd_mobilenet_v1_1_metadata_1.tflite")
+    if labels:
+        (root / "labelmap.txt").write_text(zoo_labelmap(models_dir), encoding="utf-8")
+    return root
+
+
+def test_a_tflite_package_without_model_json_is_described_validated_and_runs(
+    tmp_path: Path, models_dir: Path, media
+) -> None:
+    """find_model_folder writes model.json from the model's signature; it validates, installs and finds the dog."""
+    from edgevision.models.package import find_model_folder, install, validate  # pylint: disable=C0415
+
+    unpacked = seed_example_folder(tmp_path / "unpacked" / "model", models_dir)
+    folder = find_model_folder(tmp_path / "unpacked")
+    model = validate(folder)
+    assert model.manifest.name == "ssd-mobilenet-v1-1-metadata-1"
+    assert model.manifest.version == CORAL_SHA256[:12] and model.manifest.input.dtype == "uint8"
+    assert model.labels[0] == "person" and folder == unpacked
+    installed = install(model, tmp_path / "store")
+    task = build_task(installed.model, "onnxruntime", threads=1)
+    try:
+        labels = {p.label for p in task.run(media.image("dog.jpg")).predictions}
+    finally:
+        task.engine.close()
+    assert {"dog", "bicycle", "car"} <= labels
+
+
+def test_labels_embedded_in_the_tflite_metadata_are_used(tmp_path: Path, models_dir: Path) -> None:
+    """A .tflite with metadata is also a zip holding its labels: a package with the model alone works."""
+    from edgevision.models.package import find_model_folder, validate  # pylint: disable=C0415
+
+    folder = seed_example_folder(tmp_path / "p", models_dir, labels=False)
+    model_file = folder / "ssd_mobilenet_v1_1_metadata_1.tflite"
+    appended = io.BytesIO()
+    with zipfile.ZipFile(appended, "w") as metadata:
+        metadata.writestr("labelmap.txt", zoo_labelmap(models_dir))
+    model_file.write_bytes(model_file.read_bytes() + appended.getvalue())
+    model = validate(find_model_folder(folder))
+    assert model.manifest.labels == "labels.txt" and model.labels[17] == "dog"
+
+
+def test_tflite_packages_without_model_json_that_cannot_be_described_are_refused(tmp_path: Path) -> None:
+    """A classifier .tflite, two models, or no labels: PackageError at `validating` saying what is missing."""
+    from solution_testkit import tflite_models  # pylint: disable=import-outside-toplevel
+
+    from edgevision.models.package import PackageError, find_model_folder  # pylint: disable=C0415
+
+    classifier = tmp_path / "classifier"
+    classifier.mkdir()
+    tflite_models.classifier_model(classifier / "colours.tflite")
+    (classifier / "labels.txt").write_text("blue\ngreen\nred\n", encoding="utf-8")
+    with pytest.raises(PackageError, match="not the Detection Zoo signature.*add a model.json") as caught:
+        find_model_folder(classifier)
+    assert caught.value.step == "validating"
+    tflite_models.classifier_model(classifier / "second.tflite")
+    with pytest.raises(PackageError, match="expected one .tflite model, found 2"):
+        find_model_folder(classifier)
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "model.tflite").write_bytes(b"\x00" * 64)
+    with pytest.raises(PackageError, match="not a usable TensorFlow Lite model"):
+        find_model_folder(corrupt)
