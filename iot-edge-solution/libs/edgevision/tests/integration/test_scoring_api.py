@@ -11,11 +11,13 @@ import uuid
 from typing import Any
 
 import cv2
+import numpy as np
 import pytest
 
 from edgevision.manager import ModelManager
 from edgevision.models import ModelRepository
-from edgevision.scoring import ScoringServer, ScoringSettings
+from edgevision.scoring import REDUCED_DECODE_MARGIN, ScoringServer, ScoringSettings
+from edgevision.tasks import decode_image_reduced
 from edgevision.config import SettingsError, load_settings
 from solution_testkit import free_port
 
@@ -206,3 +208,49 @@ def test_bad_settings_name_the_variable(monkeypatch, env: dict[str, Any], messag
         monkeypatch.setenv(key, value)
     with pytest.raises(SettingsError, match=message):
         load_settings(ScoringSettings)
+
+
+def big_jpeg(media, name: str, scale: float) -> bytes:
+    """A bundled photo enlarged (a camera's larger JPEG of the same scene), encoded at quality 92."""
+    image = cv2.resize(media.image(name), None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    return cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
+
+
+@pytest.mark.parametrize("model_name", ["efficientnet-lite0", "nanodet-m-416"])
+def test_reduced_decoding_keeps_the_answer_and_maps_back_to_the_photo(models_dir, media, model_name: str) -> None:
+    """SCORING_REDUCED_DECODE: the same top class as a full decode on large real JPEGs, sizes and boxes in the
+    photo's own pixels (boxes), and confidences within the bound the README gives (0.05 on these photos)."""
+    manager = ModelManager(sample_image=media.path("squirrel_cls.jpg"))
+    manager.activate(ModelRepository(models_dir).load(model_name))
+    servers = {
+        reduced: ScoringServer(manager, "127.0.0.1", free_port(), reduced_decode=reduced) for reduced in (False, True)
+    }
+    for server in servers.values():
+        server.start()
+    try:
+        reduced_cases = 0
+        for name, scale in (("coffee.png", 2.0), ("squirrel_cls.jpg", 2.5), ("dog.jpg", 2.5), ("dog.jpg", 3.5)):
+            data = big_jpeg(media, name, scale)
+            with manager.acquire() as model:
+                needed = model.task.preprocessor.min_source_size(0, 0)
+            image, _ = decode_image_reduced(
+                data, (needed[0] * REDUCED_DECODE_MARGIN, needed[1] * REDUCED_DECODE_MARGIN)
+            )
+            reduced_cases += int(
+                image.shape[0] < cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape[0]
+            )
+            full, reduced = (json.loads(call(f"{servers[r].url}/score", data, "image/jpeg")[2]) for r in (False, True))
+            photo = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            if not full["predictions"]:
+                assert not reduced["predictions"], name
+                continue
+            top_full, top_reduced = full["predictions"][0], reduced["predictions"][0]
+            assert top_full["label"] == top_reduced["label"], name
+            assert abs(top_full["confidence"] - top_reduced["confidence"]) < 0.05, name
+            if "box" in top_full:
+                assert np.allclose(top_full["box"], top_reduced["box"], atol=0.03 * photo.shape[1]), name
+        assert reduced_cases >= 1  # the switch did reduce some of these photos
+    finally:
+        for server in servers.values():
+            server.stop()
+        manager.close()

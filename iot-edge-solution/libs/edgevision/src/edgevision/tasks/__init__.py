@@ -7,7 +7,14 @@ from edgevision.models.repository import LoadedModel
 from edgevision.tasks.base import Task
 from edgevision.tasks.classification import ClassificationTask
 from edgevision.tasks.detection import DetectionTask
-from edgevision.tasks.preprocess import Geometry, ImageError, Preprocessor, decode_image
+from edgevision.tasks.preprocess import (
+    Geometry,
+    ImageError,
+    Preprocessor,
+    decode_image,
+    decode_image_reduced,
+    jpeg_size,
+)
 from edgevision.tasks.results import (
     ClassificationResult,
     DetectionResult,
@@ -45,4 +52,6 @@ __all__ = [
     "TextDetectionTask",
     "create_task",
     "decode_image",
+    "decode_image_reduced",
+    "jpeg_size",
 ]

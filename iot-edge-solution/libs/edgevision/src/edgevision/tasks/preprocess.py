@@ -65,6 +65,50 @@ def decode_image(data: bytes) -> np.ndarray:
     return image
 
 
+_REDUCED_FLAGS = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+# JPEG start-of-frame markers (baseline, progressive, ...): 0xC0-0xCF except DHT (C4), JPG (C8) and DAC (CC)
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's start-of-frame header without decoding it; None when `data` is no JPEG or
+    the header cannot be found."""
+    if len(data) < 4 or data[:2] != b"\xff\xd8":
+        return None
+    position = 2
+    while position + 9 < len(data):
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        if marker in _SOF_MARKERS:
+            height = int.from_bytes(data[position + 5 : position + 7], "big")
+            width = int.from_bytes(data[position + 7 : position + 9], "big")
+            return (width, height) if width and height else None
+        position += 2 + length
+    return None
+
+
+def decode_image_reduced(data: bytes, min_size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode a JPEG at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling: far less work than a full decode) when the
+    reduced image is still at least `min_size` (width, height); other images and formats decode in full.
+    Returns the image and the full-size (width, height), to map results back to the photo."""
+    size = jpeg_size(data)
+    if size is not None:
+        width, height = size
+        for factor, flag in _REDUCED_FLAGS:
+            if -(-width // factor) >= min_size[0] and -(-height // factor) >= min_size[1]:
+                image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
+                if image is not None:
+                    return image, size
+                break
+    image = decode_image(data)
+    return image, (image.shape[1], image.shape[0])
+
+
 class Preprocessor:
     """Turns a BGR frame into the model's input tensor, remembering the geometry to map results back."""
 
@@ -92,6 +136,17 @@ class Preprocessor:
             max(multiple, round(width * scale / multiple) * multiple),
             max(multiple, round(height * scale / multiple) * multiple),
         )
+
+    def min_source_size(self, width: int, height: int) -> tuple[int, int]:
+        """The smallest (width, height) of the same aspect that this pre-processing only shrinks, never
+        enlarges: how far a photo of `width` x `height` may be reduced before it is resized."""
+        resize = self.spec.resize
+        if resize.mode == "stretch":
+            return int(resize.width), int(resize.height)  # type: ignore[arg-type]
+        if resize.mode == "shorter_side":
+            side = int(resize.size)  # type: ignore[arg-type]
+            return side, side  # the shorter side stays >= side
+        return width, height  # sizes that depend on the source size: no reduction
 
     def _normalise(self, image: np.ndarray) -> np.ndarray:
         """(pixel - mean) / std as a 1xCxHxW or 1xHxWxC tensor of the input's dtype.
