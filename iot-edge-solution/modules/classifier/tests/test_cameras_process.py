@@ -32,16 +32,8 @@ def short_clip(path: Path, count: int = 6) -> Path:
     return path
 
 
-def test_cameras_run_on_one_engine_and_a_lost_camera_stops_no_other(tmp_path: Path) -> None:
-    port = free_port()
-    cameras = ";".join(
-        [
-            f"lobby={SOLUTION / 'media' / 'demo.mp4'}",
-            f"door={short_clip(tmp_path / 'door.avi')}",
-            f"yard={tmp_path / 'missing.mp4'}",
-            f"street={SOLUTION / 'media' / 'vtest.avi'}",
-        ]
-    )
+def module_env(cameras: str, port: int) -> dict[str, str]:
+    """A clean environment: the cameras, real-time files that stop at their end, the scoring API on `port`."""
     env = {k: v for k, v in os.environ.items() if k in KEEP}
     env.update(
         PYTHONUNBUFFERED="1",
@@ -53,8 +45,25 @@ def test_cameras_run_on_one_engine_and_a_lost_camera_stops_no_other(tmp_path: Pa
         SCORING_PORT=str(port),
         INTRA_OP_THREADS="1",
     )
+    return env
+
+
+def test_cameras_run_on_one_engine_and_a_lost_camera_stops_no_other(tmp_path: Path) -> None:
+    port = free_port()
+    cameras = ";".join(
+        [
+            f"lobby={SOLUTION / 'media' / 'demo.mp4'}",
+            f"door={short_clip(tmp_path / 'door.avi')}",
+            f"yard={tmp_path / 'missing.mp4'}",
+            f"street={SOLUTION / 'media' / 'vtest.avi'}",
+        ]
+    )
     with subprocess.Popen(
-        [sys.executable, str(MODULE)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, str(MODULE)],
+        env=module_env(cameras, port),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     ) as process:
         try:
             metrics = ""

@@ -92,7 +92,7 @@ def _typical_sides(model: LoadedModel) -> tuple[int, int]:
     return side, side
 
 
-def dynamic_shape_range(
+def dynamic_shape_range(  # pylint: disable=too-many-locals  # one range per axis kind, side by side
     model: LoadedModel, shape: tuple[int, ...], max_batch: int = MAX_BATCH
 ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None:
     """(min, opt, max) for an input `shape` with open (-1) axes, varying only those; None when none is open.

@@ -216,10 +216,34 @@ def big_jpeg(media, name: str, scale: float) -> bytes:
     return cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
 
 
+def is_reduced(manager: ModelManager, data: bytes) -> bool:
+    """True when the scoring API's reduced decoding shrinks this JPEG for the model in service."""
+    with manager.acquire() as model:
+        needed = model.task.preprocessor.min_source_size(0, 0)
+    image, (_, height) = decode_image_reduced(
+        data, (needed[0] * REDUCED_DECODE_MARGIN, needed[1] * REDUCED_DECODE_MARGIN)
+    )
+    return image.shape[0] < height
+
+
+def assert_same_answer(name: str, data: bytes, full: dict[str, Any], reduced: dict[str, Any]) -> None:
+    """The reduced decode's answer against the full decode's: same top class, confidence within 0.05, boxes
+    within 3 % of the photo's width."""
+    if not full["predictions"]:
+        assert not reduced["predictions"], name
+        return
+    top_full, top_reduced = full["predictions"][0], reduced["predictions"][0]
+    assert top_full["label"] == top_reduced["label"], name
+    assert abs(top_full["confidence"] - top_reduced["confidence"]) < 0.05, name
+    if "box" in top_full:
+        width = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape[1]
+        assert np.allclose(top_full["box"], top_reduced["box"], atol=0.03 * width), name
+
+
 @pytest.mark.parametrize("model_name", ["efficientnet-lite0", "nanodet-m-416"])
 def test_reduced_decoding_keeps_the_answer_and_maps_back_to_the_photo(models_dir, media, model_name: str) -> None:
-    """SCORING_REDUCED_DECODE: the same top class as a full decode on large real JPEGs, sizes and boxes in the
-    photo's own pixels (boxes), and confidences within the bound the README gives (0.05 on these photos)."""
+    """SCORING_REDUCED_DECODE: the same top class as a full decode on large real JPEGs, boxes in the photo's own
+    pixels, and confidences within the bound the README gives (0.05 on these photos)."""
     manager = ModelManager(sample_image=media.path("squirrel_cls.jpg"))
     manager.activate(ModelRepository(models_dir).load(model_name))
     servers = {
@@ -231,24 +255,9 @@ def test_reduced_decoding_keeps_the_answer_and_maps_back_to_the_photo(models_dir
         reduced_cases = 0
         for name, scale in (("coffee.png", 2.0), ("squirrel_cls.jpg", 2.5), ("dog.jpg", 2.5), ("dog.jpg", 3.5)):
             data = big_jpeg(media, name, scale)
-            with manager.acquire() as model:
-                needed = model.task.preprocessor.min_source_size(0, 0)
-            image, _ = decode_image_reduced(
-                data, (needed[0] * REDUCED_DECODE_MARGIN, needed[1] * REDUCED_DECODE_MARGIN)
-            )
-            reduced_cases += int(
-                image.shape[0] < cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape[0]
-            )
-            full, reduced = (json.loads(call(f"{servers[r].url}/score", data, "image/jpeg")[2]) for r in (False, True))
-            photo = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-            if not full["predictions"]:
-                assert not reduced["predictions"], name
-                continue
-            top_full, top_reduced = full["predictions"][0], reduced["predictions"][0]
-            assert top_full["label"] == top_reduced["label"], name
-            assert abs(top_full["confidence"] - top_reduced["confidence"]) < 0.05, name
-            if "box" in top_full:
-                assert np.allclose(top_full["box"], top_reduced["box"], atol=0.03 * photo.shape[1]), name
+            reduced_cases += int(is_reduced(manager, data))
+            answers = [json.loads(call(f"{servers[r].url}/score", data, "image/jpeg")[2]) for r in (False, True)]
+            assert_same_answer(name, data, *answers)
         assert reduced_cases >= 1  # the switch did reduce some of these photos
     finally:
         for server in servers.values():
