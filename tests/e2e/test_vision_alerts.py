@@ -139,6 +139,10 @@ class Solution:
         """The environment a module gets under the emulator, plus `settings`."""
         env = {k: v for k, v in os.environ.items() if k in KEEP}
         env.update(self.hub.env(module))
+        # the test's own folders for what a module keeps (never the state of a user's `make run`)
+        own = self.queue_dir.parent / "module-state" / module
+        env.update(MODEL_STORE=str(own / "model-store"), ENGINE_CACHE_DIR=str(own / "engine-cache"))
+        env.update(ALERT_QUEUE_DIR=str(own / "alert-queue"))
         env.update(PYTHONUNBUFFERED="1", LOG_LEVEL="INFO", **settings)
         return env
 
