@@ -122,7 +122,7 @@ class Solution:
         """The emulator with the solution's manifest, and `monitor` following $upstream."""
         self.processes["emulator"] = self.hub.start().process
         monitor = subprocess.Popen(  # pylint: disable=consider-using-with
-            [sys.executable, "-m", "edgehub_emulator.cli", "monitor", "--from-start", *self.hub.args],
+            [sys.executable, "-m", "edgehub_emulator.cli", "monitor", "--from-start", "--raw", *self.hub.args],
             stdout=subprocess.PIPE,
             text=True,
         )
