@@ -143,7 +143,7 @@ iotedgedev-setup:
 $(IOTEDGEDEV_STAMP): tools/iotedgedev/requirements.txt
 	@echo "== setting up $(IOTEDGEDEV_VENV) (iotedgedev) with $$($(IOTEDGEDEV_PYTHON) --version)"
 	$(IOTEDGEDEV_PYTHON) -m venv $(IOTEDGEDEV_VENV)
-	$(IOTEDGEDEV_VENV)/bin/python -m pip install --quiet -r tools/iotedgedev/requirements.txt
+	$(IOTEDGEDEV_VENV)/bin/python -m pip install --progress-bar off -r tools/iotedgedev/requirements.txt
 	@touch $@
 
 node-setup:
@@ -152,6 +152,7 @@ node-setup:
 	else echo "warning: npm is not on PATH: the emulator's Node.js module test will be skipped" >&2; fi
 
 $(NODE_STAMP): $(NODE_TEST)/package-lock.json
+	@echo "== installing the Node.js packages of the emulator's Node.js module test (npm ci)"
 	cd $(NODE_TEST) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
