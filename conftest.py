@@ -42,6 +42,9 @@ USER_STATE = (
     "iot-edge-solution/modules/alert/alert-queue",
     "iot-edge-solution/modules/alert/.model-store",
     "iot-edge-solution/modules/authrequest/.model-store",
+    "iot-edge-solution/model-store",
+    "iot-edge-solution/engine-cache",
+    "iot-edge-solution/alert-queue",
 )
 
 

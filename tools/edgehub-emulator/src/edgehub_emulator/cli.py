@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from edgehub_emulator.config import STATE_DIR_ENV, EmulatorConfig
+from edgehub_emulator.config import DEFAULT_STATE_DIR, STATE_DIR_ENV, EmulatorConfig
 from edgehub_emulator.errors import EmulatorError
 from edgehub_emulator.identity import SERVICE_POLICY, generate_sas, service_key
 
@@ -340,7 +340,7 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 def cmd_reset(args: argparse.Namespace) -> int:
     """Delete the state folder (identities keep their keys: they derive from the seed)."""
-    folder = Path(args.state or os.environ.get(STATE_DIR_ENV, ".edgehub-emulator"))
+    folder = Path(args.state or os.environ.get(STATE_DIR_ENV, DEFAULT_STATE_DIR))
     if not (folder / "state.sqlite3").exists() and not (folder / "certs").exists():
         print(f"nothing to reset in {folder}")
         return 0
@@ -358,7 +358,7 @@ def _options_parser(server_help: bool) -> argparse.ArgumentParser:
             kwargs["help"] = argparse.SUPPRESS
         options.add_argument(*names, **kwargs)
 
-    options.add_argument("--state", help=f"state folder (default ${STATE_DIR_ENV} or ./.edgehub-emulator)")
+    options.add_argument("--state", help=f"state folder (default ${STATE_DIR_ENV} or ./{DEFAULT_STATE_DIR})")
     options.add_argument("--hostname", help="IoT Hub host name the SDKs see (default localhost)")
     server("--gateway-hostname", help="host name modules connect to (default localhost)")
     options.add_argument("--device-id", help="the edge device id (default edge-device)")
