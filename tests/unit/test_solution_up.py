@@ -292,3 +292,20 @@ def test_the_hubs_output_is_copied_with_progress_lines_and_without_the_sdks_info
     expected = HUB_OUTPUT if sdk_logs else HUB_OUTPUT.replace(b"classifier  | 2026-12-01 22:27:01,334 " + sdk_info, b"")
     assert out == expected
     assert (sdk_info in out) is sdk_logs
+
+
+def test_the_real_template_and_manifest_give_make_run_a_camera_like_video_and_local_state(tmp_path: Path) -> None:
+    """With the repository's own .env_template and deployment manifest (no .env, no overrides): the demo video
+    plays in real time, the classifier logs status lines, and every folder of state is under the state folder."""
+    script = load()
+    root = script.ROOT
+    plan = script.ModuleSettingsPlan(
+        root / ".env_template", None, tmp_path / "state", root / "iot-edge-solution" / "deployment.template.json",
+        {}, root / "Makefile",
+    )  # fmt: skip
+    assert plan.values["VIDEO_REALTIME"] == "True" and "classifier" in plan.readers["VIDEO_REALTIME"]
+    assert plan.values["LOG_EVERY_FRAME"] == "False" and "classifier" in plan.readers["LOG_EVERY_FRAME"]
+    for name in ("MODEL_STORE", "ENGINE_CACHE_DIR", "ALERT_QUEUE_DIR", "FRONTEND_DATABASE"):
+        assert Path(plan.values[name]).is_relative_to(tmp_path / "state"), name
+    assert "classifier" in plan.readers["MODEL_STORE"] and "alert" in plan.readers["ALERT_QUEUE_DIR"]
+    assert not plan.warnings and not plan.lines
