@@ -110,6 +110,15 @@ LOCAL_STATE_PATHS = {
 # Names `make run VAR=value` may set that are options of make or of this script, not module settings.
 RUN_OPTIONS = {"VERBOSE", "SDK_LOGS"}
 PLACEHOLDER = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
+# settings whose values are secrets (keys, passwords, connection strings, signed URLs): never printed
+SECRET_NAME = re.compile(r"KEY|PASSWORD|SECRET|TOKEN|CONNECTION_STRING|WEBHOOK_URL")
+
+
+def shown(name: str, value: str) -> str:
+    """`value` as it may be printed: a secret's only as set or empty."""
+    if SECRET_NAME.search(name):
+        return "(set, not shown)" if value else "(empty)"
+    return value
 
 
 def make_command_line_variables(makeflags: str) -> dict[str, str]:
@@ -190,18 +199,19 @@ class ModuleSettingsPlan:  # pylint: disable=too-few-public-methods  # the resul
                     "the front-end" if name.startswith("FRONTEND_") else ""
                 )
                 if used:
-                    self.lines.append(f"{name}={value} from {origin} (read by {used})")
-                else:
+                    self.lines.append(f"{name}={shown(name, value)} from {origin} (read by {used})")
+                elif name in command_line:  # the shell's other variables may be meant for other tools (genconfig)
                     self.warnings.append(
-                        f"{name}={value} from {origin}: no module of the deployment manifest gets {name} in its env, "
-                        f"so it changes nothing here (add it to the module's env in the manifest, as on a device)"
+                        f"{name}={shown(name, value)} from {origin}: no module of the deployment manifest gets {name} "
+                        "in its env, so it changes nothing here (add it to the module's env in the manifest, as on "
+                        "a device)"
                     )
         options = RUN_OPTIONS | (makefile_variables(makefile) if makefile else set())
         for name, value in sorted(command_line.items()):
             if name not in known and name not in options:
                 self.warnings.append(
-                    f"{name}={value} on make's command line: neither a module setting (see .env_template) nor an "
-                    "option of make run; ignored"
+                    f"{name}={shown(name, value)} on make's command line: neither a module setting (see "
+                    ".env_template) nor an option of make run; ignored"
                 )
         self.source = dotenv if dotenv and dotenv.is_file() else template
 

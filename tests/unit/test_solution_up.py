@@ -309,3 +309,27 @@ def test_the_real_template_and_manifest_give_make_run_a_camera_like_video_and_lo
         assert Path(plan.values[name]).is_relative_to(tmp_path / "state"), name
     assert "classifier" in plan.readers["MODEL_STORE"] and "alert" in plan.readers["ALERT_QUEUE_DIR"]
     assert not plan.warnings and not plan.lines
+
+
+def test_overridden_secrets_are_never_printed(tmp_path: Path) -> None:
+    secret = "DefaultEndpointsProtocol=https;AccountKey=c2VjcmV0"
+    environ = {
+        "STORAGE_CONNECTION_STRING": secret,
+        "MODULE_KEY": "a2V5",
+        "ALERT_WEBHOOK_URL": "https://hook/x?sig=abc",
+        "MAKEFLAGS": f" -- STORAGE_CONNECTION_STRING={secret} ALERT_WEBHOOK_URL=https://hook/x?sig=abc",
+    }
+    (tmp_path / ".env_template").write_text(
+        "STORAGE_CONNECTION_STRING=\nMODULE_KEY=\nALERT_WEBHOOK_URL=\n", encoding="utf-8"
+    )
+    plan = load().ModuleSettingsPlan(tmp_path / ".env_template", None, tmp_path / "state", None, environ)
+    printed = "\n".join(plan.lines + plan.warnings)
+    assert "STORAGE_CONNECTION_STRING=(set, not shown)" in printed
+    assert "c2VjcmV0" not in printed and "sig=abc" not in printed and "a2V5" not in printed
+    assert plan.values["STORAGE_CONNECTION_STRING"] == secret, "the modules still get it"
+
+
+def test_the_shells_variables_no_module_reads_are_left_alone(tmp_path: Path) -> None:
+    """A dev container's shell may export TARGETARCH for other tools: only make's command line is warned about."""
+    plan = plan_for(tmp_path, {"SCORING_PORT": "9000"})
+    assert not plan.warnings and not plan.lines
