@@ -214,6 +214,7 @@ def solution(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Solution]:
             MODEL_NAME="nanodet-m-416",
             LOOP_VIDEO="True",
             VIDEO_REALTIME="True",
+            LOG_EVERY_FRAME="True",  # the tests read the frame index of its `frame N |` lines
             INTRA_OP_THREADS="1",
             DETECTIONS_MAX_PER_SECOND="50",
             DETECTIONS_MIN_CONFIDENCE="0.3",
