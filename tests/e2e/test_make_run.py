@@ -204,6 +204,9 @@ def test_make_run_is_calm_takes_overrides_and_stops_on_sigint_to_make_alone(make
     lines = make_run.output().splitlines()[before:]
     assert len(lines) / window_s < 3, "\n".join(lines[-40:])
     assert not [line for line in lines if re.search(r"\| frame +\d+ \|", line)], "a line per frame"
+    # the banner again once start-up has settled, and the classifier's status line
+    wait_for(lambda: make_run.output().count(BANNER) >= 2, 60, "the banner printed again")
+    wait_for(lambda: "classifier  | status |" in make_run.output(), 60, "the classifier's status line")
     children = descendants(make_run.process.pid)
     os.kill(make_run.process.pid, signal.SIGINT)
     make_run.process.wait(150)
