@@ -524,9 +524,13 @@ def watch_parent(children: Children, interval: float = 0.3) -> threading.Thread 
     caught at the start and no longer catches was received, and is passed on here. A parent that goes away
     (its children are handed to another process) stops everything too."""
     parent = os.getppid()
-    at_start = caught_signals(parent)
-    if at_start is None:
+    try:
+        name = Path(f"/proc/{parent}/comm").read_text(encoding="utf-8").strip()
+    except OSError:
         return None
+    at_start = caught_signals(parent)
+    if at_start is None or name not in ("make", "gmake"):
+        return None  # only make's way of handling signals is known here (a shell changes its handlers at will)
     watched = [number for number in SIGNALS_MAKE_HANDLES if number in at_start]
 
     def watch() -> None:
