@@ -66,12 +66,14 @@ def _stop_on_signals(stop: threading.Event) -> threading.Event:
     return stop
 
 
-def _start_hub(config: EmulatorConfig, manifest: Manifest | None) -> EmulatorThread:
+def _start_hub(
+    config: EmulatorConfig, manifest: Manifest | None, fleet: dict[str, dict[str, Any]] | None = None
+) -> EmulatorThread:
     """Start the hub's servers; print where the service API is and the CA (the 'ready' lines). Keys are never
     printed here: `edgehub-emulator env MODULE` gives connection strings to whoever asks for them."""
     from edgehub_emulator.emulator import EmulatorThread  # pylint: disable=import-outside-toplevel
 
-    hub = EmulatorThread(config, manifest).start()
+    hub = EmulatorThread(config, manifest, fleet).start()
     logger.info("hub %s, device %s, state in %s", config.hostname, config.device_id, config.state_dir.resolve())
     print(f"SERVICE_API=https://{config.hostname}:{config.service_port}", flush=True)
     print(f"REQUESTS_CA_BUNDLE={hub.ca_cert.resolve()}", flush=True)
@@ -101,13 +103,19 @@ def cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    """Run the hub and every module of the manifest until Ctrl-C / SIGTERM; then stop the modules, the hub."""
+def cmd_up(args: argparse.Namespace) -> int:  # pylint: disable=too-many-locals  # one fleet's set-up
+    """Run the hub and each device's modules until Ctrl-C / SIGTERM; then stop the modules, the hub."""
     # pylint: disable=import-outside-toplevel
-    from edgehub_emulator.agent import LocalEdgeAgent, find_env_file, read_env_file
+    import dataclasses
+
+    from edgehub_emulator.agent import LocalEdgeAgent, find_env_file, hub_caller, read_env_file
+    from edgehub_emulator.fleet import load_fleet, local_ports, port_environment
     from edgehub_emulator.manifest import load_manifest
 
     config = _config_from_args(args)
+    fleet = load_fleet(args.device, args.fleet)
+    if fleet and args.device_id is None:
+        config = dataclasses.replace(config, device_id=fleet[0].device_id)
     manifest_path = Path(args.manifest)
     env_file = Path(args.env_file) if args.env_file else find_env_file(manifest_path)
     if args.env_file and not env_file.is_file():
@@ -122,11 +130,54 @@ def cmd_up(args: argparse.Namespace) -> int:
     # Placeholders expand as the IoT Edge tooling expands them when it generates deployment.json.
     manifest = load_manifest(manifest_path, {**os.environ, **read_env_file(env_file)})
     stop = _stop_on_signals(threading.Event())
-    hub = _start_hub(config, manifest)
+    hub = _start_hub(config, manifest, {d.device_id: d.tags for d in fleet})
+    on_hub = hub_caller(hub.loop)
+    devices = fleet or load_fleet([config.device_id], None)
+    agents = []
+    for device in devices:
+        index = device.index
+
+        def overrides(spec: Any, index: int = index) -> dict[str, str]:
+            return port_environment(spec, index, args.port_step)
+
+        agents.append(
+            LocalEdgeAgent(
+                manifest,
+                dataclasses.replace(config, device_id=device.device_id),
+                hub.emulator.store,
+                env_file,
+                stop_event=stop,
+                on_hub=on_hub,
+                label=device.device_id if len(devices) > 1 else "",
+                backoff_unit=args.backoff_unit,
+                env_overrides=overrides,
+            )
+        )
+    for device, agent in zip(devices, agents):
+        served = {
+            name: local_ports(module.spec, device.index, args.port_step) for name, module in agent.modules.items()
+        }
+        hub.emulator.store.put_meta(f"ports:{device.device_id}", json.dumps(served))
+        shown = ", ".join(
+            f"{name} {container}->{port}" for name, ports in served.items() for container, port in ports.items()
+        )
+        logger.info("device %s: %s", device.device_id, shown or "no published ports")
+    threads = [threading.Thread(target=agent.run, name=f"agent-{agent.device_id}") for agent in agents[1:]]
+    for thread in threads:
+        thread.start()
     try:
-        LocalEdgeAgent(manifest, config, hub.emulator.store, env_file, stop_event=stop).run()
+        agents[0].run()
     finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
         hub.stop()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the hub's devices: each one's modules as its agent reports them, and the ports they serve."""
+    print(json.dumps(_service_request(_config_from_args(args), "GET", "/emulator/status"), indent=2))
     return 0
 
 
@@ -326,7 +377,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:  # pylint: disable=too-many-statements  # one line per option
     """The argument parser of every command."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--state", help=f"state folder (default ${STATE_DIR_ENV} or ./.edgehub-emulator)")
@@ -351,6 +402,12 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", parents=[common], help="run the hub and every module of a manifest")
     up.add_argument("manifest", help="deployment.template.json")
     up.add_argument("--env-file", help=".env file for the modules (default: next to the manifest)")
+    up.add_argument("--device", action="append", help="an edge device of a local fleet (repeatable)")
+    up.add_argument("--fleet", help='fleet file: {"devices": {"<id>": {"tags": {...}}}}')
+    up.add_argument(
+        "--port-step", type=int, default=100, help="port offset between fleet devices (default 100: 8080, 8180, ...)"
+    )
+    up.add_argument("--backoff-unit", type=float, default=10.0, help="restart back-off unit in seconds (IoT Edge: 10)")
     env = sub.add_parser("env", parents=[common], help="print the environment a module needs")
     env.add_argument("module")
     env.add_argument("--manifest", help="deployment manifest whose modules count as known (besides the state's)")
@@ -376,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("input")
     send.add_argument("message", help="JSON message body")
     sub.add_parser("reset", parents=[common], help="delete the state folder")
+    sub.add_parser("status", parents=[common], help="the hub's devices, their modules and ports")
     return parser
 
 
@@ -388,6 +446,7 @@ COMMANDS = {
     "monitor": cmd_monitor,
     "send-input": cmd_send_input,
     "reset": cmd_reset,
+    "status": cmd_status,
 }
 
 
