@@ -339,6 +339,15 @@ def cmd_env(args: argparse.Namespace) -> int:
     from edgehub_emulator.store import Store
 
     config = _config_from_args(args)
+    if not args.module:  # the service side only: what a deployment or a back-end needs
+        from edgehub_emulator.environment import ca_path, service_connection_string
+
+        _require_state(config)
+        _print_env(
+            {"IOTHUB_CONNECTION_STRING": service_connection_string(config), "REQUESTS_CA_BUNDLE": str(ca_path(config))},
+            args.format,
+        )
+        return 0
     db = config.state_dir / "state.sqlite3"
     store = Store(db) if db.exists() else None
     try:
@@ -355,15 +364,18 @@ def cmd_env(args: argparse.Namespace) -> int:
     finally:
         if store:
             store.close()
-    env = module_environment(config, identity, workload=args.workload)
-    if args.format == "json":
-        print(json.dumps(env, indent=2))
-    else:
-        prefix = "export " if args.format == "shell" else ""
-        for name, value in env.items():
-            quoted = "'" + value.replace("'", "'\\''") + "'" if args.format == "shell" else value
-            print(f"{prefix}{name}={quoted}")
+    _print_env(module_environment(config, identity, workload=args.workload), args.format)
     return 0
+
+
+def _print_env(env: dict[str, str], style: str) -> None:
+    if style == "json":
+        print(json.dumps(env, indent=2))
+        return
+    prefix = "export " if style == "shell" else ""
+    for name, value in env.items():
+        quoted = "'" + value.replace("'", "'\\''") + "'" if style == "shell" else value
+        print(f"{prefix}{name}={quoted}")
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
@@ -409,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:  # pylint: disable=too-many-state
     )
     up.add_argument("--backoff-unit", type=float, default=10.0, help="restart back-off unit in seconds (IoT Edge: 10)")
     env = sub.add_parser("env", parents=[common], help="print the environment a module needs")
-    env.add_argument("module")
+    env.add_argument("module", nargs="?", help="module id (omit for the service side only: IOTHUB_CONNECTION_STRING)")
     env.add_argument("--manifest", help="deployment manifest whose modules count as known (besides the state's)")
     env.add_argument("--workload", action="store_true", help="the IOTEDGE_* (workload API) path")
     env.add_argument("--format", choices=("dotenv", "shell", "json"), default="dotenv")
