@@ -161,7 +161,10 @@ def cmd_up(args: argparse.Namespace) -> int:  # pylint: disable=too-many-locals 
         shown = ", ".join(
             f"{name} {container}->{port}" for name, ports in served.items() for container, port in ports.items()
         )
-        logger.info("device %s: %s", device.device_id, shown or "no published ports")
+        if len(devices) > 1:  # the fleet's banner: which device serves what
+            print(f"DEVICE {device.device_id}: {shown or 'no published ports'}", flush=True)
+        else:
+            logger.info("device %s: %s", device.device_id, shown or "no published ports")
     threads = [threading.Thread(target=agent.run, name=f"agent-{agent.device_id}") for agent in agents[1:]]
     for thread in threads:
         thread.start()

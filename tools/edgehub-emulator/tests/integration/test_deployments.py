@@ -301,3 +301,14 @@ def test_everything_survives_a_restart(hub: EmulatorProcess, clients: Any) -> No
     assert registry.get_twin("lobby").tags["site"] == "lobby"
     assert configs.get_configuration("layer-1").priority == 5
     assert configs.get_configuration("test-ring").priority == 30
+
+
+def test_deleting_a_device_removes_its_twins(clients: Any) -> None:
+    registry, _ = clients
+    registry.delete_device("bench")
+    with pytest.raises(HttpOperationError) as error:
+        registry.get_device("bench")
+    assert error.value.response.status_code == 404
+    with pytest.raises(HttpOperationError):
+        registry.get_module_twin("bench", "$edgeAgent")
+    assert "bench" not in {d.device_id for d in registry.get_devices()}

@@ -97,6 +97,7 @@ def test_each_device_runs_its_modules_with_its_identity_and_ports(fleet: FleetUp
         pid, greeting, port = fleet.starts(device, "steady")[0]
         assert greeting == "steady" and port == str(9080 + 100 * index)
         assert alive(pid)
+    assert "DEVICE garage: steady 80/tcp->9180" in fleet.stdout()  # the banner
     status = json.loads(fleet.cli("status").stdout)
     assert status["devices"]["garage"]["ports"]["steady"] == {"80/tcp": 9180}
     assert status["devices"]["attic"]["tags"] == {"site": "attic"}
