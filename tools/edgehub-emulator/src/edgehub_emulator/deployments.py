@@ -474,6 +474,7 @@ class Deployments:  # pylint: disable=too-many-public-methods  # the registry an
                 "it takes no single-device deployment: change its tags or those deployments instead"
             )
         self.store.put_meta(f"single:{device_id}", json.dumps(content["modulesContent"]))
+        self.store.put_meta(f"applied:{device_id}", json.dumps({"status": {}, "automatic": False}))
         self.reevaluate([device_id])
 
     def remember_manifest(self, device_id: str, modules_content: dict[str, Any]) -> None:
@@ -499,22 +500,25 @@ class Deployments:  # pylint: disable=too-many-public-methods  # the registry an
         bases = sorted((d for d in matching if not is_layered(d["content"])), key=_precedence)
         layers = sorted((d for d in matching if is_layered(d["content"])), key=_precedence)
         status: dict[str, str] = {doc["id"]: "Targeted" for doc in matching}
-        single = json.loads(self.store.get_meta(f"single:{device_id}") or "null")
+        # Whether the twins hold an automatic deployment's content: a device no deployment targets any more keeps
+        # it (as on IoT Hub) until a single-device deployment replaces it.
+        automatic = bool(self._applied(device_id).get("automatic"))
         if bases:
             content = bases[-1]["content"]["modulesContent"]
             status[bases[-1]["id"]] = "Applied"
-        elif matching:
-            content = single  # layers only: on top of what the device has
+            automatic = True
+        elif automatic:
+            content = json.loads(self.store.get_meta(f"base:{device_id}") or "null")
         else:
-            content = single if not self._applied(device_id).get("automatic") else None
-        if content is None:
-            # No deployment targets the device any more: it keeps what it has (as on IoT Hub).
-            self.store.put_meta(f"applied:{device_id}", json.dumps({"status": {}, "automatic": False}))
-            return
+            content = json.loads(self.store.get_meta(f"single:{device_id}") or "null")
+        if content is None or (automatic and not matching):
+            self.store.put_meta(f"applied:{device_id}", json.dumps({"status": status, "automatic": automatic}))
+            return  # nothing to write: the device keeps what it has
+        self.store.put_meta(f"base:{device_id}", json.dumps(content))
         for layer in layers:
             content = merge_layer(content, layer["content"]["modulesContent"])
             status[layer["id"]] = "Applied"
-        self.store.put_meta(f"applied:{device_id}", json.dumps({"status": status, "automatic": bool(matching)}))
+        self.store.put_meta(f"applied:{device_id}", json.dumps({"status": status, "automatic": automatic}))
         self._write_content(device_id, content)
 
     def _write_content(self, device_id: str, content: dict[str, Any]) -> None:

@@ -205,6 +205,17 @@ def test_deleting_a_deployment_falls_back_to_the_next(clients: Any) -> None:
     assert error.value.response.status_code == 404
 
 
+def test_a_device_no_deployment_targets_keeps_what_it_has(clients: Any) -> None:
+    registry, configs = clients
+    registry.update_twin("attic", Twin(tags={"site": "nowhere", "ring": "none"}), "*")
+    assert set(agent_desired(registry, "attic")["modules"]) == {"done"}
+    registry.update_twin("attic", Twin(tags={"floor": 3}), "*")  # evaluated again: still nothing matches
+    assert set(agent_desired(registry, "attic")["modules"]) == {"done"}
+    assert configs.get_configuration("attic-a").system_metrics.results["targetedCount"] == 0
+    registry.update_twin("attic", Twin(tags={"site": "attic", "ring": "prod"}), "*")
+    assert configs.get_configuration("attic-a").system_metrics.results["appliedCount"] == 1
+
+
 def test_single_device_deployment(clients: Any) -> None:
     registry, configs = clients
     registry.create_device_with_sas("bench", None, None, "enabled", iot_edge=True)
