@@ -85,6 +85,9 @@ help:
 	@echo "make frontend-env  write .vscode/frontend.env: the emulator's service connection string and CA"
 	@echo "make iotedgedev-setup  iotedgedev in its own environment, $(IOTEDGEDEV_VENV)"
 	@echo "make genconfig [PLATFORM=amd64|amd64.gpu|arm64v8]  expand both deployment templates into iot-edge-solution/config/"
+	@echo "make deploy DEVICE=id | TARGET_CONDITION=\"tags.site='lobby'\" [PRIORITY= LAYERED=1 DEPLOYMENT_ID= LABELS=\"k=v ...\""
+	@echo "            WAIT=1 TIMEOUT= MANIFEST= PLATFORM=]  deploy to IOTHUB_CONNECTION_STRING (default: the local emulator)"
+	@echo "make deployments   list the hub's deployments with their system metrics"
 
 # Everything `make run` and `make test` need, so that both then run without a network.
 setup: $(STAMP) $(NPM_STAMP) iotedgedev-setup node-setup
@@ -208,6 +211,23 @@ emulator-env: setup
 # service connection string and CA (the same for every module; read from authrequest's environment).
 FRONTEND_SERVICE_ENV = $(VENV)/bin/edgehub-emulator env authrequest --state $(EMULATOR_STATE)
 FRONTEND_SERVICE_VARS = (IOTHUB_CONNECTION_STRING|REQUESTS_CA_BUNDLE)=
+
+# Deployments through IoT Hub's service API: to IOTHUB_CONNECTION_STRING from the shell or .env, else to the local
+# emulator (its state in EMULATOR_STATE; start it with `make run`, `make emulator-up` or `edgehub-emulator up`).
+DEPLOY_HUB_ENV = set -a; if [ -f .env ]; then . ./.env; fi; set +a; \
+	if [ -z "$$IOTHUB_CONNECTION_STRING" ]; then \
+	eval "$$($(VENV)/bin/edgehub-emulator env --state $(EMULATOR_STATE) --format shell)"; fi
+DEPLOY_ARGS = $(if $(MANIFEST),--manifest "$(MANIFEST)") $(if $(PLATFORM),--platform $(PLATFORM)) \
+	$(if $(DEVICE),--device "$(DEVICE)") $(if $(TARGET_CONDITION),--target-condition "$(TARGET_CONDITION)") \
+	$(if $(PRIORITY),--priority $(PRIORITY)) $(if $(LAYERED),--layered) $(if $(DEPLOYMENT_ID),--id "$(DEPLOYMENT_ID)") \
+	$(foreach label,$(LABELS),--label "$(label)") $(if $(WAIT),--wait) $(if $(TIMEOUT),--timeout $(TIMEOUT))
+
+.PHONY: deploy deployments
+deploy: setup
+	@$(DEPLOY_HUB_ENV); $(VENV)/bin/edgevision deploy $(DEPLOY_ARGS)
+
+deployments: setup
+	@$(DEPLOY_HUB_ENV); $(VENV)/bin/edgevision deployments
 
 .PHONY: frontend frontend-env
 frontend: setup

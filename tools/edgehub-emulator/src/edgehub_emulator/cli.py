@@ -68,12 +68,14 @@ def _stop_on_signals(stop: threading.Event) -> threading.Event:
     return stop
 
 
-def _start_hub(config: EmulatorConfig, manifest: Manifest | None) -> EmulatorThread:
+def _start_hub(
+    config: EmulatorConfig, manifest: Manifest | None, fleet: dict[str, dict[str, Any]] | None = None
+) -> EmulatorThread:
     """Start the hub's servers; print where the service API is and the CA (the 'ready' lines). Keys are never
     printed here: `edgehub-emulator env MODULE` gives connection strings to whoever asks for them."""
     from edgehub_emulator.emulator import EmulatorThread  # pylint: disable=import-outside-toplevel
 
-    hub = EmulatorThread(config, manifest).start()
+    hub = EmulatorThread(config, manifest, fleet).start()
     logger.info("hub %s, device %s, state in %s", config.hostname, config.device_id, config.state_dir.resolve())
     print(f"SERVICE_API=https://{config.hostname}:{config.service_port}", flush=True)
     print(f"REQUESTS_CA_BUNDLE={hub.ca_cert.resolve()}", flush=True)
@@ -103,13 +105,19 @@ def cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    """Run the hub and every module of the manifest until Ctrl-C / SIGTERM; then stop the modules, the hub."""
+def cmd_up(args: argparse.Namespace) -> int:  # pylint: disable=too-many-locals  # one fleet's set-up
+    """Run the hub and each device's modules until Ctrl-C / SIGTERM; then stop the modules, the hub."""
     # pylint: disable=import-outside-toplevel
-    from edgehub_emulator.agent import LocalEdgeAgent, find_env_file, read_env_file
+    import dataclasses
+
+    from edgehub_emulator.agent import LocalEdgeAgent, find_env_file, hub_caller, read_env_file
+    from edgehub_emulator.fleet import load_fleet, local_ports, port_environment
     from edgehub_emulator.manifest import load_manifest
 
     config = _config_from_args(args)
+    fleet = load_fleet(args.device, args.fleet)
+    if fleet and args.device_id is None:
+        config = dataclasses.replace(config, device_id=fleet[0].device_id)
     manifest_path = Path(args.manifest)
     env_file = Path(args.env_file) if args.env_file else find_env_file(manifest_path)
     if args.env_file and not env_file.is_file():
@@ -124,11 +132,57 @@ def cmd_up(args: argparse.Namespace) -> int:
     # Placeholders expand as the IoT Edge tooling expands them when it generates deployment.json.
     manifest = load_manifest(manifest_path, {**os.environ, **read_env_file(env_file)})
     stop = _stop_on_signals(threading.Event())
-    hub = _start_hub(config, manifest)
+    hub = _start_hub(config, manifest, {d.device_id: d.tags for d in fleet})
+    on_hub = hub_caller(hub.loop)
+    devices = fleet or load_fleet([config.device_id], None)
+    agents = []
+    for device in devices:
+        index = device.index
+
+        def overrides(spec: Any, index: int = index) -> dict[str, str]:
+            return port_environment(spec, index, args.port_step)
+
+        agents.append(
+            LocalEdgeAgent(
+                manifest,
+                dataclasses.replace(config, device_id=device.device_id),
+                hub.emulator.store,
+                env_file,
+                stop_event=stop,
+                on_hub=on_hub,
+                label=device.device_id if len(devices) > 1 else "",
+                backoff_unit=args.backoff_unit,
+                env_overrides=overrides,
+            )
+        )
+    for device, agent in zip(devices, agents):
+        served = {
+            name: local_ports(module.spec, device.index, args.port_step) for name, module in agent.modules.items()
+        }
+        hub.emulator.store.put_meta(f"ports:{device.device_id}", json.dumps(served))
+        shown = ", ".join(
+            f"{name} {container}->{port}" for name, ports in served.items() for container, port in ports.items()
+        )
+        if len(devices) > 1:  # the fleet's banner: which device serves what
+            print(f"DEVICE {device.device_id}: {shown or 'no published ports'}", flush=True)
+        else:
+            logger.info("device %s: %s", device.device_id, shown or "no published ports")
+    threads = [threading.Thread(target=agent.run, name=f"agent-{agent.device_id}") for agent in agents[1:]]
+    for thread in threads:
+        thread.start()
     try:
-        LocalEdgeAgent(manifest, config, hub.emulator.store, env_file, stop_event=stop).run()
+        agents[0].run()
     finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
         hub.stop()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the hub's devices: each one's modules as its agent reports them, and the ports they serve."""
+    print(json.dumps(_service_request(_config_from_args(args), "GET", "/emulator/status"), indent=2))
     return 0
 
 
@@ -311,6 +365,15 @@ def cmd_env(args: argparse.Namespace) -> int:
     from edgehub_emulator.store import Store
 
     config = _config_from_args(args)
+    if not args.module:  # the service side only: what a deployment or a back-end needs
+        from edgehub_emulator.environment import ca_path, service_connection_string
+
+        _require_state(config)
+        _print_env(
+            {"IOTHUB_CONNECTION_STRING": service_connection_string(config), "REQUESTS_CA_BUNDLE": str(ca_path(config))},
+            args.format,
+        )
+        return 0
     db = config.state_dir / "state.sqlite3"
     store = Store(db) if db.exists() else None
     try:
@@ -327,15 +390,18 @@ def cmd_env(args: argparse.Namespace) -> int:
     finally:
         if store:
             store.close()
-    env = module_environment(config, identity, workload=args.workload)
-    if args.format == "json":
-        print(json.dumps(env, indent=2))
-    else:
-        prefix = "export " if args.format == "shell" else ""
-        for name, value in env.items():
-            quoted = "'" + value.replace("'", "'\\''") + "'" if args.format == "shell" else value
-            print(f"{prefix}{name}={quoted}")
+    _print_env(module_environment(config, identity, workload=args.workload), args.format)
     return 0
+
+
+def _print_env(env: dict[str, str], style: str) -> None:
+    if style == "json":
+        print(json.dumps(env, indent=2))
+        return
+    prefix = "export " if style == "shell" else ""
+    for name, value in env.items():
+        quoted = "'" + value.replace("'", "'\\''") + "'" if style == "shell" else value
+        print(f"{prefix}{name}={quoted}")
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
@@ -375,7 +441,7 @@ def _options_parser(server_help: bool) -> argparse.ArgumentParser:
     return options
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:  # pylint: disable=too-many-statements  # one line per option
     """The argument parser of every command."""
     # the hub's own options: shown by the commands that run a hub (start, up); the client commands accept them
     # (scripts pass one set of options to every call) but keep them out of their --help
@@ -389,8 +455,14 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", parents=[common], help="run the hub and every module of a manifest")
     up.add_argument("manifest", help="deployment.template.json")
     up.add_argument("--env-file", help=".env file for the modules (default: next to the manifest)")
+    up.add_argument("--device", action="append", help="an edge device of a local fleet (repeatable)")
+    up.add_argument("--fleet", help='fleet file: {"devices": {"<id>": {"tags": {...}}}}')
+    up.add_argument(
+        "--port-step", type=int, default=100, help="port offset between fleet devices (default 100: 8080, 8180, ...)"
+    )
+    up.add_argument("--backoff-unit", type=float, default=10.0, help="restart back-off unit in seconds (IoT Edge: 10)")
     env = sub.add_parser("env", parents=[client], help="print the environment a module needs")
-    env.add_argument("module")
+    env.add_argument("module", nargs="?", help="module id (omit for the service side only: IOTHUB_CONNECTION_STRING)")
     env.add_argument("--manifest", help="deployment manifest whose modules count as known (besides the state's)")
     env.add_argument("--workload", action="store_true", help="the IOTEDGE_* (workload API) path")
     env.add_argument("--format", choices=("dotenv", "shell", "json"), default="dotenv")
@@ -421,6 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("input")
     send.add_argument("message", help="JSON message body")
     sub.add_parser("reset", parents=[client], help="delete the state folder")
+    sub.add_parser("status", parents=[client], help="the hub's devices, their modules and ports")
     return parser
 
 
@@ -433,6 +506,7 @@ COMMANDS = {
     "monitor": cmd_monitor,
     "send-input": cmd_send_input,
     "reset": cmd_reset,
+    "status": cmd_status,
 }
 
 
