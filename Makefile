@@ -53,7 +53,7 @@ PLATFORM ?=
 NODE_TEST := $(EMULATOR)/tests/node
 NODE_STAMP := $(NODE_TEST)/node_modules/.install-done
 
-.PHONY: help setup run run-classifier test lint coverage format clean reset emulator emulator-up emulator-env
+.PHONY: help setup run run-classifier test lint coverage format clean reset emulator emulator-up emulator-env emulator-status
 
 # All local state of a user's runs (the emulator's hub and Azurite data, the classifier's model store and engine
 # cache, the alert queue, the front-end's users) lives under STATE; `make clean` (or `make reset`, which keeps the
@@ -80,6 +80,7 @@ help:
 	@echo "make reset     remove only the local state ($(STATE)/: hub, Azurite data, model store, alert queue, users)"
 	@echo "make emulator  the local IoT Hub / edgeHub emulator for deployment.template.json (Ctrl-C stops it)"
 	@echo "make emulator-up   the emulator, Azurite and every module of deployment.template.json as local processes"
+	@echo "                   DEVICES=\"lobby garage\" or FLEET=fleet.json: a local fleet (make emulator-status: who serves what)"
 	@echo "make emulator-env [MODULE=classifier]  write .vscode/MODULE.env: what a module needs to reach the emulator"
 	@echo "make frontend  the sign-in web front-end against the local emulator and Azurite (prints the demo user)"
 	@echo "make frontend-env  write .vscode/frontend.env: the emulator's service connection string and CA"
@@ -196,7 +197,12 @@ emulator: setup
 # $(EMULATOR_STATE)/module-key (see tools/solution_up.py).
 emulator-up: setup
 	$(PY) tools/solution_up.py --state $(EMULATOR_STATE) --local-state $(STATE) -- \
-		$(VENV)/bin/edgehub-emulator up $(SOLUTION)/deployment.template.json --state $(EMULATOR_STATE)
+		$(VENV)/bin/edgehub-emulator up $(SOLUTION)/deployment.template.json --state $(EMULATOR_STATE) \
+		$(foreach device,$(DEVICES),--device $(device)) $(if $(FLEET),--fleet "$(FLEET)")
+
+# The hub's devices (with their tags), deployments, modules and the ports each device serves.
+emulator-status: setup
+	$(VENV)/bin/edgehub-emulator status --state $(EMULATOR_STATE)
 
 # Holds the module's key: .vscode/*.env is git-ignored.
 emulator-env: setup
@@ -214,6 +220,19 @@ FRONTEND_SERVICE_VARS = (IOTHUB_CONNECTION_STRING|REQUESTS_CA_BUNDLE)=
 
 # Deployments through IoT Hub's service API: to IOTHUB_CONNECTION_STRING from the shell or .env, else to the local
 # emulator (its state in EMULATOR_STATE; start it with `make run`, `make emulator-up` or `edgehub-emulator up`).
+# `make deploy` options (empty: not given): see `make help` and getting-started/deploy.md
+# `make emulator-up` options: a local fleet, DEVICES="lobby garage" or FLEET=fleet.json (each device's tags)
+DEVICES ?=
+FLEET ?=
+MANIFEST ?=
+DEVICE ?=
+TARGET_CONDITION ?=
+PRIORITY ?=
+LAYERED ?=
+DEPLOYMENT_ID ?=
+LABELS ?=
+WAIT ?=
+TIMEOUT ?=
 DEPLOY_HUB_ENV = set -a; if [ -f .env ]; then . ./.env; fi; set +a; \
 	if [ -z "$$IOTHUB_CONNECTION_STRING" ]; then \
 	eval "$$($(VENV)/bin/edgehub-emulator env --state $(EMULATOR_STATE) --format shell)"; fi
