@@ -27,7 +27,10 @@ LIB := $(SOLUTION)/libs/edgevision
 EMULATOR := tools/edgehub-emulator
 FRONTEND := $(SOLUTION)/frontend
 MODULE_REQS := $(wildcard $(SOLUTION)/modules/*/requirements.txt)
-SETUP_INPUTS := requirements-dev.txt $(LIB)/pyproject.toml $(MODULE_REQS) $(wildcard $(EMULATOR)/pyproject.toml) \
+# Every version comes from the lock (requirements/lock.txt, `make lock`); the projects of this repository are
+# installed from the working tree on top, without dependencies of their own.
+LOCK := requirements/lock.txt
+SETUP_INPUTS := $(LOCK) requirements-dev.txt $(LIB)/pyproject.toml $(MODULE_REQS) $(wildcard $(EMULATOR)/pyproject.toml) \
 	$(FRONTEND)/pyproject.toml
 
 # Local defaults for `make run`; override on the command line, e.g. `make run CAMERA_PATH=/dev/video0`.
@@ -98,8 +101,10 @@ $(STAMP): $(SETUP_INPUTS)
 	@echo "== setting up $(VENV) with Python $(PYTHON_VERSION) ($(firstword $(PYTHON_ID)))"
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -r requirements-dev.txt -e "$(LIB)[dev]" $(addprefix -r ,$(MODULE_REQS)) \
-		$(if $(wildcard $(EMULATOR)/pyproject.toml),-e "$(EMULATOR)") -e "$(FRONTEND)[dev]" -e tools/testkit
+	$(PIP) install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(PIP) install --quiet --no-deps -e "$(LIB)" $(if $(wildcard $(EMULATOR)/pyproject.toml),-e "$(EMULATOR)") \
+		-e "$(FRONTEND)" -e tools/testkit
+	$(PIP) check
 	@echo "$(PYTHON_ID)" > $@
 
 # The whole solution: Azurite, the edgeHub emulator with every module of deployment.template.json, the sign-in

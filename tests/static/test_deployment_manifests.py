@@ -97,7 +97,7 @@ def test_classifier_env_create_options_and_routes(kind: str) -> None:
     host = classifier["settings"]["createOptions"]["HostConfig"]
     assert host["Runtime"] == "$DOCKER_RUNTIME"
     assert host["Devices"][0]["PathOnHost"] == "$CAMERA_DEVICE"
-    assert host["PortBindings"]["80/tcp"] == [{"HostPort": "8080"}]
+    assert host["PortBindings"]["8080/tcp"] == [{"HostPort": "8080"}]
     assert host["PortBindings"]["5012/tcp"] == [{"HostPort": "5012"}]
     if kind == "debug":
         assert "5678/tcp" in host["PortBindings"]

@@ -38,7 +38,7 @@ class ScoringSettings(ModuleSettings):
 
     scoring_enabled: bool = Field(True, description="SCORING_ENABLED: serve the scoring API (True/False).")
     scoring_host: str = Field("0.0.0.0", min_length=1, description="SCORING_HOST: address to listen on.")
-    scoring_port: int = Field(8080, ge=1, le=65535, description="SCORING_PORT: HTTP port (80 in the container).")
+    scoring_port: int = Field(8080, ge=1, le=65535, description="SCORING_PORT: HTTP port (8080, in the images too).")
     scoring_max_bytes: int = Field(
         10 * 1024 * 1024, gt=0, description="SCORING_MAX_BYTES: largest request body accepted (413 above)."
     )
