@@ -5,7 +5,7 @@ and what the image's command did (started and answered, or stopped naming what i
 
 Usage: python probe.py SPEC_JSON   where SPEC_JSON holds
   {"command": [...], "workdir": "...", "device": "/dev/video0" | null, "writable_env": ["ENGINE_CACHE_DIR", ...],
-   "expect": "serve" | "exit" | "none", "timeout": 120}
+   "expect": "serve" | "report" | "none", "timeout": 120}
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from typing import Any
 MARKER = "PROBE_RESULT:"
 # A start that prints one of these is a defect (ONNX Runtime's HOME warning, Python warnings, crashes).
 BAD_OUTPUT = re.compile(r"warning|traceback|permission denied", re.IGNORECASE)
+# ... except the module's own report of what is missing (no IoT Edge environment, a required variable unset).
+MISSING_REPORT = re.compile(rb"not set|is required")
 
 
 def identity() -> dict[str, Any]:
@@ -138,7 +140,17 @@ def run_command(spec: dict[str, Any]) -> dict[str, Any]:
                 # Frames of the demo video go through the model: the console reports them.
                 while time.monotonic() < deadline and process.poll() is None:
                     out.seek(0)
-                    if re.search(rb"\bfps\b|frames", out.read(), re.IGNORECASE):
+                    if re.search(rb"frame\s+\d+ \|", out.read()):
+                        break
+                    time.sleep(0.5)
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+            elif spec["expect"] == "report":
+                # It stops at once (a required variable unset) or runs on after saying what is missing.
+                while time.monotonic() < deadline and process.poll() is None:
+                    out.seek(0)
+                    if MISSING_REPORT.search(out.read()):
+                        time.sleep(2)
                         break
                     time.sleep(0.5)
                 if process.poll() is None:
@@ -152,7 +164,11 @@ def run_command(spec: dict[str, Any]) -> dict[str, Any]:
         output = out.read().decode(errors="replace")
     result["exit_code"] = process.returncode
     result["output_tail"] = output[-3000:]
-    result["bad_lines"] = [line for line in output.splitlines() if BAD_OUTPUT.search(line)][:10]
+    result["bad_lines"] = [
+        line
+        for line in output.splitlines()
+        if BAD_OUTPUT.search(line) and not MISSING_REPORT.search(line.encode())
+    ][:10]
     return result
 
 
