@@ -50,7 +50,7 @@ IOTEDGEDEV_PYTHON ?= $(firstword $(foreach candidate,$(PYTHON) python3.12 python
 DOCKERFILES := .devcontainer/Dockerfile $(wildcard $(SOLUTION)/modules/*/Dockerfile.*)
 PLATFORM ?=
 
-.PHONY: iotedgedev-setup genconfig node-setup
+.PHONY: iotedgedev-setup genconfig node-setup lock images-check images
 
 # The Node.js module of the emulator's tests (a second SDK): its npm packages, installed from package-lock.json.
 NODE_TEST := $(EMULATOR)/tests/node
@@ -78,6 +78,9 @@ help:
 	@echo "make frontend-env  write .vscode/frontend.env: the emulator's service connection string and CA"
 	@echo "make iotedgedev-setup  iotedgedev in its own environment, $(IOTEDGEDEV_VENV)"
 	@echo "make genconfig [PLATFORM=amd64|amd64.gpu|arm64v8]  expand both deployment templates into iot-edge-solution/config/"
+	@echo "make lock      resolve requirements/lock.txt and the images' iot-edge-solution/requirements/*.txt again (uv)"
+	@echo "make images-check  build and run every module's amd64 image and the dev container with buildah (no Docker)"
+	@echo "make images [PLATFORMS=linux/amd64,linux/arm64] [PUSH=1]  every module image with docker buildx bake"
 
 setup: $(STAMP) $(NPM_STAMP)
 
@@ -196,3 +199,18 @@ frontend-env: setup
 	@mkdir -p .vscode
 	$(FRONTEND_SERVICE_ENV) | grep -E '^$(FRONTEND_SERVICE_VARS)' > .vscode/frontend.env
 	@echo "wrote .vscode/frontend.env"
+
+# One lock of pinned versions (with hashes) for .venv, every module image and the dev container; see requirements/.
+lock: setup
+	UV=$(VENV)/bin/uv tools/images/lock.sh
+
+# Builds and runs the images without a Docker daemon (buildah, vfs storage, chroot isolation) on stand-ins of the
+# base images made from Debian's packages (tools/images/make-standin-base.sh): needs root, buildah, debootstrap.
+# In CI (CI=true) a missing tool is an error, elsewhere the check says what to install and stops.
+images-check: setup
+	@missing="$$(for t in buildah debootstrap unshare; do command -v $$t >/dev/null 2>&1 || echo $$t; done)"; \
+	if [ -n "$$missing" ]; then \
+		echo "images-check needs: $$missing (Debian/Ubuntu: sudo apt-get install buildah debootstrap uidmap)" >&2; \
+		exit 1; fi
+	tools/images/make-standin-base.sh all
+	$(PY) tools/images/images_check.py $(IMAGES_CHECK_ARGS)

@@ -40,8 +40,9 @@ TAG_PREFIX = "localhost/edgevision-check"
 MB = 1_000_000
 # A module image may add at most this much to its base (authrequest, alert).
 SIZE_BUDGET_MB = 100
-# The classifier carries ONNX Runtime, OpenCV, NumPy and LiteRT (measured: see README "Image check").
-CLASSIFIER_BUDGET_MB = 400
+# The classifier carries ONNX Runtime, OpenCV, NumPy and LiteRT: about 560 MB that no base image holds (README,
+# "Image check"). Its budget keeps it from growing further; authrequest and alert keep the 100 MB one.
+CLASSIFIER_BUDGET_MB = 600
 # Distributions an image may hold beyond its lock: the base image's installer, and the project's own library.
 NOT_LOCKED = {"pip", "setuptools", "wheel", "edgevision"}
 MARKER = "PROBE_RESULT:"
