@@ -214,3 +214,9 @@ images-check: setup
 		exit 1; fi
 	tools/images/make-standin-base.sh all
 	$(PY) tools/images/images_check.py $(IMAGES_CHECK_ARGS)
+
+# Every module image for every platform in its module.json, and the dev container flavours, with `docker buildx
+# bake` (the bake file is generated from module.json; tags as iotedgedev gives them). Refuses without docker/buildx.
+PLATFORMS ?= linux/amd64,linux/arm64
+images:
+	$(PYTHON) tools/images/bake.py --platforms "$(PLATFORMS)" $(if $(PUSH),--push)

@@ -173,38 +173,51 @@ def image_config(ref: str) -> dict[str, Any]:
     return info["OCIv1"]["config"]
 
 
-def external_bases(target: Target) -> list[str]:
-    """The images the Dockerfile's FROM lines pull from outside (stage names and ARGs resolved)."""
+def _stages(target: Target) -> tuple[dict[str, str], dict[str, str], str]:
+    """Stage name -> its base (ARGs resolved), stage name -> its instructions, and the stage the build ends in."""
     text = target.dockerfile.read_text(encoding="utf-8")
     args = dict(re.findall(r"^ARG (\w+)=(\S+)", text, re.MULTILINE))
     args.update(target.build_args)
-    stages, bases = set(), []
-    for base, name in re.findall(r"^FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?", text, re.MULTILINE):
-        resolved = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), ""), base)
-        if resolved not in stages:
-            bases.append(resolved)
-        if name:
-            stages.add(name)
-    return bases
+    bases: dict[str, str] = {}
+    bodies: dict[str, str] = {}
+    last = ""
+    parts = re.split(r"^FROM\s+", text, flags=re.MULTILINE)[1:]
+    for index, part in enumerate(parts):
+        head, _, body = part.partition("\n")
+        words = [w for w in head.split() if not w.startswith("--platform=")]
+        name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else f"#{index}"
+        bases[name] = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), ""), words[0])
+        bodies[name] = body
+        last = name
+    return bases, bodies, target.target or last
+
+
+def external_bases(target: Target) -> list[str]:
+    """The images from outside that building the target stage needs (its FROM chain and COPY --from stages);
+    the other stages are skipped, as BuildKit and buildah skip them."""
+    bases, bodies, start = _stages(target)
+    needed, todo, external = set(), [start], []
+    while todo:
+        name = todo.pop()
+        if name in needed:
+            continue
+        if name not in bases:
+            if name not in external:
+                external.append(name)
+            continue
+        needed.add(name)
+        todo.append(bases[name])
+        todo += re.findall(r"--from=(\S+)", bodies[name])
+    return external
 
 
 def final_base(target: Target) -> str:
     """The external image the built stage starts from."""
-    text = target.dockerfile.read_text(encoding="utf-8")
-    args = dict(re.findall(r"^ARG (\w+)=(\S+)", text, re.MULTILINE))
-    args.update(target.build_args)
-    by_name: dict[str, str] = {}
-    last = ""
-    for base, name in re.findall(r"^FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?", text, re.MULTILINE):
-        resolved = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), ""), base)
-        last = name or resolved
-        if name:
-            by_name[name] = resolved
-    current = target.target or last
+    bases, _, current = _stages(target)
     seen = set()
-    while current in by_name and current not in seen:
+    while current in bases and current not in seen:
         seen.add(current)
-        current = by_name[current]
+        current = bases[current]
     return current
 
 
