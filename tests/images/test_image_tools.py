@@ -19,6 +19,7 @@ SOLUTION = ROOT / "iot-edge-solution"
 
 
 def load(name: str):
+    """A script of tools/images as a module (they are scripts, not an installed package)."""
     spec = importlib.util.spec_from_file_location(f"images_{name}", TOOLS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module

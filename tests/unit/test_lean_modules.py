@@ -11,8 +11,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = ROOT / "iot-edge-solution" / "modules"
 # The `vision` and `tflite` extras of edgevision (libs/edgevision/pyproject.toml).
@@ -39,6 +37,7 @@ RUNNER = textwrap.dedent(
 
 
 def run_module(name: str, blocked: tuple[str, ...], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """The module's main() with the `blocked` top-level packages unimportable, and no IoT Edge or Storage env."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("IOTEDGE_", "MODULE_KEY", "STORAGE_"))}
     return subprocess.run(
         [sys.executable, "-c", RUNNER, str(MODULES / name / "main.py"), ",".join(blocked)],

@@ -136,6 +136,7 @@ def docker_problem() -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Generate the bake file and run `docker buildx bake` (or only print it)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--platforms", default="linux/amd64,linux/arm64", help="comma-separated Docker platforms")
     parser.add_argument("--push", action="store_true", help="push every image to its registry")
@@ -145,8 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     platforms = {p.strip() for p in args.platforms.split(",") if p.strip()}
     unknown = platforms - set(DOCKER_PLATFORM.values())
     if unknown:
-        print(f"images: unknown platform(s) {', '.join(sorted(unknown))}; use linux/amd64 and/or linux/arm64",
-              file=sys.stderr)
+        print(
+            f"images: unknown platform(s) {', '.join(sorted(unknown))}; use linux/amd64 and/or linux/arm64",
+            file=sys.stderr,
+        )
         return 2
     variables = {**read_dotenv(), **os.environ}
     bake = bake_file(platforms, variables, devcontainer=not args.no_devcontainer)
@@ -155,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     problem = docker_problem()
     if problem:
-        print(f"images: {problem}. `make images-check` builds the amd64 images without Docker (buildah).",
-              file=sys.stderr)
+        print(
+            f"images: {problem}. `make images-check` builds the amd64 images without Docker (buildah).", file=sys.stderr
+        )
         return 2
     state = ROOT / ".state" / "images"
     state.mkdir(parents=True, exist_ok=True)
@@ -168,8 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     elif len(platforms) == 1:
         command.append("--load")  # one platform: into the local engine, where `docker run` finds it
     else:
-        print("images: several platforms without PUSH=1 stay in buildx's cache (a local engine holds one platform"
-              " per tag); add PUSH=1 to push them, or choose one platform", file=sys.stderr)
+        print(
+            "images: several platforms without PUSH=1 stay in buildx's cache (a local engine holds one platform"
+            " per tag); add PUSH=1 to push them, or choose one platform",
+            file=sys.stderr,
+        )
     print("+ " + " ".join(command), flush=True)
     return subprocess.run(command, cwd=ROOT, check=False).returncode
 

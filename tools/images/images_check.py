@@ -71,6 +71,7 @@ class Target:
 
     @property
     def tag(self) -> str:
+        """Where the built image goes in buildah's storage."""
         return f"{TAG_PREFIX}/{self.name}:amd64"
 
 
@@ -156,9 +157,7 @@ def devcontainer_target() -> Target:
 def buildah(*args: str, check: bool = True, capture: bool = True, **kwargs: Any) -> subprocess.CompletedProcess:
     """buildah with vfs storage and chroot isolation: no daemon, no fuse, no privileges beyond root's."""
     env = {**os.environ, "STORAGE_DRIVER": "vfs", "BUILDAH_ISOLATION": "chroot"}
-    return subprocess.run(
-        ["buildah", *args], check=check, capture_output=capture, text=True, env=env, **kwargs
-    )
+    return subprocess.run(["buildah", *args], check=check, capture_output=capture, text=True, env=env, **kwargs)
 
 
 def image_size(ref: str) -> int:
@@ -169,6 +168,7 @@ def image_size(ref: str) -> int:
 
 
 def image_config(ref: str) -> dict[str, Any]:
+    """The image's OCI config: Cmd, Entrypoint, WorkingDir, User, Env."""
     info = json.loads(buildah("inspect", "--type", "image", ref).stdout)
     return info["OCIv1"]["config"]
 
@@ -394,39 +394,16 @@ def judge(target: Target, probe: dict[str, Any], above_base_mb: float) -> tuple[
     if target.device and probe["device"] != "ok":
         failures.append(f"the video-group device node does not open as {who['user']}: {probe['device']}")
     installed = probe["distributions"]
-    python = "3.11"  # the python:3.11 base (and its stand-in)
-    if target.name == "devcontainer":
-        extra = NOT_LOCKED | BASE_DEVCONTAINER_EXTRA
-    else:
-        extra = NOT_LOCKED
-    failures += lock_differences(installed, read_lock(target.lock, python), extra)
+    # Python 3.11: the python:3.11 base (and its stand-in) of every image checked here.
+    failures += lock_differences(installed, read_lock(target.lock, "3.11"), NOT_LOCKED)
     if target.budget_mb is not None and above_base_mb > target.budget_mb:
         failures.append(f"{above_base_mb:.0f} MB above its base, over the budget of {target.budget_mb} MB")
     ran = f"as {who['user']} ({who['uid']}; groups {','.join(who['groups'])})"
     command = probe.get("command")
     if command is not None:
-        if command.get("bad_lines"):
-            failures.append("warnings or errors on start: " + " | ".join(command["bad_lines"][:3]))
-        if target.expect == "serve":
-            score = command.get("score")
-            label = score.get("label") if isinstance(score, dict) else score
-            if command.get("healthz") != 200:
-                failures.append(f"/healthz answered {command.get('healthz')}")
-            if command.get("score_status") != 200:
-                failures.append(f"/score answered {command.get('score_status')}: {score}")
-            if not re.search(r"frame\s+\d+ \|", command["output_tail"]):
-                failures.append("no frame of the demo video was reported")
-            if command.get("exit_code") != 0:
-                failures.append(f"exit {command.get('exit_code')} after SIGTERM")
-            ran += f"; demo video, /healthz {command.get('healthz')}, /score {command.get('score_status')} ({label})"
-        else:
-            lines = [ln for ln in command["output_tail"].splitlines() if ln.strip()]
-            said = lines[-1] if lines else "(nothing)"
-            reports = [ln for ln in lines if re.search(r"not set|is required", ln)]
-            said = reports[0] if reports else said
-            if command.get("timed_out") or command.get("exit_code") not in (0, 2) or not reports:
-                failures.append(f"expected a line naming what is missing, then exit 0 or 2: {command}")
-            ran += f"; exit {command.get('exit_code')}: {shorten(said)}"
+        command_failures, command_ran = judge_command(target, command)
+        failures += command_failures
+        ran += command_ran
     return failures, ran
 
 
@@ -436,8 +413,32 @@ def shorten(line: str) -> str:
     return line if len(line) <= 110 else line[:107] + "..."
 
 
-# The dev container's system Python also holds what its base stages install outside the lock: none today.
-BASE_DEVCONTAINER_EXTRA: set[str] = set()
+def judge_command(target: Target, command: dict[str, Any]) -> tuple[list[str], str]:
+    """The failed checks of the image's command, and what it did."""
+    failures = []
+    if command.get("bad_lines"):
+        failures.append("warnings or errors on start: " + " | ".join(command["bad_lines"][:3]))
+    if target.expect == "serve":
+        score = command.get("score")
+        label = score.get("label") if isinstance(score, dict) else score
+        if command.get("healthz") != 200:
+            failures.append(f"/healthz answered {command.get('healthz')}")
+        if command.get("score_status") != 200:
+            failures.append(f"/score answered {command.get('score_status')}: {score}")
+        if not re.search(r"frame\s+\d+ \|", command["output_tail"]):
+            failures.append("no frame of the demo video was reported")
+        if command.get("exit_code") != 0:
+            failures.append(f"exit {command.get('exit_code')} after SIGTERM")
+        return (
+            failures,
+            f"; demo video, /healthz {command.get('healthz')}, /score {command.get('score_status')} ({label})",
+        )
+    lines = [ln for ln in command["output_tail"].splitlines() if ln.strip()]
+    reports = [ln for ln in lines if re.search(r"not set|is required", ln)]
+    said = reports[0] if reports else (lines[-1] if lines else "(nothing)")
+    if command.get("timed_out") or command.get("exit_code") not in (0, 2) or not reports:
+        failures.append(f"expected a line naming what is missing, then exit 0 or 2: {command}")
+    return failures, f"; exit {command.get('exit_code')}: {shorten(said)}"
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -454,7 +455,32 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def check_target(target: Target, workdir: Path, logs: Path) -> dict[str, Any]:
+    """Build, measure and run one image: its row of the table (failures included)."""
+    print(f"== {target.name}: building {target.dockerfile.relative_to(ROOT)}", flush=True)
+    seconds = build(target, workdir, logs / f"{target.name}.build.log")
+    size = image_size(target.tag)
+    above_base = (size - image_size(final_base(target))) / MB
+    print(f"== {target.name}: built in {seconds:.0f} s, {size / MB:.0f} MB; running it", flush=True)
+    probe = run_probe(target, workdir)
+    failures, ran = judge(target, probe, above_base)
+    for failure in failures:
+        print(f"   FAILED {target.name}: {failure}", flush=True)
+    return {
+        "image": target.name,
+        "dockerfile": str(target.dockerfile.relative_to(ROOT)),
+        "build_seconds": seconds,
+        "size_mb": size / MB,
+        "above_base_mb": above_base,
+        "ran": ran,
+        "ok": not failures,
+        "failures": failures,
+        "probe": probe,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Check every image; 0 when all pass, 1 when a check fails, 2 when a prerequisite is missing."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--only", nargs="*", help="image names to check (default: every module and devcontainer)")
     parser.add_argument("--no-devcontainer", action="store_true", help="skip the dev container")
@@ -462,8 +488,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if shutil.which("buildah") is None:
-        print("images-check: buildah is not installed (Debian/Ubuntu: apt-get install buildah debootstrap uidmap)",
-              file=sys.stderr)
+        print(
+            "images-check: buildah is not installed (Debian/Ubuntu: apt-get install buildah debootstrap uidmap)",
+            file=sys.stderr,
+        )
         return 2
     targets = module_targets()
     if not args.no_devcontainer:
@@ -475,32 +503,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="images-check-") as tmp:
         workdir = Path(tmp)
         for target in targets:
-            print(f"== {target.name}: building {target.dockerfile.relative_to(ROOT)}", flush=True)
             try:
-                seconds = build(target, workdir, args.report.parent / f"{target.name}.build.log")
+                rows.append(check_target(target, workdir, args.report.parent))
             except CheckError as e:
                 print(f"images-check: {e}", file=sys.stderr)
                 return 2
-            size = image_size(target.tag)
-            base_size = image_size(final_base(target))
-            print(f"== {target.name}: built in {seconds:.0f} s, {size / MB:.0f} MB; running it", flush=True)
-            probe = run_probe(target, workdir)
-            failures, ran = judge(target, probe, (size - base_size) / MB)
-            rows.append(
-                {
-                    "image": target.name,
-                    "dockerfile": str(target.dockerfile.relative_to(ROOT)),
-                    "build_seconds": seconds,
-                    "size_mb": size / MB,
-                    "above_base_mb": (size - base_size) / MB,
-                    "ran": ran,
-                    "ok": not failures,
-                    "failures": failures,
-                    "probe": probe,
-                }
-            )
-            for failure in failures:
-                print(f"   FAILED {target.name}: {failure}", flush=True)
     args.report.write_text(json.dumps(rows, indent=2), encoding="utf-8")
     print(table(rows))
     return 0 if all(row["ok"] for row in rows) else 1

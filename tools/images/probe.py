@@ -165,14 +165,13 @@ def run_command(spec: dict[str, Any]) -> dict[str, Any]:
     result["exit_code"] = process.returncode
     result["output_tail"] = output[-3000:]
     result["bad_lines"] = [
-        line
-        for line in output.splitlines()
-        if BAD_OUTPUT.search(line) and not MISSING_REPORT.search(line.encode())
+        line for line in output.splitlines() if BAD_OUTPUT.search(line) and not MISSING_REPORT.search(line.encode())
     ][:10]
     return result
 
 
 def main() -> int:
+    """Probe as the spec (argv[1]) says; the report goes to stdout after the marker."""
     spec = json.loads(sys.argv[1])
     report: dict[str, Any] = {
         "identity": identity(),

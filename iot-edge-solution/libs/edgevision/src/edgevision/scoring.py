@@ -265,10 +265,14 @@ class ScoringServer:
                 reason = f": {failure[0]!r}" if failure else ""
                 raise EdgeVisionError(f"the scoring API cannot listen on {self.host}:{self.port}{reason}")
             time.sleep(0.02)
+        # The bind address (0.0.0.0 is no URL) and the URL that reaches it from this host; in a container the
+        # deployment's createOptions publish the port on the device.
         log.info(
-            "scoring API on http://%s:%d (POST /score, GET /healthz /readyz /metrics; HTTP parser: %s)",
+            "scoring API listening on %s:%d, %s from this host (POST /score, GET /healthz /readyz /metrics; "
+            "HTTP parser: %s)",
             self.host,
             self.port,
+            self.url,
             self.http_parser,
         )
 
