@@ -208,9 +208,9 @@ lock: setup
 # base images made from Debian's packages (tools/images/make-standin-base.sh): needs root, buildah, debootstrap.
 # In CI (CI=true) a missing tool is an error, elsewhere the check says what to install and stops.
 images-check: setup
-	@missing="$$(for t in buildah debootstrap unshare; do command -v $$t >/dev/null 2>&1 || echo $$t; done)"; \
+	@missing="$$(for t in buildah debootstrap unshare; do command -v $$t >/dev/null 2>&1 || printf '%s ' $$t; done)"; \
 	if [ -n "$$missing" ]; then \
-		echo "images-check needs: $$missing (Debian/Ubuntu: sudo apt-get install buildah debootstrap uidmap)" >&2; \
+		echo "images-check needs: $${missing% } (Debian/Ubuntu: sudo apt-get install buildah debootstrap uidmap)" >&2; \
 		exit 1; fi
 	tools/images/make-standin-base.sh all
 	$(PY) tools/images/images_check.py $(IMAGES_CHECK_ARGS)

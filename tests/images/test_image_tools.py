@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -154,3 +155,35 @@ def test_images_refuses_without_buildx(tmp_path: Path) -> None:
 def test_images_rejects_an_unknown_platform(tmp_path: Path) -> None:
     done = _run_bake([tmp_path], "--platforms", "linux/s390x")
     assert done.returncode == 2 and "unknown platform" in done.stderr
+
+
+def test_images_check_refuses_without_buildah(tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, str(TOOLS / "images_check.py"), "--no-devcontainer"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "buildah is not installed" in done.stderr
+
+
+def test_make_images_check_fails_loudly_without_its_tools(tmp_path: Path) -> None:
+    """The Makefile target names the missing tools and exits non-zero (CI=true must never pass without them)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "sh", "make", "cat", "python3", "dirname", "readlink"):
+        found = shutil.which(tool)
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    done = subprocess.run(
+        ["make", "--no-print-directory", "-C", str(ROOT), "images-check"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": str(bin_dir), "CI": "true"},
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "images-check needs: buildah debootstrap unshare" in done.stderr
