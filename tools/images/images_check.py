@@ -50,6 +50,21 @@ MARKER = "PROBE_RESULT:"
 WRITABLE = {"classifier": ("ENGINE_CACHE_DIR", "MODEL_STORE"), "alert": ("ALERT_QUEUE_DIR",)}
 
 
+# What a terminal in the dev container needs before `make setup`: each must run as its user.
+DEVCONTAINER_TOOLS = (
+    ("python3", "-c", "import cv2, numpy, onnxruntime; print('cv2', cv2.__version__, 'ort', onnxruntime.__version__)"),
+    ("node", "--version"),
+    ("azurite", "--version"),
+    ("hadolint", "--version"),
+    ("pytest", "--version"),
+    ("ffmpeg", "-version"),
+    ("gst-inspect-1.0", "--version"),
+    ("git", "--version"),
+    ("make", "--version"),
+    ("sudo", "-n", "true"),
+)
+
+
 class CheckError(Exception):
     """A prerequisite is missing: buildah, a stand-in base, the CA bundle."""
 
@@ -68,6 +83,7 @@ class Target:
     build_args: dict[str, str] = field(default_factory=dict)
     target: str | None = None
     writable_env: tuple[str, ...] = ()
+    tools: tuple[tuple[str, ...], ...] = ()
 
     @property
     def tag(self) -> str:
@@ -151,6 +167,7 @@ def devcontainer_target() -> Target:
         budget_mb=None,
         build_args=args,
         target=build.get("target"),
+        tools=DEVCONTAINER_TOOLS,
     )
 
 
@@ -246,7 +263,9 @@ def build(target: Target, workdir: Path, log: Path) -> float:
     for base in external_bases(target):
         if buildah("inspect", "--type", "image", base, check=False).returncode != 0:
             raise CheckError(f"base image {base} is not in buildah's storage: run tools/images/make-standin-base.sh")
-    command = ["build", "--layers", "--pull=never", "--platform", "linux/amd64", "-f", str(target.dockerfile)]
+    # Docker's image format, as `docker build` makes: it keeps SHELL (the dev container's bash -o pipefail).
+    command = ["build", "--layers", "--format", "docker", "--pull=never", "--platform", "linux/amd64"]
+    command += ["-f", str(target.dockerfile)]
     command += ["-t", target.tag, *ca_mounts(workdir)]
     for key, value in target.build_args.items():
         command += ["--build-arg", f"{key}={value}"]
@@ -292,6 +311,7 @@ def run_probe(target: Target, workdir: Path) -> dict[str, Any]:
         "expect": target.expect,
         "sample": "/app/media/dog.jpg",
         "timeout": 150,
+        "tools": [list(argv) for argv in target.tools],
     }
     run = ["buildah", "run", "--volume", f"{PROBE}:/run/edgevision-probe.py:ro"]
     if target.device:
@@ -399,6 +419,10 @@ def judge(target: Target, probe: dict[str, Any], above_base_mb: float) -> tuple[
     if target.budget_mb is not None and above_base_mb > target.budget_mb:
         failures.append(f"{above_base_mb:.0f} MB above its base, over the budget of {target.budget_mb} MB")
     ran = f"as {who['user']} ({who['uid']}; groups {','.join(who['groups'])})"
+    tools = probe.get("tools", {})
+    failures += [f"`{argv}` failed: {state}" for argv, state in tools.items() if not state.startswith("ok")]
+    if tools:
+        ran += "; " + ", ".join(argv.split()[0] for argv, state in tools.items() if state.startswith("ok")) + " run"
     command = probe.get("command")
     if command is not None:
         command_failures, command_ran = judge_command(target, command)

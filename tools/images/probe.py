@@ -5,7 +5,7 @@ and what the image's command did (started and answered, or stopped naming what i
 
 Usage: python probe.py SPEC_JSON   where SPEC_JSON holds
   {"command": [...], "workdir": "...", "device": "/dev/video0" | null, "writable_env": ["ENGINE_CACHE_DIR", ...],
-   "expect": "serve" | "report" | "none", "timeout": 120}
+   "expect": "serve" | "report" | "none", "timeout": 120, "tools": [[argv...], ...]}
 """
 
 from __future__ import annotations
@@ -170,6 +170,16 @@ def run_command(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def run_tool(argv: list[str]) -> str:
+    """'ok: <first line of its output>' when the command succeeds, else why not."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"{type(e).__name__}: {e}"
+    first = (done.stdout or done.stderr).strip().splitlines()[:1]
+    return f"{'ok' if done.returncode == 0 else f'exit {done.returncode}'}: {first[0] if first else ''}"
+
+
 def main() -> int:
     """Probe as the spec (argv[1]) says; the report goes to stdout after the marker."""
     spec = json.loads(sys.argv[1])
@@ -180,6 +190,7 @@ def main() -> int:
         "device": open_device(spec.get("device")),
         "distributions": distributions(),
     }
+    report["tools"] = {" ".join(argv): run_tool(argv) for argv in spec.get("tools", [])}
     if spec.get("expect", "none") != "none":
         report["command"] = run_command(spec)
     print(MARKER + json.dumps(report), flush=True)
