@@ -298,11 +298,9 @@ def video_node(workdir: Path) -> Path:
 
 def run_probe(target: Target, workdir: Path) -> dict[str, Any]:
     """Run probe.py in a container of the image, as the image's USER, in a network namespace of its own (ports do
-    not collide with anything on the host)."""
+    not collide with anything on the host). Where a device node is mapped in, a second run as `uid:gid` (a USER
+    that names its group) is the control: the node must NOT open then, or the check could not see the defect."""
     config = image_config(target.tag)
-    name = f"edgevision-check-{target.name}"
-    buildah("rm", name, check=False)
-    buildah("from", "--pull=never", "--name", name, target.tag)
     spec = {
         "command": (config.get("Entrypoint") or []) + (config.get("Cmd") or []),
         "workdir": config.get("WorkingDir") or "/",
@@ -313,7 +311,24 @@ def run_probe(target: Target, workdir: Path) -> dict[str, Any]:
         "timeout": 150,
         "tools": [list(argv) for argv in target.tools],
     }
+    report = probe_container(target, workdir, spec)
+    if target.device:
+        who = report["identity"]
+        control = {**spec, "expect": "none", "tools": [], "writable_env": []}
+        report["control_user_with_group"] = probe_container(
+            target, workdir, control, user=f"{who['uid']}:{who['gid']}"
+        )["device"]
+    return report
+
+
+def probe_container(target: Target, workdir: Path, spec: dict[str, Any], user: str | None = None) -> dict[str, Any]:
+    """One run of probe.py in a fresh container of the image; its report."""
+    name = f"edgevision-check-{target.name}"
+    buildah("rm", name, check=False)
+    buildah("from", "--pull=never", "--name", name, target.tag)
     run = ["buildah", "run", "--volume", f"{PROBE}:/run/edgevision-probe.py:ro"]
+    if user:
+        run += ["--user", user]
     if target.device:
         # buildah 1.28 has no `run --device`: the node is bound in with its folder (a volume onto /dev is hidden).
         run += ["--volume", f"{video_node(workdir).parent}:{DEVICE_DIR}"]
@@ -413,12 +428,16 @@ def judge(target: Target, probe: dict[str, Any], above_base_mb: float) -> tuple[
             failures.append(f"{name} is not writable: {state}")
     if target.device and probe["device"] != "ok":
         failures.append(f"the video-group device node does not open as {who['user']}: {probe['device']}")
+    if target.device and probe.get("control_user_with_group") == "ok":
+        failures.append("control failed: the device node opened even as uid:gid (no supplementary groups)")
     installed = probe["distributions"]
     # Python 3.11: the python:3.11 base (and its stand-in) of every image checked here.
     failures += lock_differences(installed, read_lock(target.lock, "3.11"), NOT_LOCKED)
     if target.budget_mb is not None and above_base_mb > target.budget_mb:
         failures.append(f"{above_base_mb:.0f} MB above its base, over the budget of {target.budget_mb} MB")
     ran = f"as {who['user']} ({who['uid']}; groups {','.join(who['groups'])})"
+    if target.device:
+        ran += f"; video node opens ({who['uid']}:{who['gid']}: {probe.get('control_user_with_group')})"
     tools = probe.get("tools", {})
     failures += [f"`{argv}` failed: {state}" for argv, state in tools.items() if not state.startswith("ok")]
     if tools:
