@@ -27,7 +27,10 @@ LIB := $(SOLUTION)/libs/edgevision
 EMULATOR := tools/edgehub-emulator
 FRONTEND := $(SOLUTION)/frontend
 MODULE_REQS := $(wildcard $(SOLUTION)/modules/*/requirements.txt)
-SETUP_INPUTS := requirements-dev.txt $(LIB)/pyproject.toml $(MODULE_REQS) $(wildcard $(EMULATOR)/pyproject.toml) \
+# Every version comes from the lock (requirements/lock.txt, `make lock`); the projects of this repository are
+# installed from the working tree on top, without dependencies of their own.
+LOCK := requirements/lock.txt
+SETUP_INPUTS := $(LOCK) requirements-dev.txt $(LIB)/pyproject.toml $(MODULE_REQS) $(wildcard $(EMULATOR)/pyproject.toml) \
 	$(FRONTEND)/pyproject.toml
 
 # Local defaults for `make run`; override on the command line, e.g. `make run CAMERA_PATH=/dev/video0`.
@@ -47,7 +50,7 @@ IOTEDGEDEV_PYTHON ?= $(firstword $(foreach candidate,$(PYTHON) python3.12 python
 DOCKERFILES := .devcontainer/Dockerfile $(wildcard $(SOLUTION)/modules/*/Dockerfile.*)
 PLATFORM ?=
 
-.PHONY: iotedgedev-setup genconfig node-setup
+.PHONY: iotedgedev-setup genconfig node-setup lock images-check images
 
 # The Node.js module of the emulator's tests (a second SDK): its npm packages, installed from package-lock.json.
 NODE_TEST := $(EMULATOR)/tests/node
@@ -89,6 +92,9 @@ help:
 	@echo "make deploy DEVICE=id | TARGET_CONDITION=\"tags.site='lobby'\" [PRIORITY= LAYERED=1 DEPLOYMENT_ID= LABELS=\"k=v ...\""
 	@echo "            WAIT=1 TIMEOUT= MANIFEST= PLATFORM=]  deploy to IOTHUB_CONNECTION_STRING (default: the local emulator)"
 	@echo "make deployments   list the hub's deployments with their system metrics"
+	@echo "make lock      resolve requirements/lock.txt and the images' iot-edge-solution/requirements/*.txt again (uv)"
+	@echo "make images-check  build and run every module's amd64 image and the dev container with buildah (no Docker)"
+	@echo "make images [PLATFORMS=linux/amd64,linux/arm64] [PUSH=1]  every module image with docker buildx bake"
 
 # Everything `make run` and `make test` need, so that both then run without a network.
 setup: $(STAMP) $(NPM_STAMP) iotedgedev-setup node-setup
@@ -116,8 +122,10 @@ $(STAMP): $(SETUP_INPUTS)
 	$(PIP) install --quiet --upgrade pip
 	@echo "== installing the library, the modules' requirements, the emulator, the front-end and the dev tools" \
 		"(a minute or two; pip names each download)"
-	$(PIP) install --progress-bar off -r requirements-dev.txt -e "$(LIB)[dev,tflite]" $(addprefix -r ,$(MODULE_REQS)) \
-		$(if $(wildcard $(EMULATOR)/pyproject.toml),-e "$(EMULATOR)") -e "$(FRONTEND)[dev]" -e tools/testkit
+	$(PIP) install --progress-bar off --require-hashes --no-deps -r $(LOCK)
+	$(PIP) install --quiet --no-deps -e "$(LIB)" $(if $(wildcard $(EMULATOR)/pyproject.toml),-e "$(EMULATOR)") \
+		-e "$(FRONTEND)" -e tools/testkit
+	$(PIP) check
 	@echo "$(PYTHON_ID)" > $@
 
 # The whole solution: Azurite, the edgeHub emulator with every module of deployment.template.json, the sign-in
@@ -259,3 +267,24 @@ frontend-env: setup
 	@mkdir -p .vscode
 	$(FRONTEND_SERVICE_ENV) | grep -E '^$(FRONTEND_SERVICE_VARS)' > .vscode/frontend.env
 	@echo "wrote .vscode/frontend.env"
+
+# One lock of pinned versions (with hashes) for .venv, every module image and the dev container; see requirements/.
+lock: setup
+	UV=$(VENV)/bin/uv tools/images/lock.sh
+
+# Builds and runs the images without a Docker daemon (buildah, vfs storage, chroot isolation) on stand-ins of the
+# base images made from Debian's packages (tools/images/make-standin-base.sh): needs root, buildah, debootstrap.
+# In CI (CI=true) a missing tool is an error, elsewhere the check says what to install and stops.
+images-check: setup
+	@missing="$$(for t in buildah debootstrap unshare; do command -v $$t >/dev/null 2>&1 || printf '%s ' $$t; done)"; \
+	if [ -n "$$missing" ]; then \
+		echo "images-check needs: $${missing% } (Debian/Ubuntu: sudo apt-get install buildah debootstrap uidmap)" >&2; \
+		exit 1; fi
+	tools/images/make-standin-base.sh all
+	$(PY) tools/images/images_check.py $(IMAGES_CHECK_ARGS)
+
+# Every module image for every platform in its module.json, and the dev container flavours, with `docker buildx
+# bake` (the bake file is generated from module.json; tags as iotedgedev gives them). Refuses without docker/buildx.
+PLATFORMS ?= linux/amd64,linux/arm64
+images:
+	$(PYTHON) tools/images/bake.py --platforms "$(PLATFORMS)" $(if $(PUSH),--push)

@@ -39,7 +39,7 @@ class ScoringSettings(ModuleSettings):
 
     scoring_enabled: bool = Field(True, description="SCORING_ENABLED: serve the scoring API (True/False).")
     scoring_host: str = Field("0.0.0.0", min_length=1, description="SCORING_HOST: address to listen on.")
-    scoring_port: int = Field(8080, ge=1, le=65535, description="SCORING_PORT: HTTP port (80 in the container).")
+    scoring_port: int = Field(8080, ge=1, le=65535, description="SCORING_PORT: HTTP port (8080, in the images too).")
     scoring_max_bytes: int = Field(
         10 * 1024 * 1024, gt=0, description="SCORING_MAX_BYTES: largest request body accepted (413 above)."
     )
@@ -278,10 +278,14 @@ class ScoringServer:
                 reason = f": {failure[0]!r}" if failure else ""
                 raise EdgeVisionError(f"the scoring API cannot listen on {self.host}:{self.port}{reason}")
             time.sleep(0.02)
+        # The bind address (0.0.0.0 is no URL) and the URL that reaches it from this host; in a container the
+        # deployment's createOptions publish the port on the device.
         log.info(
-            "scoring API on http://%s:%d (POST /score, GET /healthz /readyz /metrics; HTTP parser: %s)",
+            "scoring API listening on %s:%d, %s from this host (POST /score, GET /healthz /readyz /metrics; "
+            "HTTP parser: %s)",
             self.host,
             self.port,
+            self.url,
             self.http_parser,
         )
 

@@ -186,6 +186,22 @@ def test_not_ready_without_a_model(media) -> None:
         server.stop()
 
 
+def test_the_start_line_names_the_bind_address_and_a_url_that_reaches_it(media, caplog) -> None:
+    """Bound on every address (as in the classifier's container), the log names 0.0.0.0 as the bind address, not
+    as a URL, and gives the loopback URL that answers."""
+    manager = ModelManager(sample_image=media.path("dog.jpg"))
+    server = ScoringServer(manager, "0.0.0.0", free_port())
+    with caplog.at_level("INFO", logger="edgevision.scoring"):
+        server.start()
+    try:
+        line = next(r.getMessage() for r in caplog.records if "scoring API" in r.getMessage())
+        assert f"listening on 0.0.0.0:{server.port}" in line and "http://0.0.0.0" not in line
+        assert f"http://127.0.0.1:{server.port} from this host" in line
+        assert call(f"http://127.0.0.1:{server.port}/healthz")[0] == 200
+    finally:
+        server.stop()
+
+
 def test_a_busy_port_is_a_clear_error(served) -> None:
     other = ScoringServer(served.manager, "127.0.0.1", served.port)
     with pytest.raises(Exception, match=f"cannot listen on 127.0.0.1:{served.port}"):

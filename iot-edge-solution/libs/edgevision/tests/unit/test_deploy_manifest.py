@@ -42,7 +42,7 @@ def test_the_solution_template_expands_like_genconfig() -> None:
     whole = options + "".join(
         value for key, value in sorted(agent["modules"]["classifier"]["settings"].items()) if key[-2:].isdigit()
     )
-    assert json.loads(whole)["HostConfig"]["PortBindings"]["80/tcp"] == [{"HostPort": "8080"}]
+    assert json.loads(whole)["HostConfig"]["PortBindings"]["8080/tcp"] == [{"HostPort": "8080"}]
     assert all(len(v) <= 512 for k, v in agent["modules"]["classifier"]["settings"].items() if "createOptions" in k)
     assert "$CONTAINER_REGISTRY_SERVER" not in json.dumps(modules)
     assert "$schema-template" not in modules
