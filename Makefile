@@ -275,16 +275,22 @@ lock: setup
 # Builds and runs the images without a Docker daemon (buildah, vfs storage, chroot isolation) on stand-ins of the
 # base images made from Debian's packages (tools/images/make-standin-base.sh): needs root, buildah, debootstrap.
 # In CI (CI=true) a missing tool is an error, elsewhere the check says what to install and stops.
-images-check: setup
+# The tools are checked before the set-up, so their absence is what a machine without them hears first.
+.PHONY: images-check-tools
+images-check-tools:
 	@missing="$$(for t in buildah debootstrap unshare; do command -v $$t >/dev/null 2>&1 || printf '%s ' $$t; done)"; \
 	if [ -n "$$missing" ]; then \
 		echo "images-check needs: $${missing% } (Debian/Ubuntu: sudo apt-get install buildah debootstrap uidmap)" >&2; \
 		exit 1; fi
+
+images-check: images-check-tools setup
 	tools/images/make-standin-base.sh all
 	$(PY) tools/images/images_check.py $(IMAGES_CHECK_ARGS)
 
 # Every module image for every platform in its module.json, and the dev container flavours, with `docker buildx
 # bake` (the bake file is generated from module.json; tags as iotedgedev gives them). Refuses without docker/buildx.
 PLATFORMS ?= linux/amd64,linux/arm64
+# PUSH=1 pushes what was built to the registry
+PUSH ?=
 images:
 	$(PYTHON) tools/images/bake.py --platforms "$(PLATFORMS)" $(if $(PUSH),--push)
