@@ -92,7 +92,8 @@ class Target:
 
 
 def strip_jsonc(text: str) -> str:
-    """devcontainer.json allows // comments: drop them (outside strings) and trailing commas."""
+    """JSON with comments and trailing commas (VS Code's format, devcontainer.json) to plain JSON; strings are left
+    alone."""
     out, in_string, i = [], False, 0
     while i < len(text):
         char = text[i]
@@ -110,6 +111,9 @@ def strip_jsonc(text: str) -> str:
             i = text.find("\n", i)
             if i < 0:
                 break
+            continue
+        elif text.startswith("/*", i):
+            i = text.index("*/", i) + 2
             continue
         else:
             out.append(char)
