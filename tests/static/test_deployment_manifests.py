@@ -4,14 +4,23 @@ that iotedgedev expands both for amd64, amd64.gpu and arm64v8."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+_BAKE_SPEC = importlib.util.spec_from_file_location(
+    "images_bake", Path(__file__).resolve().parents[2] / "tools" / "images" / "bake.py"
+)
+BAKE = importlib.util.module_from_spec(_BAKE_SPEC)
+sys.modules[_BAKE_SPEC.name] = BAKE
+_BAKE_SPEC.loader.exec_module(BAKE)
 
 ROOT = Path(__file__).resolve().parents[2]
 SOLUTION = ROOT / "iot-edge-solution"
@@ -97,7 +106,7 @@ def test_classifier_env_create_options_and_routes(kind: str) -> None:
     host = classifier["settings"]["createOptions"]["HostConfig"]
     assert host["Runtime"] == "$DOCKER_RUNTIME"
     assert host["Devices"][0]["PathOnHost"] == "$CAMERA_DEVICE"
-    assert host["PortBindings"]["80/tcp"] == [{"HostPort": "8080"}]
+    assert host["PortBindings"]["8080/tcp"] == [{"HostPort": "8080"}]
     assert host["PortBindings"]["5012/tcp"] == [{"HostPort": "5012"}]
     if kind == "debug":
         assert "5678/tcp" in host["PortBindings"]
@@ -207,6 +216,9 @@ def test_iotedgedev_genconfig_expands_both_templates(  # pylint: disable=too-man
             version = json.loads((SOLUTION / "modules" / module / "module.json").read_text())["image"]["tag"]["version"]
             suffix = f"{platform}.debug" if kind == "debug" else platform
             assert spec["settings"]["image"] == f"{registry}/{module}:{version}-{suffix}"
+            # `make images` (tools/images/bake.py) tags the image it builds exactly as the manifest names it.
+            module_json = json.loads((SOLUTION / "modules" / module / "module.json").read_text())
+            assert spec["settings"]["image"] == BAKE.module_tag(module_json, suffix, env_template_values())
             options = json.loads(spec["settings"]["createOptions"])
             if module == "classifier":  # the module that needs the GPU runtime on Jetson and GPU hosts
                 assert options["HostConfig"]["Runtime"] == env_template_values()["DOCKER_RUNTIME"]

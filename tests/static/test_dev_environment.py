@@ -3,9 +3,11 @@ folder they name exists."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,33 +19,16 @@ DEVCONTAINER = ROOT / ".devcontainer"
 MODULE_DIRS = sorted(p.parent for p in (ROOT / "iot-edge-solution" / "modules").glob("*/main.py"))
 
 
-def strip_jsonc(text: str) -> str:
-    """JSON with comments and trailing commas (VS Code's format) to plain JSON; strings are left alone."""
-    out, i, in_string = [], 0, False
-    while i < len(text):
-        char = text[i]
-        if in_string:
-            out.append(char)
-            if char == "\\":
-                out.append(text[i + 1])
-                i += 1
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-            out.append(char)
-        elif text.startswith("//", i):
-            i = text.find("\n", i)
-            if i < 0:
-                break
-            continue
-        elif text.startswith("/*", i):
-            i = text.index("*/", i) + 2
-            continue
-        else:
-            out.append(char)
-        i += 1
-    return re.sub(r",(\s*[}\]])", r"\1", "".join(out))
+def _images_check() -> Any:
+    """tools/images/images_check.py, whose JSONC reader (devcontainer.json) these tests share."""
+    spec = importlib.util.spec_from_file_location("images_check", ROOT / "tools" / "images" / "images_check.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+strip_jsonc = _images_check().strip_jsonc
 
 
 def load_jsonc(path: Path) -> Any:

@@ -204,7 +204,9 @@ def test_devcontainer_common_stage_has_node_user_and_dev_requirements() -> None:
     text = "\n".join(f"{k} {v}" for k, v in final.instructions)
     assert "COPY --from=node /usr/local/bin/node" in text
     assert re.search(r"azurite@\d+\.\d+\.\d+", text), "Azurite must be installed at a pinned version"
-    assert "requirements-dev.txt" in text
+    # The development tools (requirements-dev.txt) come pinned with the vision stack from the images' lock.
+    assert "iot-edge-solution/requirements/devcontainer.txt" in text
+    assert "requirements-dev.txt" in (SOLUTION / "requirements" / "devcontainer.in").read_text(encoding="utf-8")
     assert "--groups video" in text
     user = [v for k, v in final.instructions if k == "USER"]
     assert user and user[-1].strip() not in ("root", "0"), "the dev container must run as a non-root user"
@@ -333,7 +335,10 @@ def test_gpu_images_match_the_dev_container_and_check_the_sdk_at_build_time(dock
     assert parsed.stages[0].base == devcontainer_stage_base(stage)
     instructions = [(k, v) for s in parsed.stages for k, v in s.instructions]
     runs = [v for k, v in instructions if k == "RUN"]
-    install = next(i for i, run in enumerate(runs) if "pycuda==" in run and "libs/edgevision" in run)
+    # pycuda comes pinned, with hashes, from the classifier's GPU lock; the library after it.
+    assert re.search(r"^pycuda==", (SOLUTION / "requirements" / "classifier-gpu.txt").read_text(), re.MULTILINE)
+    locked = next(i for i, run in enumerate(runs) if "--require-hashes" in run and "LIBRARY_PATH=" in run)
+    install = max(locked, next(i for i, run in enumerate(runs) if "/app/libs/edgevision" in run))
     check = next((i for i, run in enumerate(runs) if SDK_CHECK in run), None)
     assert check is not None and check > install, f"{dockerfile.name}: no `{SDK_CHECK}` after the install"
     assert "libcuda.so.1" in runs[check], "the check needs the CUDA stub as libcuda.so.1 (no driver at build time)"

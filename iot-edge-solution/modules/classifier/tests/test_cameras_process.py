@@ -32,8 +32,9 @@ def short_clip(path: Path, count: int = 6) -> Path:
     return path
 
 
-def module_env(cameras: str, port: int) -> dict[str, str]:
-    """A clean environment: the cameras, real-time files that stop at their end, the scoring API on `port`."""
+def module_env(cameras: str, port: int, store: Path) -> dict[str, str]:
+    """A clean environment: the cameras, real-time files that stop at their end, the scoring API on `port`, a line
+    per frame, a model store of the test's own."""
     env = {k: v for k, v in os.environ.items() if k in KEEP}
     env.update(
         PYTHONUNBUFFERED="1",
@@ -44,6 +45,8 @@ def module_env(cameras: str, port: int) -> dict[str, str]:
         SCORING_HOST="127.0.0.1",
         SCORING_PORT=str(port),
         INTRA_OP_THREADS="1",
+        LOG_EVERY_FRAME="True",
+        MODEL_STORE=str(store),
     )
     return env
 
@@ -60,7 +63,7 @@ def test_cameras_run_on_one_engine_and_a_lost_camera_stops_no_other(tmp_path: Pa
     )
     with subprocess.Popen(
         [sys.executable, str(MODULE)],
-        env=module_env(cameras, port),
+        env=module_env(cameras, port, tmp_path / "model-store"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -1,7 +1,16 @@
-"""A local edgeAgent: every module of the manifest as a process, restarted per its restartPolicy."""
+"""A local edgeAgent: the modules of a device's `$edgeAgent` desired properties as processes, reconciled at run time.
+
+As IoT Edge's agent does, it diffs each new desired version against what runs: added modules start, removed ones
+stop (and lose their identity), changed ones (image, env, createOptions, restartPolicy, startupOrder, version)
+are stopped and recreated, a status-only change starts or stops, and every other module keeps running. Exits
+follow the restartPolicy with IoT Edge's back-off; `$edgeAgent` reported properties say what runs.
+"""
 
 from __future__ import annotations
 
+import concurrent.futures
+import datetime
+import json
 import logging
 import os
 import signal
@@ -11,17 +20,24 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Any, Callable, TextIO
 
 from edgehub_emulator.config import EmulatorConfig
 from edgehub_emulator.environment import module_environment, module_identity
-from edgehub_emulator.manifest import Manifest, ModuleSpec
+from edgehub_emulator.errors import ManifestError
+from edgehub_emulator.manifest import Manifest, ModuleSpec, module_specs
 from edgehub_emulator.store import Store
 
 logger = logging.getLogger(__name__)
 
-MAX_BACKOFF_SECS = 30.0
+# IoT Edge's restart back-off: min(unit * 2^restartCount, 300 s); failed after 20 restarts; the count resets after
+# 10 minutes running.
+BACKOFF_UNIT_SECS = 10.0
+MAX_BACKOFF_SECS = 300.0
+MAX_RESTARTS = 20
+HEALTHY_RESET_SECS = 600.0
 STOP_GRACE_SECS = 10.0
+DEFAULT_STARTUP_ORDER = 4294967295
 # What a module's container image would provide for a process to run at all; nothing else of this shell passes.
 PROCESS_BASICS = (
     "PATH",
@@ -82,18 +98,63 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+def utc_now() -> str:
+    """Now as the agent reports times."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def definition_key(raw: dict[str, Any]) -> str:
+    """What makes a module's container: everything but `status` (a status-only change only starts or stops)."""
+    return json.dumps({k: v for k, v in raw.items() if k != "status"}, sort_keys=True)
+
+
 @dataclass
-class ModuleProcess:
+class ModuleProcess:  # pylint: disable=too-many-instance-attributes  # one module's run state
     """One module's process and restart bookkeeping."""
 
     spec: ModuleSpec
     script: Path
+    raw: dict[str, Any] = field(default_factory=dict)
     process: subprocess.Popen[str] | None = None
     restarts: int = 0
     next_start: float = 0.0
-    backoff: float = 1.0
     finished: bool = False
     readers: list[threading.Thread] = field(default_factory=list)
+    runtime_status: str = "unknown"
+    exit_code: int | None = None
+    status_description: str = ""
+    last_start: str | None = None
+    last_exit: str | None = None
+    last_restart: str | None = None
+    started_at: float = 0.0
+
+    @property
+    def startup_order(self) -> int:
+        """Lower starts first (IoT Edge's default is the largest)."""
+        value = self.raw.get("startupOrder", DEFAULT_STARTUP_ORDER)
+        return value if isinstance(value, int) else DEFAULT_STARTUP_ORDER
+
+    @property
+    def wanted(self) -> bool:
+        """The desired status is running."""
+        return self.spec.status == "running"
+
+    def reported(self) -> dict[str, Any]:
+        """The module's entry in `$edgeAgent` reported properties."""
+        return {
+            "runtimeStatus": self.runtime_status,
+            "exitCode": self.exit_code,
+            "statusDescription": self.status_description,
+            "lastStartTimeUtc": self.last_start,
+            "lastExitTimeUtc": self.last_exit,
+            "restartCount": self.restarts,
+            "lastRestartTimeUtc": self.last_restart,
+            "status": self.spec.status,
+            "restartPolicy": self.spec.restart_policy,
+            "version": self.raw.get("version", ""),
+            "type": self.raw.get("type", "docker"),
+            "settings": {"image": self.spec.image},
+        }
 
 
 def _kill_group(process: subprocess.Popen[str]) -> None:
@@ -106,12 +167,30 @@ def _kill_group(process: subprocess.Popen[str]) -> None:
         pass  # the group is gone: the module left nothing behind
 
 
-class LocalEdgeAgent:
-    """Starts, watches and stops module processes; output lines are prefixed with the module name.
+def module_script(solution_dir: Path, name: str, image: str) -> Path:
+    """Where a module's code is: `modules/<name>/main.py`, else the folder its image names (`${MODULES.x}`,
+    `registry/x:tag`), as the image would be built from that folder."""
+    script = solution_dir / "modules" / name / "main.py"
+    if script.exists() or not image:
+        return script
+    base = image.rsplit("/", 1)[-1]
+    if base.startswith("${MODULES.") and base.endswith("}"):
+        folder = base[len("${MODULES.") : -1].split(".")[0]
+    else:
+        folder = base.split(":")[0].split("@")[0]
+    return solution_dir / "modules" / folder / "main.py"
+
+
+class LocalEdgeAgent:  # pylint: disable=too-many-instance-attributes  # the agent's run state
+    """Starts, watches, reconciles and stops one device's module processes; output lines are prefixed with the
+    module name (and the device's, in a fleet).
 
     Each module runs in its own session and process group (a container of its own): Ctrl-C in the terminal
     reaches only the agent, which stops every module with SIGTERM as the IoT Edge runtime does; whatever a
     module leaves behind in its group is killed once the module has exited.
+
+    The desired modules come from the device's `$edgeAgent` twin in the store (the manifest's when no twin holds
+    any). `on_hub(fn)` runs fn on the hub's event loop (twin writes); default: call it here.
     """
 
     def __init__(  # pylint: disable=too-many-arguments
@@ -124,28 +203,120 @@ class LocalEdgeAgent:
         python: str | None = None,
         *,
         stop_event: threading.Event | None = None,
+        on_hub: Callable[[Callable[[], Any]], Any] | None = None,
+        label: str = "",
+        backoff_unit: float = BACKOFF_UNIT_SECS,
+        env_overrides: Callable[[ModuleSpec], dict[str, str]] | None = None,
     ) -> None:
         self.manifest = manifest
         self.config = config
+        self.device_id = config.device_id
         self.store = store
         self.python = python or sys.executable
         self.env_file = env_file or manifest.solution_dir / ".env"
         self.output = output or sys.stdout
         self._out_lock = threading.Lock()
         self.stopping = stop_event or threading.Event()
+        self.on_hub = on_hub or (lambda fn: fn())
+        self.label = label
+        self.backoff_unit = backoff_unit
+        self.env_overrides = env_overrides
         self.modules: dict[str, ModuleProcess] = {}
-        for name, spec in manifest.modules.items():
-            if spec.status != "running":
-                logger.info("module %s has status %r: not started", name, spec.status)
-                continue
-            script = manifest.solution_dir / "modules" / name / "main.py"
-            self.modules[name] = ModuleProcess(spec, script)
-        self._width = max((len(n) for n in self.modules), default=0)
+        self.desired_version: int | None = None
+        self._report_due = True
+        self._width = 0
+        self.reconcile()
+
+    # output
+    def _prefix(self, name: str) -> str:
+        return f"{self.label}/{name}" if self.label else name
 
     def _emit(self, name: str, line: str) -> None:
         with self._out_lock:
-            self.output.write(f"{name:<{self._width}} | {line.rstrip()}\n")
+            self.output.write(f"{self._prefix(name):<{self._width}} | {line.rstrip()}\n")
             self.output.flush()
+
+    # desired state
+    def _desired(self) -> tuple[int, dict[str, Any]]:
+        twin = self.store.get_twin(self.device_id, "$edgeAgent")
+        if twin is not None and isinstance(twin.desired.get("modules"), dict):
+            return twin.desired_version, twin.desired
+        return 0, {"modules": {}}
+
+    def reconcile(self) -> bool:
+        """Act on a new `$edgeAgent` desired version; True when there was one."""
+        version, desired = self._desired()
+        if version == self.desired_version:
+            return False
+        self.desired_version = version
+        try:
+            specs = module_specs(desired)
+        except ManifestError as e:
+            logger.error("%s: desired version %d not applied: %s", self.device_id, version, e)
+            self._report({"lastDesiredVersion": version, "lastDesiredStatus": {"code": 400, "description": str(e)}})
+            return True
+        raw = desired.get("modules") or {}
+        for name in [n for n in self.modules if n not in specs]:
+            logger.info("%s: module %s removed from the deployment; stopping it", self.device_id, name)
+            self._stop_one(self.modules.pop(name))
+            self.on_hub(lambda n=name: self.store.delete_identity(self.device_id, n))
+            self._report({"modules": {name: None}})
+        for name, spec in specs.items():
+            current = self.modules.get(name)
+            fresh = ModuleProcess(spec, module_script(self.manifest.solution_dir, name, spec.image), dict(raw[name]))
+            if current is None:
+                logger.info("%s: module %s added", self.device_id, name)
+                self.modules[name] = fresh
+            elif definition_key(current.raw) != definition_key(fresh.raw):
+                logger.info("%s: module %s changed; recreating it", self.device_id, name)
+                self._stop_one(current)
+                self.modules[name] = fresh
+            elif current.spec.status != spec.status:
+                logger.info("%s: module %s desired status %s", self.device_id, name, spec.status)
+                current.spec, current.raw, current.finished = spec, fresh.raw, False
+                current.restarts, current.next_start = 0, 0.0
+                if not current.wanted:
+                    self._stop_one(current)
+            # otherwise untouched: it keeps running
+        for module in self.modules.values():
+            if not module.wanted and module.process is None:
+                module.runtime_status = "stopped"
+        self._width = max([self._width, *(len(self._prefix(n)) for n in self.modules)])
+        self._report({"lastDesiredVersion": version, "lastDesiredStatus": {"code": 200, "description": ""}})
+        return True
+
+    def _report(self, patch: dict[str, Any]) -> None:
+        """Patch `$edgeAgent` reported properties, with every module's state."""
+        modules = patch.get("modules", {})
+        for name, module in self.modules.items():
+            modules.setdefault(name, module.reported())
+        body = {
+            "schemaVersion": "1.1",
+            "runtime": {
+                "platform": {"os": sys.platform, "architecture": os.uname().machine if os.name == "posix" else ""}
+            },
+            "systemModules": {
+                "edgeAgent": {"runtimeStatus": "running"},
+                "edgeHub": {"runtimeStatus": "running"},
+            },
+            **patch,
+            "modules": modules,
+        }
+        identity = self.store.get_identity(self.device_id, "$edgeAgent")
+        if identity is None:
+            return
+        payload = json.dumps(body).encode()
+
+        def write() -> None:
+            from edgehub_emulator.twins import Twins  # pylint: disable=import-outside-toplevel
+
+            Twins(self.device_id, self.store, lambda *_: None, lambda _c: False).patch_reported(identity, payload)
+
+        try:
+            self.on_hub(write)
+        except Exception:  # pylint: disable=broad-exception-caught  # a report is retried on the next change
+            logger.exception("%s: reporting $edgeAgent properties failed", self.device_id)
+        self._report_due = False
 
     def environment(self, spec: ModuleSpec) -> dict[str, str]:
         """What a device gives the module: the manifest's `env` (placeholders already expanded from .env and the
@@ -153,6 +324,8 @@ class LocalEdgeAgent:
         them). Nothing else of .env or this shell reaches the module."""
         env = {name: os.environ[name] for name in PROCESS_BASICS if name in os.environ}
         env.update(spec.env)
+        if self.env_overrides:
+            env.update(self.env_overrides(spec))
         identity = module_identity(self.config, self.store, spec.name)
         env.update(module_environment(self.config, identity, workload=True))
         env["PYTHONUNBUFFERED"] = "1"
@@ -162,6 +335,9 @@ class LocalEdgeAgent:
         if not module.script.exists():
             logger.error("module %s: %s does not exist; it is not started", module.spec.name, module.script)
             module.finished = True
+            module.runtime_status = "failed"
+            module.status_description = f"{module.script} does not exist"
+            self._report_due = True
             return
         module.process = subprocess.Popen(  # pylint: disable=consider-using-with  # runs until stop()
             [self.python, str(module.script)],
@@ -178,7 +354,10 @@ class LocalEdgeAgent:
         reader = threading.Thread(target=self._pump, args=(module.spec.name, module.process.stdout), daemon=True)
         reader.start()
         module.readers = [reader]
-        logger.info("module %s started (pid %d)", module.spec.name, module.process.pid)
+        module.runtime_status, module.status_description = "running", "running"
+        module.last_start, module.started_at = utc_now(), time.monotonic()
+        self._report_due = True
+        logger.info("module %s started (pid %d)", self._prefix(module.spec.name), module.process.pid)
 
     def _pump(self, name: str, stream: TextIO | None) -> None:
         if stream is None:
@@ -195,33 +374,43 @@ class LocalEdgeAgent:
         return False  # "never", and "on-unhealthy" (no health checks run locally)
 
     def _exited(self, module: ModuleProcess, code: int, now: float) -> None:
-        """Clean up after an exit and schedule the restart the policy asks for."""
+        """Clean up after an exit and schedule the restart the policy asks for, with IoT Edge's back-off."""
         assert module.process is not None
         _kill_group(module.process)
         for reader in module.readers:
             reader.join(1)
-        name, policy = module.spec.name, module.spec.restart_policy
+        module.process = None
+        module.exit_code, module.last_exit = code, utc_now()
+        self._report_due = True
+        if now - module.started_at >= HEALTHY_RESET_SECS:
+            module.restarts = 0  # it ran long enough to count as healthy
+        name, policy = self._prefix(module.spec.name), module.spec.restart_policy
         if not self._should_restart(policy, code):
             logger.info("module %s exited with %d; not restarted (restartPolicy %s)", name, code, policy)
             module.finished = True
+            module.runtime_status = "stopped" if code == 0 else "failed"
+            module.status_description = f"exited with {code}"
             return
+        if module.restarts >= MAX_RESTARTS:
+            logger.error("module %s exited with %d after %d restarts; it stays failed", name, code, module.restarts)
+            module.finished, module.runtime_status = True, "failed"
+            module.status_description = f"exited with {code} after {module.restarts} restarts"
+            return
+        delay = min(self.backoff_unit * 2**module.restarts, MAX_BACKOFF_SECS)
         module.restarts += 1
-        module.next_start = now + module.backoff
-        logger.warning(
-            "module %s exited with %d; restarting in %.0f s (restartPolicy %s)",
-            name,
-            code,
-            module.backoff,
-            policy,
-        )
-        module.backoff = min(module.backoff * 2, MAX_BACKOFF_SECS)
-        module.process = None
+        module.next_start = now + delay
+        module.runtime_status, module.status_description = "backoff", f"exited with {code}; restarting"
+        module.last_restart = utc_now()
+        logger.warning("module %s exited with %d; restarting in %.0f s (restartPolicy %s)", name, code, delay, policy)
 
     def poll(self) -> None:
-        """Start due modules and handle exits; call it periodically."""
+        """Reconcile a new desired version, start due modules by startupOrder, handle exits; call periodically."""
+        if self.stopping.is_set():
+            return
+        self.reconcile()
         now = time.monotonic()
-        for module in self.modules.values():
-            if module.finished or self.stopping.is_set():
+        for module in sorted(self.modules.values(), key=lambda m: (m.startup_order, m.spec.name)):
+            if module.finished or not module.wanted or self.stopping.is_set():
                 continue
             if module.process is None:
                 if now >= module.next_start:
@@ -230,6 +419,8 @@ class LocalEdgeAgent:
             code = module.process.poll()
             if code is not None:
                 self._exited(module, code, now)
+        if self._report_due:
+            self._report({})
 
     def run(self, should_stop: Callable[[], bool] | None = None, interval: float = 0.2) -> None:
         """Poll until the stop event is set (stop(), a signal handler) or should_stop(); then stop every module."""
@@ -240,13 +431,34 @@ class LocalEdgeAgent:
         finally:
             self.stop()
 
+    def _stop_one(self, module: ModuleProcess) -> None:
+        """SIGTERM one module, SIGKILL after the grace period."""
+        process = module.process
+        if process is not None and process.poll() is None:
+            logger.info("stopping module %s (pid %d)", self._prefix(module.spec.name), process.pid)
+            process.terminate()
+            try:
+                process.wait(STOP_GRACE_SECS)
+            except subprocess.TimeoutExpired:
+                logger.warning("module %s ignored SIGTERM; killing it", module.spec.name)
+                process.kill()
+                process.wait()
+        if process is not None:
+            _kill_group(process)
+            module.exit_code, module.last_exit = process.returncode, utc_now()
+        for reader in module.readers:
+            reader.join(1)
+        module.process = None
+        module.runtime_status, module.status_description = "stopped", "stopped"
+        self._report_due = True
+
     def stop(self) -> None:
         """SIGTERM every module (as the IoT Edge runtime does), SIGKILL after the grace period."""
         self.stopping.set()
         running = [m for m in self.modules.values() if m.process and m.process.poll() is None]
         for module in running:
             assert module.process is not None
-            logger.info("stopping module %s (pid %d)", module.spec.name, module.process.pid)
+            logger.info("stopping module %s (pid %d)", self._prefix(module.spec.name), module.process.pid)
             module.process.terminate()
         deadline = time.monotonic() + STOP_GRACE_SECS
         for module in running:
@@ -261,3 +473,21 @@ class LocalEdgeAgent:
         for module in self.modules.values():
             for reader in module.readers:
                 reader.join(1)
+
+
+def hub_caller(loop: Any) -> Callable[[Callable[[], Any]], Any]:
+    """A function that runs a callable on the hub's event loop and waits for its result."""
+
+    def call(fn: Callable[[], Any]) -> Any:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(fn())
+            except Exception as e:  # pylint: disable=broad-exception-caught  # handed to the caller
+                future.set_exception(e)
+
+        loop.call_soon_threadsafe(run)
+        return future.result(30)
+
+    return call

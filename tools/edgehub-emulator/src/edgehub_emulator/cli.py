@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import os
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from edgehub_emulator.config import STATE_DIR_ENV, EmulatorConfig
+from edgehub_emulator.config import DEFAULT_STATE_DIR, STATE_DIR_ENV, EmulatorConfig
 from edgehub_emulator.errors import EmulatorError
 from edgehub_emulator.identity import SERVICE_POLICY, generate_sas, service_key
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from edgehub_emulator.manifest import Manifest
 
 logger = logging.getLogger(__name__)
+EXIT_METHOD_FAILED = 1
 
 
 def _json_arg(text: str, what: str) -> Any:
@@ -66,12 +68,14 @@ def _stop_on_signals(stop: threading.Event) -> threading.Event:
     return stop
 
 
-def _start_hub(config: EmulatorConfig, manifest: Manifest | None) -> EmulatorThread:
+def _start_hub(
+    config: EmulatorConfig, manifest: Manifest | None, fleet: dict[str, dict[str, Any]] | None = None
+) -> EmulatorThread:
     """Start the hub's servers; print where the service API is and the CA (the 'ready' lines). Keys are never
     printed here: `edgehub-emulator env MODULE` gives connection strings to whoever asks for them."""
     from edgehub_emulator.emulator import EmulatorThread  # pylint: disable=import-outside-toplevel
 
-    hub = EmulatorThread(config, manifest).start()
+    hub = EmulatorThread(config, manifest, fleet).start()
     logger.info("hub %s, device %s, state in %s", config.hostname, config.device_id, config.state_dir.resolve())
     print(f"SERVICE_API=https://{config.hostname}:{config.service_port}", flush=True)
     print(f"REQUESTS_CA_BUNDLE={hub.ca_cert.resolve()}", flush=True)
@@ -101,13 +105,19 @@ def cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    """Run the hub and every module of the manifest until Ctrl-C / SIGTERM; then stop the modules, the hub."""
+def cmd_up(args: argparse.Namespace) -> int:  # pylint: disable=too-many-locals  # one fleet's set-up
+    """Run the hub and each device's modules until Ctrl-C / SIGTERM; then stop the modules, the hub."""
     # pylint: disable=import-outside-toplevel
-    from edgehub_emulator.agent import LocalEdgeAgent, find_env_file, read_env_file
+    import dataclasses
+
+    from edgehub_emulator.agent import LocalEdgeAgent, find_env_file, hub_caller, read_env_file
+    from edgehub_emulator.fleet import load_fleet, local_ports, port_environment
     from edgehub_emulator.manifest import load_manifest
 
     config = _config_from_args(args)
+    fleet = load_fleet(args.device, args.fleet)
+    if fleet and args.device_id is None:
+        config = dataclasses.replace(config, device_id=fleet[0].device_id)
     manifest_path = Path(args.manifest)
     env_file = Path(args.env_file) if args.env_file else find_env_file(manifest_path)
     if args.env_file and not env_file.is_file():
@@ -122,11 +132,57 @@ def cmd_up(args: argparse.Namespace) -> int:
     # Placeholders expand as the IoT Edge tooling expands them when it generates deployment.json.
     manifest = load_manifest(manifest_path, {**os.environ, **read_env_file(env_file)})
     stop = _stop_on_signals(threading.Event())
-    hub = _start_hub(config, manifest)
+    hub = _start_hub(config, manifest, {d.device_id: d.tags for d in fleet})
+    on_hub = hub_caller(hub.loop)
+    devices = fleet or load_fleet([config.device_id], None)
+    agents = []
+    for device in devices:
+        index = device.index
+
+        def overrides(spec: Any, index: int = index) -> dict[str, str]:
+            return port_environment(spec, index, args.port_step)
+
+        agents.append(
+            LocalEdgeAgent(
+                manifest,
+                dataclasses.replace(config, device_id=device.device_id),
+                hub.emulator.store,
+                env_file,
+                stop_event=stop,
+                on_hub=on_hub,
+                label=device.device_id if len(devices) > 1 else "",
+                backoff_unit=args.backoff_unit,
+                env_overrides=overrides,
+            )
+        )
+    for device, agent in zip(devices, agents):
+        served = {
+            name: local_ports(module.spec, device.index, args.port_step) for name, module in agent.modules.items()
+        }
+        hub.emulator.store.put_meta(f"ports:{device.device_id}", json.dumps(served))
+        shown = ", ".join(
+            f"{name} {container}->{port}" for name, ports in served.items() for container, port in ports.items()
+        )
+        if len(devices) > 1:  # the fleet's banner: which device serves what
+            print(f"DEVICE {device.device_id}: {shown or 'no published ports'}", flush=True)
+        else:
+            logger.info("device %s: %s", device.device_id, shown or "no published ports")
+    threads = [threading.Thread(target=agent.run, name=f"agent-{agent.device_id}") for agent in agents[1:]]
+    for thread in threads:
+        thread.start()
     try:
-        LocalEdgeAgent(manifest, config, hub.emulator.store, env_file, stop_event=stop).run()
+        agents[0].run()
     finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
         hub.stop()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the hub's devices: each one's modules as its agent reports them, and the ports they serve."""
+    print(json.dumps(_service_request(_config_from_args(args), "GET", "/emulator/status"), indent=2))
     return 0
 
 
@@ -216,7 +272,8 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     else:
         result = _sdk_call(config, lambda: registry.invoke_device_method(args.device, request))
     print(json.dumps({"status": result.status, "payload": result.payload}))
-    return 0
+    # the method's own answer decides, as for any command: 2xx is success, any other status exit 1
+    return 0 if isinstance(result.status, int) and 200 <= result.status < 300 else EXIT_METHOD_FAILED
 
 
 def cmd_twin(args: argparse.Namespace) -> int:
@@ -241,8 +298,28 @@ def cmd_twin(args: argparse.Namespace) -> int:
     return 0
 
 
+def readable_message(item: dict[str, Any]) -> dict[str, Any]:
+    """A `$upstream` message as people read it: a JSON body as JSON (not an escaped string), the enqueued time as
+    ISO 8601 UTC (the raw seconds stay in `enqueuedTimeEpoch`)."""
+    out = dict(item)
+    if out.get("encoding", "utf-8") == "utf-8" and isinstance(out.get("body"), str):
+        try:
+            out["body"] = json.loads(out["body"])
+            out["encoding"] = "json"
+        except ValueError:
+            pass
+    when = out.get("enqueuedTime")
+    if isinstance(when, (int, float)):
+        out["enqueuedTimeEpoch"] = when
+        out["enqueuedTime"] = (
+            datetime.datetime.fromtimestamp(when, tz=datetime.timezone.utc).isoformat(timespec="milliseconds")
+        ).replace("+00:00", "Z")
+    return out
+
+
 def cmd_monitor(args: argparse.Namespace) -> int:
-    """Follow `$upstream` messages, one JSON object per line."""
+    """Follow `$upstream` messages, one JSON object per line (bodies as JSON, times as ISO 8601; --raw: as
+    stored)."""
     config = _config_from_args(args)
     after = 0
     if not args.from_start:
@@ -254,7 +331,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     while True:
         batch = _service_request(config, "GET", "/emulator/upstream", params={"after": after})
         for item in batch:
-            print(json.dumps(item), flush=True)
+            print(json.dumps(item if args.raw else readable_message(item)), flush=True)
             after = item["seq"]
         if args.once or (deadline and time.monotonic() > deadline):
             return 0
@@ -288,6 +365,15 @@ def cmd_env(args: argparse.Namespace) -> int:
     from edgehub_emulator.store import Store
 
     config = _config_from_args(args)
+    if not args.module:  # the service side only: what a deployment or a back-end needs
+        from edgehub_emulator.environment import ca_path, service_connection_string
+
+        _require_state(config)
+        _print_env(
+            {"IOTHUB_CONNECTION_STRING": service_connection_string(config), "REQUESTS_CA_BUNDLE": str(ca_path(config))},
+            args.format,
+        )
+        return 0
     db = config.state_dir / "state.sqlite3"
     store = Store(db) if db.exists() else None
     try:
@@ -304,20 +390,23 @@ def cmd_env(args: argparse.Namespace) -> int:
     finally:
         if store:
             store.close()
-    env = module_environment(config, identity, workload=args.workload)
-    if args.format == "json":
-        print(json.dumps(env, indent=2))
-    else:
-        prefix = "export " if args.format == "shell" else ""
-        for name, value in env.items():
-            quoted = "'" + value.replace("'", "'\\''") + "'" if args.format == "shell" else value
-            print(f"{prefix}{name}={quoted}")
+    _print_env(module_environment(config, identity, workload=args.workload), args.format)
     return 0
+
+
+def _print_env(env: dict[str, str], style: str) -> None:
+    if style == "json":
+        print(json.dumps(env, indent=2))
+        return
+    prefix = "export " if style == "shell" else ""
+    for name, value in env.items():
+        quoted = "'" + value.replace("'", "'\\''") + "'" if style == "shell" else value
+        print(f"{prefix}{name}={quoted}")
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
     """Delete the state folder (identities keep their keys: they derive from the seed)."""
-    folder = Path(args.state or os.environ.get(STATE_DIR_ENV, ".edgehub-emulator"))
+    folder = Path(args.state or os.environ.get(STATE_DIR_ENV, DEFAULT_STATE_DIR))
     if not (folder / "state.sqlite3").exists() and not (folder / "certs").exists():
         print(f"nothing to reset in {folder}")
         return 0
@@ -326,23 +415,38 @@ def cmd_reset(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _options_parser(server_help: bool) -> argparse.ArgumentParser:
+    """The options every command takes; the hub's own ones documented only when `server_help`."""
+    options = argparse.ArgumentParser(add_help=False)
+
+    def server(*names: str, **kwargs: Any) -> None:
+        if not server_help:
+            kwargs["help"] = argparse.SUPPRESS
+        options.add_argument(*names, **kwargs)
+
+    options.add_argument("--state", help=f"state folder (default ${STATE_DIR_ENV} or ./{DEFAULT_STATE_DIR})")
+    options.add_argument("--hostname", help="IoT Hub host name the SDKs see (default localhost)")
+    server("--gateway-hostname", help="host name modules connect to (default localhost)")
+    options.add_argument("--device-id", help="the edge device id (default edge-device)")
+    options.add_argument("--service-port", type=int, help="service HTTPS port (default 8443)")
+    options.add_argument("--workload-port", type=int, help="workload API HTTP port (default 15580)")
+    server("--module-method-port", type=int, help="module-to-module method port (443; 0 = off)")
+    server("--max-message-bytes", type=int, help="largest message payload (default 262144)")
+    server("--cert-name", action="append", help="extra name for the server certificate")
+    options.add_argument("--seed", help="seed the keys derive from (stable connection strings; the default is public)")
+    server("--bind", action="append", help="address to listen on (repeatable; default 127.0.0.1 and ::1)")
+    server("--upstream-max-messages", type=int, help="$upstream messages kept for monitor (default 10000)")
+    server("--upstream-max-age", type=float, help="seconds a $upstream message is kept (default 86400)")
+    options.add_argument("--log-level", default=os.environ.get("EDGEHUB_EMULATOR_LOG_LEVEL", "INFO"))
+    return options
+
+
+def build_parser() -> argparse.ArgumentParser:  # pylint: disable=too-many-statements  # one line per option
     """The argument parser of every command."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--state", help=f"state folder (default ${STATE_DIR_ENV} or ./.edgehub-emulator)")
-    common.add_argument("--hostname", help="IoT Hub host name the SDKs see (default localhost)")
-    common.add_argument("--gateway-hostname", help="host name modules connect to (default localhost)")
-    common.add_argument("--device-id", help="the edge device id (default edge-device)")
-    common.add_argument("--service-port", type=int, help="service HTTPS port (default 8443)")
-    common.add_argument("--workload-port", type=int, help="workload API HTTP port (default 15580)")
-    common.add_argument("--module-method-port", type=int, help="module-to-module method port (443; 0 = off)")
-    common.add_argument("--max-message-bytes", type=int, help="largest message payload (default 262144)")
-    common.add_argument("--cert-name", action="append", help="extra name for the server certificate")
-    common.add_argument("--seed", help="seed the keys derive from (stable connection strings; the default is public)")
-    common.add_argument("--bind", action="append", help="address to listen on (repeatable; default 127.0.0.1 and ::1)")
-    common.add_argument("--upstream-max-messages", type=int, help="$upstream messages kept for monitor (default 10000)")
-    common.add_argument("--upstream-max-age", type=float, help="seconds a $upstream message is kept (default 86400)")
-    common.add_argument("--log-level", default=os.environ.get("EDGEHUB_EMULATOR_LOG_LEVEL", "INFO"))
+    # the hub's own options: shown by the commands that run a hub (start, up); the client commands accept them
+    # (scripts pass one set of options to every call) but keep them out of their --help
+    common = _options_parser(server_help=True)
+    client = _options_parser(server_help=False)
 
     parser = argparse.ArgumentParser(prog="edgehub-emulator", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -351,31 +455,45 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", parents=[common], help="run the hub and every module of a manifest")
     up.add_argument("manifest", help="deployment.template.json")
     up.add_argument("--env-file", help=".env file for the modules (default: next to the manifest)")
-    env = sub.add_parser("env", parents=[common], help="print the environment a module needs")
-    env.add_argument("module")
+    up.add_argument("--device", action="append", help="an edge device of a local fleet (repeatable)")
+    up.add_argument("--fleet", help='fleet file: {"devices": {"<id>": {"tags": {...}}}}')
+    up.add_argument(
+        "--port-step", type=int, default=100, help="port offset between fleet devices (default 100: 8080, 8180, ...)"
+    )
+    up.add_argument("--backoff-unit", type=float, default=10.0, help="restart back-off unit in seconds (IoT Edge: 10)")
+    env = sub.add_parser("env", parents=[client], help="print the environment a module needs")
+    env.add_argument("module", nargs="?", help="module id (omit for the service side only: IOTHUB_CONNECTION_STRING)")
     env.add_argument("--manifest", help="deployment manifest whose modules count as known (besides the state's)")
     env.add_argument("--workload", action="store_true", help="the IOTEDGE_* (workload API) path")
     env.add_argument("--format", choices=("dotenv", "shell", "json"), default="dotenv")
-    invoke = sub.add_parser("invoke", parents=[common], help="invoke a direct method")
+    invoke = sub.add_parser(
+        "invoke",
+        parents=[client],
+        help="invoke a direct method",
+        description="Invoke a direct method and print {status, payload}. Exit status: 0 when the method answers "
+        "2xx, 1 for any other status it answers, 2 when it cannot be invoked (unknown or offline module: 404).",
+    )
     invoke.add_argument("device")
     invoke.add_argument("module", nargs="?", default="", help="module id (omit for a device method)")
     invoke.add_argument("method")
     invoke.add_argument("--payload", default="null", help="JSON payload")
     invoke.add_argument("--timeout", type=int, default=30, help="response timeout in seconds")
-    twin = sub.add_parser("twin", parents=[common], help="get a module twin or patch its desired properties")
+    twin = sub.add_parser("twin", parents=[client], help="get a module twin or patch its desired properties")
     twin.add_argument("action", choices=("get", "patch"))
     twin.add_argument("device")
     twin.add_argument("module")
     twin.add_argument("patch", nargs="?", help="JSON object of desired properties (patch only)")
-    monitor = sub.add_parser("monitor", parents=[common], help="follow $upstream messages as JSON lines")
+    monitor = sub.add_parser("monitor", parents=[client], help="follow $upstream messages as JSON lines")
     monitor.add_argument("--from-start", action="store_true", help="print stored messages first")
     monitor.add_argument("--once", action="store_true", help="print what is there and exit")
     monitor.add_argument("--duration", type=float, help="stop after this many seconds")
-    send = sub.add_parser("send-input", parents=[common], help="send a JSON message to a module input")
+    monitor.add_argument("--raw", action="store_true", help="bodies as stored strings, times as epoch seconds")
+    send = sub.add_parser("send-input", parents=[client], help="send a JSON message to a module input")
     send.add_argument("module")
     send.add_argument("input")
     send.add_argument("message", help="JSON message body")
-    sub.add_parser("reset", parents=[common], help="delete the state folder")
+    sub.add_parser("reset", parents=[client], help="delete the state folder")
+    sub.add_parser("status", parents=[client], help="the hub's devices, their modules and ports")
     return parser
 
 
@@ -388,6 +506,7 @@ COMMANDS = {
     "monitor": cmd_monitor,
     "send-input": cmd_send_input,
     "reset": cmd_reset,
+    "status": cmd_status,
 }
 
 

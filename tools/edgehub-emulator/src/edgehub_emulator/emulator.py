@@ -8,6 +8,7 @@ import logging
 import ssl
 import threading
 from pathlib import Path
+from typing import Any
 
 from edgehub_emulator.broker import MqttServer
 from edgehub_emulator.certs import CertPaths, ensure_certificates
@@ -27,7 +28,9 @@ DB_FILE = "state.sqlite3"
 class Emulator:
     """Start with `await start()`, stop with `await stop()`; or use EmulatorThread from synchronous code."""
 
-    def __init__(self, config: EmulatorConfig, manifest: Manifest | None = None) -> None:
+    def __init__(
+        self, config: EmulatorConfig, manifest: Manifest | None = None, fleet: dict[str, dict[str, Any]] | None = None
+    ) -> None:
         self.config = config
         self.manifest = manifest
         make_private_dir(self.config.state_dir)
@@ -35,7 +38,7 @@ class Emulator:
             config.state_dir, [config.gateway_hostname, config.hostname, *config.extra_cert_names]
         )
         self.store = Store(config.state_dir / DB_FILE)
-        self.hub = Hub(config, self.store, manifest)
+        self.hub = Hub(config, self.store, manifest, fleet)
         self.mqtt = MqttServer(self.hub)
         self._servers: list[asyncio.base_events.Server] = []
         self.module_method_port_bound = False
@@ -146,8 +149,10 @@ class Emulator:
 class EmulatorThread:
     """Runs an Emulator on its own event loop in a daemon thread (never inside an SDK's loop)."""
 
-    def __init__(self, config: EmulatorConfig, manifest: Manifest | None = None) -> None:
-        self.emulator = Emulator(config, manifest)
+    def __init__(
+        self, config: EmulatorConfig, manifest: Manifest | None = None, fleet: dict[str, dict[str, Any]] | None = None
+    ) -> None:
+        self.emulator = Emulator(config, manifest, fleet)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="edgehub-emulator", daemon=True)
         self._ready = threading.Event()

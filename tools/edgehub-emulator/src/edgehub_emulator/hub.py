@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from edgehub_emulator import mqtt
 from edgehub_emulator.auth import Authenticator
 from edgehub_emulator.config import EmulatorConfig
-from edgehub_emulator.errors import NotFoundError
-from edgehub_emulator.manifest import Manifest
+from edgehub_emulator.deployments import Deployments
+from edgehub_emulator.errors import ManifestError, NotFoundError
+from edgehub_emulator.manifest import Manifest, desired_routes
 from edgehub_emulator.messages import Message
 from edgehub_emulator.methods import MethodCalls
 from edgehub_emulator.queues import MessageQueues
@@ -48,7 +49,13 @@ class Hub:
     """State and behaviour shared by all servers of one emulator: the composition of auth (identities, SAS),
     twins, direct methods (methods.MethodCalls) and the message queues with routing."""
 
-    def __init__(self, config: EmulatorConfig, store: Store, manifest: Manifest | None = None) -> None:
+    def __init__(
+        self,
+        config: EmulatorConfig,
+        store: Store,
+        manifest: Manifest | None = None,
+        fleet: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         self.config = config
         self.store = store
         self.auth = Authenticator(config, store)
@@ -62,19 +69,56 @@ class Hub:
         )
         self.methods = MethodCalls(lambda client_id: self._subscribed(client_id, METHOD_TOPIC))
         self.twins = Twins(config.device_id, store, self._push_desired, lambda client_id: client_id in self.sessions)
-        self.ensure_identity(config.device_id, "")
+        self.deployments = Deployments(
+            store, self._write_desired, self.ensure_identity, lambda client_id: client_id in self.sessions
+        )
+        self.deployments.ensure_edge_device(config.device_id)
         for stored in store.list_identities(config.device_id):  # generation ids stored as "1" by earlier versions
             self.auth.ensure_identity(stored.device_id, stored.module_id)
-        if manifest:
-            new_twins = {
-                name
-                for name in [*manifest.modules, *manifest.desired]
-                if self.ensure_identity(config.device_id, name)[1]
-            }
-            for name, desired in manifest.desired.items():
-                self.twins.apply_manifest_desired(name, desired, name in new_twins)
-        for system_module in ("$edgeAgent", "$edgeHub"):
-            self.ensure_identity(config.device_id, system_module)
+        for device_id, tags in (fleet or {}).items():
+            self.deployments.ensure_edge_device(device_id, tags)
+        for device_id in [config.device_id, *(d for d in fleet or {} if d != config.device_id)]:
+            if manifest:
+                self._apply_manifest(device_id, manifest)
+        for device_id in store.list_devices():
+            self.refresh_routes(device_id)
+
+    def _apply_manifest(self, device_id: str, manifest: Manifest) -> None:
+        """The manifest as the device's own deployment, unless automatic deployments target the device."""
+        targeting = self.deployments.automatic_deployments(device_id)
+        if targeting:
+            logger.info("deployments %s target %s: the manifest is not applied to it", ", ".join(targeting), device_id)
+            return
+        new_twins = {
+            name for name in [*manifest.modules, *manifest.desired] if self.ensure_identity(device_id, name)[1]
+        }
+        for name, desired in {**manifest.system, **manifest.desired}.items():
+            self.twins.apply_manifest_desired(name, desired, name in new_twins, device_id)
+        self.deployments.remember_manifest(device_id, manifest.content)
+
+    def refresh_routes(self, device_id: str) -> None:
+        """The device's routes from its `$edgeHub` desired properties: applied to the next message, no module
+        restarts (as edgeHub does)."""
+        twin = self.store.get_twin(device_id, "$edgeHub")
+        if twin is None or "routes" not in twin.desired:
+            return
+        try:
+            routes = desired_routes(twin.desired)
+        except ManifestError as e:
+            logger.error("device %s: $edgeHub routes not applied: %s", device_id, e)
+            return
+        if [str(r) for r in routes] != [str(r) for r in self.queues.device_routes.get(device_id, [])]:
+            logger.info("device %s: %d routes in force", device_id, len(routes))
+        self.queues.device_routes[device_id] = routes
+
+    def _write_desired(self, device_id: str, module_id: str, desired: dict[str, Any]) -> None:
+        """Replace a module twin's desired properties (a deployment's), keeping its tags."""
+        twin = self.store.get_twin(device_id, module_id) or Twin()
+        self.twins.update_twin(
+            device_id, module_id, {"tags": twin.tags, "properties": {"desired": desired}}, None, replace=True
+        )
+        if module_id == "$edgeHub":
+            self.refresh_routes(device_id)
 
     # identities
     def ensure_identity(self, device_id: str, module_id: str) -> tuple[Identity, bool]:
@@ -143,6 +187,10 @@ class Hub:
         return self.queues.purge(now)
 
     # twins
+    def push_desired(self, client_id: str, topic: str, payload: bytes) -> None:
+        """Send a desired patch to a client subscribed to it."""
+        self._push_desired(client_id, topic, payload)
+
     def _push_desired(self, client_id: str, topic: str, payload: bytes) -> None:
         session = self._subscribed(client_id, topic)
         if session:
@@ -163,8 +211,11 @@ class Hub:
     def update_twin(
         self, device_id: str, module_id: str, body: Any, if_match: str | None, replace: bool
     ) -> dict[str, Any]:
-        """See Twins.update_twin."""
-        return self.twins.update_twin(device_id, module_id, body, if_match, replace)
+        """See Twins.update_twin; a change of `$edgeHub` routes applies at once."""
+        result = self.twins.update_twin(device_id, module_id, body, if_match, replace)
+        if module_id == "$edgeHub":
+            self.refresh_routes(device_id)
+        return result
 
     # methods
     async def invoke_method(self, device_id: str, module_id: str, request: Any) -> dict[str, Any]:

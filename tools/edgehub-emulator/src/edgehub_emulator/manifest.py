@@ -44,6 +44,13 @@ class Manifest:
     routes: list[Route]
     desired: dict[str, dict[str, Any]]
     ttl_secs: int
+    # `$edgeAgent` and `$edgeHub` desired properties, placeholders expanded (what the device's twins get).
+    system: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def content(self) -> dict[str, Any]:
+        """The expanded modulesContent: system and module desired properties."""
+        return {name: {"properties.desired": desired} for name, desired in {**self.system, **self.desired}.items()}
 
     @property
     def solution_dir(self) -> Path:
@@ -140,7 +147,28 @@ def parse_manifest(data: Any, path: Path | None = None, variables: Mapping[str, 
         raise ManifestError("$edgeHub.properties.desired.routes must be an object of name: route")
     routes = [parse_route(name, value, ttl) for name, value in raw_routes.items()]
     desired = _parse_desired(content, variables)
-    return Manifest(path=path, modules=modules, routes=routes, desired=desired, ttl_secs=ttl)
+    system = {"$edgeAgent": _expand_values(agent, variables), "$edgeHub": _expand_values(hub, variables)}
+    return Manifest(path=path, modules=modules, routes=routes, desired=desired, ttl_secs=ttl, system=system)
+
+
+def desired_routes(hub: dict[str, Any]) -> list[Route]:
+    """The routes of `$edgeHub` desired properties; ManifestError for a bad one."""
+    ttl = (hub.get("storeAndForwardConfiguration") or {}).get("timeToLiveSecs", 7200)
+    if not isinstance(ttl, int) or ttl < 0:
+        raise ManifestError("storeAndForwardConfiguration.timeToLiveSecs must be a non-negative integer")
+    raw_routes = hub.get("routes", {}) or {}
+    if not isinstance(raw_routes, dict):
+        raise ManifestError("$edgeHub.properties.desired.routes must be an object of name: route")
+    return [parse_route(name, value, ttl) for name, value in raw_routes.items()]
+
+
+def module_specs(agent: dict[str, Any]) -> dict[str, ModuleSpec]:
+    """The custom modules of `$edgeAgent` desired properties (values already expanded); ManifestError for a bad
+    one."""
+    raw_modules = agent.get("modules", {}) or {}
+    if not isinstance(raw_modules, dict):
+        raise ManifestError("$edgeAgent.properties.desired.modules must be an object")
+    return {name: _parse_module(name, spec, {}) for name, spec in raw_modules.items()}
 
 
 def load_manifest(path: Path | str, variables: Mapping[str, str] | None = None) -> Manifest:

@@ -6,6 +6,8 @@ MQTT is always on port 8883 (fixed by the device SDK): one instance per network 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -161,7 +163,7 @@ class EmulatorProcess:  # pylint: disable=too-many-instance-attributes  # settin
 
     def monitor_lines(self) -> list[str]:
         """The $upstream messages so far, one JSON text each (`monitor --from-start --once`)."""
-        return [line for line in self.cli("monitor", "--from-start", "--once").stdout.splitlines() if line]
+        return [line for line in self.cli("monitor", "--from-start", "--once", "--raw").stdout.splitlines() if line]
 
     def upstream(self) -> list[dict[str, Any]]:
         """The $upstream messages so far."""
@@ -172,6 +174,111 @@ class EmulatorProcess:  # pylint: disable=too-many-instance-attributes  # settin
         return self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
 
     def __enter__(self) -> EmulatorProcess:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def module_processes(device: str | None = None) -> dict[tuple[str, str], list[int]]:
+    """Processes this user runs as IoT Edge modules (found by the IOTEDGE_DEVICEID / IOTEDGE_MODULEID their agent
+    set, Linux /proc): {(device, module): [pid, ...]}, children of a module included under it."""
+    found: dict[tuple[str, str], list[int]] = {}
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            variables = dict(
+                item.split("=", 1) for item in environ.read_bytes().decode(errors="replace").split("\0") if "=" in item
+            )
+        except OSError:
+            continue  # gone, or not ours
+        owner, module = variables.get("IOTEDGE_DEVICEID"), variables.get("IOTEDGE_MODULEID")
+        if owner and module and (device is None or owner == device):
+            found.setdefault((owner, module), []).append(int(environ.parent.name))
+    return found
+
+
+def proportional_memory(pid: int) -> int:
+    """Bytes of memory a process accounts for (PSS: shared pages split among their users); 0 when gone."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text(encoding="utf-8").splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class FleetProcess:  # pylint: disable=too-many-instance-attributes  # settings of one process
+    """`edgehub-emulator up MANIFEST --fleet FLEET` in a subprocess (its own session), on free service and workload
+    ports, its output in `log`; `service_env()` is what a deployment tool needs."""
+
+    def __init__(  # pylint: disable=too-many-arguments
+        self, state: Path, manifest: Path, fleet: Path, log: Path, *, extra: Sequence[str] = (), timeout: float = 60
+    ) -> None:
+        self.state = state
+        self.manifest = manifest
+        self.fleet = fleet
+        self.log = log
+        self.extra = list(extra)
+        self.timeout = timeout
+        self.service_port = free_port()
+        self.workload_port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def args(self) -> list[str]:
+        """Options every CLI call of this instance shares."""
+        return cli_options(self.state, self.service_port, self.workload_port, "--module-method-port", "0")
+
+    def start(self) -> FleetProcess:
+        """Start and return once the hub listens; RuntimeError with the log when it exits first."""
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(  # pylint: disable=consider-using-with  # stopped by stop()
+                [sys.executable, "-m", "edgehub_emulator.cli", "up", str(self.manifest), "--fleet", str(self.fleet)]
+                + self.args
+                + self.extra,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if READY_PREFIX in self.output():
+                return self
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"the fleet did not start:\n{self.output()[-4000:]}")
+
+    def output(self) -> str:
+        """What `up` printed and logged so far."""
+        return self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
+
+    def service_env(self) -> dict[str, str]:
+        """IOTHUB_CONNECTION_STRING and REQUESTS_CA_BUNDLE of this hub (`edgehub-emulator env`)."""
+        result = subprocess.run(
+            [sys.executable, "-m", "edgehub_emulator.cli", "env", "--format", "json", *self.args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return dict(json.loads(result.stdout))
+
+    def stop(self) -> None:
+        """SIGTERM and wait (SIGKILL to the group after 60 s)."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def __enter__(self) -> FleetProcess:
         return self.start()
 
     def __exit__(

@@ -40,6 +40,8 @@ class MessageQueues:
         self.config = config
         self.store = store
         self.routes = routes
+        # Each device's routes (from its $edgeHub desired properties); `routes` serves a device without its own.
+        self.device_routes: dict[str, list[Route]] = {}
         self.ttl_secs = ttl_secs
         self._session = session
         self.stats = {"routed": 0, "upstream": 0, "dropped": 0}
@@ -61,7 +63,8 @@ class MessageQueues:
         """Route telemetry or an output; each endpoint gets the message once."""
         module_id = identity.module_id or None
         props = message.routing_properties(identity.device_id, module_id)
-        deliveries = resolve(self.routes, module_id, message.output, props)
+        routes = self.device_routes.get(identity.device_id, self.routes)
+        deliveries = resolve(routes, module_id, message.output, props)
         if not deliveries:
             self.stats["dropped"] += 1
             logger.debug("no route for a message from %s (output %s)", identity.client_id, message.output)
@@ -82,6 +85,7 @@ class MessageQueues:
                     message,
                     delivery.priority,
                     delivery.ttl_secs,
+                    identity.device_id,
                 )
 
     def deliver_input(
@@ -91,9 +95,11 @@ class MessageQueues:
         message: Message,
         priority: int = 0,
         ttl_secs: int | None = None,
+        device_id: str | None = None,
     ) -> None:
-        """Queue a message for a module input and send it now when the module is connected."""
-        device_id = self.config.device_id
+        """Queue a message for a module input (of the default device unless `device_id`) and send it now when the
+        module is connected."""
+        device_id = device_id or self.config.device_id
         if self.store.get_identity(device_id, module_id) is None:
             logger.warning("route target module %r has no identity; message dropped", module_id)
             self.stats["dropped"] += 1

@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import logging
 import urllib.parse
 from pathlib import Path
@@ -26,7 +27,7 @@ from edgehub_emulator.twins import require_etag
 from edgehub_emulator.identity import sign
 from edgehub_emulator.jsonlimits import parse_json
 from edgehub_emulator.messages import Message
-from edgehub_emulator.store import Identity
+from edgehub_emulator.store import Identity, Twin
 from edgehub_emulator.web import Request, Response, Route
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,20 @@ _ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/devices/{device}/modules", "list_modules"),
     ("GET", "/devices/{device}/modules/{module}", "get_module"),
     ("PUT", "/devices/{device}/modules/{module}", "put_module"),
+    ("GET", "/devices", "list_devices"),
+    ("POST", "/devices/query", "query"),
+    ("GET", "/devices/{device}", "get_device"),
+    ("PUT", "/devices/{device}", "put_device"),
+    ("DELETE", "/devices/{device}", "delete_device"),
+    ("GET", "/twins/{device}", "get_device_twin"),
+    ("PATCH", "/twins/{device}", "patch_device_twin"),
+    ("PUT", "/twins/{device}", "put_device_twin"),
+    ("POST", "/devices/{device}/applyConfigurationContent", "apply_content"),
+    ("GET", "/configurations", "list_configurations"),
+    ("POST", "/configurations/testQueries", "test_queries"),
+    ("GET", "/configurations/{config}", "get_configuration"),
+    ("PUT", "/configurations/{config}", "put_configuration"),
+    ("DELETE", "/configurations/{config}", "delete_configuration"),
     ("GET", "/emulator/upstream", "upstream"),
     ("POST", "/emulator/modules/{module}/inputs/{input}", "send_input"),
     ("GET", "/emulator/status", "status"),
@@ -196,6 +211,68 @@ class ServiceApi:
         self.hub.store.put_identity(identity)
         return Response.json(200, _module_json(identity, self.hub))
 
+    # device registry and device twins
+    async def _list_devices(self, request: Request) -> Response:
+        top = _query_int(urllib.parse.parse_qs(request.query), "top", 1000, 1, 1000)
+        return Response.json(200, self.hub.deployments.list_devices(top))
+
+    async def _get_device(self, _request: Request, device_id: str) -> Response:
+        return Response.json(200, self.hub.deployments.device_json(device_id))
+
+    async def _put_device(self, request: Request, device_id: str) -> Response:
+        body = _json_body(request, "the device")
+        return Response.json(200, self.hub.deployments.put_device(device_id, body, request.headers.get("if-match")))
+
+    async def _delete_device(self, request: Request, device_id: str) -> Response:
+        self.hub.deployments.delete_device(device_id, request.headers.get("if-match"))
+        self.hub.queues.device_routes.pop(device_id, None)
+        return Response(204)
+
+    async def _get_device_twin(self, _request: Request, device_id: str) -> Response:
+        return Response.json(200, self.hub.deployments.device_twin(device_id))
+
+    async def _device_twin_update(self, request: Request, device_id: str, replace: bool) -> Response:
+        body = _json_body(request, "the twin")
+        twin, patch = self.hub.deployments.update_device_twin(device_id, body, request.headers.get("if-match"), replace)
+        if patch is not None:
+            version = twin["properties"]["desired"]["$version"]
+            topic = f"$iothub/twin/PATCH/properties/desired/?$version={version}"
+            self.hub.push_desired(device_id, topic, json.dumps({**patch, "$version": version}).encode())
+        return Response.json(200, twin)
+
+    async def _patch_device_twin(self, request: Request, device_id: str) -> Response:
+        return await self._device_twin_update(request, device_id, replace=False)
+
+    async def _put_device_twin(self, request: Request, device_id: str) -> Response:
+        return await self._device_twin_update(request, device_id, replace=True)
+
+    async def _query(self, request: Request) -> Response:
+        return Response.json(200, self.hub.deployments.query(_json_body(request, "the query")))
+
+    # deployments
+    async def _apply_content(self, request: Request, device_id: str) -> Response:
+        self.hub.deployments.apply_content(device_id, _json_body(request, "the configuration content"))
+        return Response(204)
+
+    async def _list_configurations(self, request: Request) -> Response:
+        top = _query_int(urllib.parse.parse_qs(request.query), "top", 1000, 1, 1000)
+        return Response.json(200, self.hub.deployments.list_configurations(top))
+
+    async def _test_queries(self, request: Request) -> Response:
+        return Response.json(200, self.hub.deployments.test_queries(_json_body(request, "the queries")))
+
+    async def _get_configuration(self, _request: Request, config_id: str) -> Response:
+        return Response.json(200, self.hub.deployments.get_configuration(config_id))
+
+    async def _put_configuration(self, request: Request, config_id: str) -> Response:
+        body = _json_body(request, "the configuration")
+        doc, created = self.hub.deployments.put_configuration(config_id, body, request.headers.get("if-match"))
+        return Response.json(201 if created else 200, doc)
+
+    async def _delete_configuration(self, request: Request, config_id: str) -> Response:
+        self.hub.deployments.delete_configuration(config_id, request.headers.get("if-match"))
+        return Response(204)
+
     async def _upstream(self, request: Request) -> Response:
         query = urllib.parse.parse_qs(request.query)
         after = _query_int(query, "after", 0, 0, MAX_SEQ)
@@ -234,10 +311,23 @@ class ServiceApi:
         return Response.json(202, {"queued": True, "module": module_id, "input": input_name})
 
     async def _status(self, _request: Request) -> Response:
+        devices = {}
+        for device_id in self.hub.store.list_devices():
+            agent = self.hub.store.get_twin(device_id, "$edgeAgent")
+            reported = agent.reported if agent else {}
+            devices[device_id] = {
+                "tags": (self.hub.store.get_twin(device_id, "") or Twin()).tags,
+                "deployments": self.hub.deployments.applied_deployments(device_id),
+                "modules": {
+                    name: (state or {}).get("runtimeStatus") for name, state in (reported.get("modules") or {}).items()
+                },
+                "ports": json.loads(self.hub.store.get_meta(f"ports:{device_id}") or "{}"),
+            }
         return Response.json(
             200,
             {
                 "deviceId": self.hub.config.device_id,
+                "devices": devices,
                 "connected": sorted(self.hub.sessions),
                 "queued": self.hub.store.queue_length(),
                 "upstreamKept": self.hub.store.upstream_count(),
@@ -269,7 +359,10 @@ class WorkloadApi:
 
     async def _sign(self, request: Request, args: list[str]) -> Response:
         module_id, genid = args
-        identity = self.hub.store.get_identity(self.hub.config.device_id, module_id)
+        # Module names repeat across the devices of a fleet; the generation id tells them apart.
+        identity = self.hub.store.find_module_identity(module_id, genid)
+        if identity is None:
+            identity = self.hub.store.get_identity(self.hub.config.device_id, module_id)
         if identity is None or not identity.module_id:
             return Response.error(404, f"module {module_id} does not exist")
         if not hmac.compare_digest(genid.encode(), identity.generation_id.encode()):

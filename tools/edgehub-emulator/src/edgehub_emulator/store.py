@@ -32,6 +32,8 @@ CREATE TABLE IF NOT EXISTS upstream (
     output TEXT, properties TEXT NOT NULL, body BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS upstream_time ON upstream (enqueued_at);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS devices (device_id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS configurations (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 """
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
@@ -112,7 +114,7 @@ class UpstreamMessage:
     body: bytes
 
 
-class Store:
+class Store:  # pylint: disable=too-many-public-methods  # one table per concern, a few calls each
     """Thread-safe access to the state database (the HTTP and MQTT servers share one loop, the CLI may read)."""
 
     def __init__(self, path: Path) -> None:
@@ -296,6 +298,68 @@ class Store:
         """How many `$upstream` messages are kept."""
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM upstream").fetchone()[0])
+
+    # devices of the registry (what is not in the identity: edge capability, status, when it was made)
+    def get_device(self, device_id: str) -> dict[str, Any] | None:
+        """The device's registry record or None."""
+        with self._lock:
+            row = self._db.execute("SELECT doc FROM devices WHERE device_id=?", (device_id,)).fetchone()
+        return dict(json.loads(row[0])) if row else None
+
+    def put_device(self, device_id: str, doc: dict[str, Any]) -> None:
+        """Insert or replace a device's registry record."""
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO devices VALUES (?,?)", (device_id, json.dumps(doc)))
+
+    def list_devices(self) -> list[str]:
+        """Every device id of the registry, sorted."""
+        with self._lock:
+            rows = self._db.execute("SELECT device_id FROM devices ORDER BY device_id").fetchall()
+        return [str(row[0]) for row in rows]
+
+    def delete_device(self, device_id: str) -> None:
+        """Forget a device with its modules' identities, twins and sessions."""
+        with self._lock:
+            self._db.execute("DELETE FROM devices WHERE device_id=?", (device_id,))
+            self._db.execute("DELETE FROM identities WHERE device_id=?", (device_id,))
+            self._db.execute("DELETE FROM twins WHERE device_id=?", (device_id,))
+
+    def find_module_identity(self, module_id: str, generation_id: str) -> Identity | None:
+        """The module identity with that name and generation id, on whichever device."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM identities WHERE module_id=? AND generation_id=?", (module_id, generation_id)
+            ).fetchone()
+        return Identity(*row) if row else None
+
+    def delete_identity(self, device_id: str, module_id: str) -> None:
+        """Forget a module identity and its twin."""
+        with self._lock:
+            self._db.execute("DELETE FROM identities WHERE device_id=? AND module_id=?", (device_id, module_id))
+            self._db.execute("DELETE FROM twins WHERE device_id=? AND module_id=?", (device_id, module_id))
+
+    # configurations (deployments)
+    def get_configuration(self, config_id: str) -> dict[str, Any] | None:
+        """A configuration document or None."""
+        with self._lock:
+            row = self._db.execute("SELECT doc FROM configurations WHERE id=?", (config_id,)).fetchone()
+        return dict(json.loads(row[0])) if row else None
+
+    def put_configuration(self, config_id: str, doc: dict[str, Any]) -> None:
+        """Insert or replace a configuration."""
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO configurations VALUES (?,?)", (config_id, json.dumps(doc)))
+
+    def delete_configuration(self, config_id: str) -> None:
+        """Forget a configuration."""
+        with self._lock:
+            self._db.execute("DELETE FROM configurations WHERE id=?", (config_id,))
+
+    def list_configurations(self) -> list[dict[str, Any]]:
+        """Every configuration, by id."""
+        with self._lock:
+            rows = self._db.execute("SELECT doc FROM configurations ORDER BY id").fetchall()
+        return [dict(json.loads(row[0])) for row in rows]
 
     # meta
     def get_meta(self, name: str) -> str | None:

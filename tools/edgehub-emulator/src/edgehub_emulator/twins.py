@@ -79,26 +79,34 @@ class Twins:  # pylint: disable=too-few-public-methods  # the twin operations be
         self._push = push
         self._connected = connected
 
-    def apply_manifest_desired(self, module_id: str, desired: dict[str, Any], new_twin: bool) -> None:
+    def apply_manifest_desired(
+        self, module_id: str, desired: dict[str, Any], new_twin: bool, device_id: str | None = None
+    ) -> None:
         """A manifest's desired properties, applied as IoT Hub applies a deployment: to a new twin, or when that
         module's section changed since it was last applied; otherwise the twin (with what the service patched
         since) stays."""
+        device_id = device_id or self.device_id
+        meta = (
+            f"manifest-desired:{module_id}"
+            if device_id == self.device_id
+            else f"manifest-desired:{device_id}:{module_id}"
+        )
         digest = section_digest(desired)
-        applied = self.store.get_meta(f"manifest-desired:{module_id}")
+        applied = self.store.get_meta(meta)
         if not new_twin and applied == digest:
             logger.info("%s: manifest desired properties unchanged since applied; the twin keeps its values", module_id)
             return
         reason = "new twin" if new_twin else "its manifest section changed"
         logger.info("%s: applying the manifest's desired properties (%s)", module_id, reason)
         check_twin_depth(desired, f"modulesContent.{module_id} desired properties")
-        twin = self.store.get_twin(self.device_id, module_id) or Twin()
+        twin = self.store.get_twin(device_id, module_id) or Twin()
         wanted = _strip_meta(desired)
         if twin.desired != wanted:
             twin.desired = wanted
             twin.desired_version += 1
             twin.version += 1
-            self.store.put_twin(self.device_id, module_id, twin)
-        self.store.put_meta(f"manifest-desired:{module_id}", digest)
+            self.store.put_twin(device_id, module_id, twin)
+        self.store.put_meta(meta, digest)
 
     def twin_for(self, device_id: str, module_id: str) -> Twin:
         """The twin or NotFoundError."""

@@ -84,6 +84,7 @@ class UpProcess:
         self.service_port = free_port()
         self.workload_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self.up_args: list[str] = []  # options of `up` only (a fleet, ...)
 
     @property
     def args(self) -> list[str]:
@@ -95,7 +96,7 @@ class UpProcess:
         env = {**os.environ, **SHELL_ENV}
         with self.out.open("wb") as out, self.err.open("wb") as err:
             self.process = subprocess.Popen(  # pylint: disable=consider-using-with
-                [str(CONSOLE_SCRIPT), "up", str(self.manifest), *self.args],
+                [str(CONSOLE_SCRIPT), "up", str(self.manifest), *self.args, *self.up_args],
                 stdout=out,
                 stderr=err,
                 env=env,

@@ -1,4 +1,4 @@
-"""`edgevision` command line: run a bundled model on images, and benchmark the pipeline."""
+"""`edgevision` command line: run a bundled model on images, benchmark the pipeline, publish models, deploy."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from edgevision.config import resolve_threads
 from edgevision.engines import BACKENDS
@@ -114,6 +115,144 @@ def cmd_publish_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
+    pairs = {}
+    for item in values or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise EdgeVisionError(f"{what} {item!r} is not NAME=VALUE")
+        pairs[name.strip()] = value.strip()
+    return pairs
+
+
+def _solution_dir() -> Path:
+    """The iot-edge-solution folder of this checkout (or ./iot-edge-solution)."""
+    return default_repository().parent if default_repository().name == "models" else Path("iot-edge-solution")
+
+
+def _deploy_variables(env_file: Path | None, solution: Path) -> dict[str, str]:
+    """What placeholders expand from: .env (else .env_template) of the repository, over the shell."""
+    # pylint: disable=import-outside-toplevel
+    from edgevision.deploy import read_env_file
+
+    if env_file is None:
+        root = solution.resolve().parent
+        env_file = root / ".env" if (root / ".env").is_file() else root / ".env_template"
+    return {**os.environ, **read_env_file(env_file)}
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:  # pylint: disable=too-many-locals  # one summary of many parts
+    """Apply the manifest to one device or as an automatic deployment; optionally wait for the devices."""
+    # pylint: disable=import-outside-toplevel
+    from edgevision.deploy import (
+        AtScale,
+        HubClient,
+        ManifestSource,
+        apply_at_scale,
+        apply_to_device,
+        content_id,
+        default_manifest,
+        load_modules_content,
+        wait_at_scale,
+        wait_device,
+    )
+
+    if bool(args.device) == bool(args.target_condition):
+        raise EdgeVisionError("pass either --device (DEVICE=) or --target-condition (TARGET_CONDITION=), not both")
+    if args.device and args.layered:
+        raise EdgeVisionError("a layered deployment is an at-scale one: give it --target-condition, not --device")
+    solution = _solution_dir()
+    variables = _deploy_variables(args.env_file, solution)
+    platform = args.platform or variables.get("DEFAULT_PLATFORM") or "amd64"
+    manifest = args.manifest or default_manifest(solution, platform)
+    modules = load_modules_content(ManifestSource(manifest, platform, variables, solution), args.layered)
+    hub = HubClient(args.hub_connection_string or os.environ.get("IOTHUB_CONNECTION_STRING", ""))
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    if args.device:
+        version = apply_to_device(hub, args.device, modules)
+        summary: dict[str, object] = {"device": args.device, "hub": hub.host, "manifest": str(manifest)}
+        summary["desiredVersion"] = version
+        if args.wait:
+            reported = wait_device(hub, args.device, version, args.timeout, progress)
+            summary["modules"] = {n: (s or {}).get("runtimeStatus") for n, s in (reported.get("modules") or {}).items()}
+        print(json.dumps(summary), flush=True)
+        return 0
+    settings = AtScale(
+        config_id=args.id or content_id(modules, args.layered),
+        target_condition=args.target_condition,
+        priority=args.priority,
+        labels=_pairs(args.label, "--label"),
+        metrics=_pairs(args.metric, "--metric"),
+    )
+    config, created = apply_at_scale(hub, modules, settings)
+    summary = {
+        "deployment": config.id,
+        "created": created,
+        "layered": args.layered,
+        "hub": hub.host,
+        "manifest": str(manifest),
+        "targetCondition": config.target_condition,
+        "priority": config.priority,
+    }
+    if args.wait:
+        summary["systemMetrics"] = wait_at_scale(hub, config.id, args.timeout, progress)
+        if summary["systemMetrics"].get("reportedFailedCount"):  # type: ignore[union-attr]
+            print(json.dumps(summary), flush=True)
+            return 1
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+def cmd_deployments(args: argparse.Namespace) -> int:
+    """List IoT Edge deployments with their system metrics."""
+    from edgevision.deploy import HubClient, list_deployments  # pylint: disable=import-outside-toplevel
+
+    rows = list_deployments(HubClient(args.hub_connection_string or os.environ.get("IOTHUB_CONNECTION_STRING", "")))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'id':<32} {'prio':>5} {'layer':<5} {'targeted':>8} {'applied':>7} {'success':>7} {'failed':>6}  target")
+    for row in rows:
+        metrics = row["systemMetrics"]
+        print(
+            f"{row['id']:<32} {row['priority']:>5} {'yes' if row['layered'] else 'no':<5} "
+            f"{metrics.get('targetedCount', 0):>8} {metrics.get('appliedCount', 0):>7} "
+            f"{metrics.get('reportedSuccessfulCount', 0):>7} {metrics.get('reportedFailedCount', 0):>6}  "
+            f"{row['targetCondition']}"
+        )
+    return 0
+
+
+def _add_deploy_parsers(commands: Any) -> None:
+    hub_help = "IoT Hub service connection string; default: $IOTHUB_CONNECTION_STRING"
+    deploy = commands.add_parser(
+        "deploy", help="apply the deployment manifest to a device or, at scale, to the devices a condition targets"
+    )
+    deploy.add_argument(
+        "--manifest", type=Path, help="default: config/deployment.<platform>.json, else deployment.template.json"
+    )
+    deploy.add_argument("--platform", help="amd64, amd64.gpu, arm64v8 (default: $DEFAULT_PLATFORM or amd64)")
+    deploy.add_argument("--env-file", type=Path, help="placeholders' values (default: .env, else .env_template)")
+    deploy.add_argument("--device", help="one edge device (a single-device deployment)")
+    deploy.add_argument("--target-condition", help="at scale: e.g. \"tags.site='lobby'\"")
+    deploy.add_argument("--priority", type=int, default=0, help="at scale: higher wins (default 0)")
+    deploy.add_argument("--layered", action="store_true", help="at scale: a layered deployment on top of the base")
+    deploy.add_argument("--id", help="deployment id (default: from the content, so new content gets a new id)")
+    deploy.add_argument("--label", action="append", help="NAME=VALUE label (repeatable)")
+    deploy.add_argument("--metric", action="append", help="NAME=QUERY custom metric (repeatable)")
+    deploy.add_argument("--wait", action="store_true", help="wait until the targeted devices report it")
+    deploy.add_argument("--timeout", type=float, default=300.0, help="seconds --wait waits (default 300)")
+    deploy.add_argument("--hub-connection-string", help=hub_help)
+    deploy.set_defaults(handler=cmd_deploy)
+    listing = commands.add_parser("deployments", help="list IoT Edge deployments with their system metrics")
+    listing.add_argument("--json", action="store_true", help="JSON instead of a table")
+    listing.add_argument("--hub-connection-string", help=hub_help)
+    listing.set_defaults(handler=cmd_deployments)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `edgevision` command."""
     parser = argparse.ArgumentParser(prog="edgevision", description=__doc__)
@@ -156,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="IoT Hub service connection string; default: $IOTHUB_CONNECTION_STRING",
     )
     publish.set_defaults(handler=cmd_publish_model)
+    _add_deploy_parsers(commands)
     return parser
 
 

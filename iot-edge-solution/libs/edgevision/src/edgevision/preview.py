@@ -287,7 +287,15 @@ class PreviewServer:
         )
         self._serving = (server, thread)
         thread.start()
-        log.info("preview on http://localhost:%d/ (stream /stream.mjpg, snapshot /snapshot.jpg)", self.port)
+        host = self.settings.preview_host
+        reachable = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        log.info(
+            "preview listening on %s:%d, http://%s:%d/ from this host (stream /stream.mjpg, snapshot /snapshot.jpg)",
+            host,
+            self.port,
+            reachable,
+            self.port,
+        )
 
     def handle(self, frame: Frame, result: TaskResult) -> None:
         """Keep the newest result of the frame's camera; annotate and encode it only while someone watches that

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from pydantic import Field, field_validator
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -42,7 +43,7 @@ class ScoringSettings(ModuleSettings):
 
     scoring_enabled: bool = Field(True, description="SCORING_ENABLED: serve the scoring API (True/False).")
     scoring_host: str = Field("0.0.0.0", min_length=1, description="SCORING_HOST: address to listen on.")
-    scoring_port: int = Field(8080, ge=1, le=65535, description="SCORING_PORT: HTTP port (80 in the container).")
+    scoring_port: int = Field(8080, ge=1, le=65535, description="SCORING_PORT: HTTP port (8080, in the images too).")
     scoring_max_bytes: int = Field(
         10 * 1024 * 1024, gt=0, description="SCORING_MAX_BYTES: largest request body accepted (413 above)."
     )
@@ -204,7 +205,9 @@ class ScoringServer:
                 Route("/healthz", self._healthz, methods=["GET"]),
                 Route("/readyz", self._readyz, methods=["GET"]),
                 Route("/metrics", self._metrics, methods=["GET"]),
-            ]
+            ],
+            # every answer of this API is JSON, Starlette's own 404 and 405 included
+            exception_handlers={HTTPException: self._http_error},
         )
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -230,6 +233,16 @@ class ScoringServer:
         )
 
     # -- handlers --------------------------------------------------------------------------------------------
+    async def _http_error(self, request: Request, error: Exception) -> JSONResponse:
+        status = getattr(error, "status_code", 500)
+        detail = getattr(error, "detail", "") or "error"
+        headers = getattr(error, "headers", None)
+        known = request.url.path in ("/score", "/healthz", "/readyz", "/metrics")
+        self.metrics.requests.labels(path=request.url.path if known else "other", status=str(status)).inc()
+        if status == 405:
+            detail = f"method {request.method} not allowed on {request.url.path}"
+        return JSONResponse({"error": detail}, status_code=status, headers=headers)
+
     def _answer(self, path: str, started: float, status: int, body: dict[str, Any]) -> JSONResponse:
         self.metrics.requests.labels(path=path, status=str(status)).inc()
         self.metrics.latency.labels(path=path).observe(time.perf_counter() - started)
@@ -327,10 +340,14 @@ class ScoringServer:
                 reason = f": {failure[0]!r}" if failure else ""
                 raise EdgeVisionError(f"the scoring API cannot listen on {self.host}:{self.port}{reason}")
             time.sleep(0.02)
+        # The bind address (0.0.0.0 is no URL) and the URL that reaches it from this host; in a container the
+        # deployment's createOptions publish the port on the device.
         log.info(
-            "scoring API on http://%s:%d (POST /score, GET /healthz /readyz /metrics; HTTP parser: %s)",
+            "scoring API listening on %s:%d, %s from this host (POST /score, GET /healthz /readyz /metrics; "
+            "HTTP parser: %s)",
             self.host,
             self.port,
+            self.url,
             self.http_parser,
         )
 

@@ -188,6 +188,22 @@ def test_not_ready_without_a_model(media) -> None:
         server.stop()
 
 
+def test_the_start_line_names_the_bind_address_and_a_url_that_reaches_it(media, caplog) -> None:
+    """Bound on every address (as in the classifier's container), the log names 0.0.0.0 as the bind address, not
+    as a URL, and gives the loopback URL that answers."""
+    manager = ModelManager(sample_image=media.path("dog.jpg"))
+    server = ScoringServer(manager, "0.0.0.0", free_port())
+    with caplog.at_level("INFO", logger="edgevision.scoring"):
+        server.start()
+    try:
+        line = next(r.getMessage() for r in caplog.records if "scoring API" in r.getMessage())
+        assert f"listening on 0.0.0.0:{server.port}" in line and "http://0.0.0.0" not in line
+        assert f"http://127.0.0.1:{server.port} from this host" in line
+        assert call(f"http://127.0.0.1:{server.port}/healthz")[0] == 200
+    finally:
+        server.stop()
+
+
 def test_a_busy_port_is_a_clear_error(served) -> None:
     other = ScoringServer(served.manager, "127.0.0.1", served.port)
     with pytest.raises(Exception, match=f"cannot listen on 127.0.0.1:{served.port}"):
@@ -263,3 +279,23 @@ def test_reduced_decoding_keeps_the_answer_and_maps_back_to_the_photo(models_dir
         for server in servers.values():
             server.stop()
         manager.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "error"),
+    [
+        ("GET", "/score", 405, "method GET not allowed on /score"),
+        ("PUT", "/score", 405, "method PUT not allowed on /score"),
+        ("POST", "/healthz", 405, "method POST not allowed on /healthz"),
+        ("GET", "/no-such-path", 404, "Not Found"),
+    ],
+)
+def test_wrong_methods_and_paths_get_a_json_error_too(served, method: str, path: str, status: int, error: str) -> None:
+    request = urllib.request.Request(f"{served.url}{path}", data=b"" if method != "GET" else None, method=method)
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(request, timeout=30)  # pylint: disable=consider-using-with
+    assert answer.value.code == status
+    assert answer.value.headers.get("Content-Type", "").startswith("application/json")
+    assert json.loads(answer.value.read()) == {"error": error}
+    if status == 405:
+        assert "POST" in answer.value.headers.get("Allow", "") or "GET" in answer.value.headers.get("Allow", "")

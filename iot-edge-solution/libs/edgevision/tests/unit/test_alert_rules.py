@@ -249,3 +249,21 @@ def test_a_message_with_a_bad_camera_is_refused() -> None:
     engine = RulesEngine(parse_rules([{"class": "*"}]))
     with pytest.raises(ValueError, match="'camera' must be a non-empty string"):
         engine.evaluate(camera_message("", ("person", 0.9)))
+
+
+def test_the_rules_in_force_are_logged_once_not_again_for_a_twin_that_keeps_them(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    connection = OfflineModuleConnection("test")
+    service = AlertService(load_settings(AlertSettings, alert_classes="person"), connection, ("dev", "alert"))
+    service.attach()
+    with caplog.at_level("INFO", logger="edgevision.alerts.service"):
+        service.start()
+        connection.dispatch_desired({"$version": 1}, True)  # the whole twin, without rules: the same defaults
+        connection.dispatch_desired({"rules": [{"class": "dog", "minConfidence": 0.3}], "$version": 2}, False)
+        connection.dispatch_desired({"rules": [{"class": "dog", "minConfidence": 0.3}], "$version": 3}, False)
+        service.close()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("alert rules from the")]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("alert rules from the environment") and lines[1].startswith("alert rules from the twin")

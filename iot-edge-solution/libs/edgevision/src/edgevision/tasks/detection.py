@@ -126,15 +126,7 @@ class DetectionTask(Task[DetectionResult]):
         x2, y2 = geometry.to_source(
             boxes[keep, 3] * width * geometry.scale_x, boxes[keep, 2] * height * geometry.scale_y
         )
-        return tuple(
-            Prediction(
-                self.label(int(classes[k])),
-                float(scores[k]),
-                int(classes[k]),
-                box=(float(a), float(b), float(c), float(d)),
-            )
-            for k, a, b, c, d in zip(keep, x1, y1, x2, y2)
-        )
+        return self._predictions(keep, classes, scores, (x1, y1, x2, y2))
 
     def post_process(self, outputs: list[np.ndarray], geometry: Geometry) -> tuple[Prediction, ...]:
         params = self.manifest.post
@@ -146,6 +138,13 @@ class DetectionTask(Task[DetectionResult]):
         keep = class_wise_nms(boxes, scores, classes, params.nms_iou_threshold, params.max_detections)
         x1, y1 = geometry.to_source(boxes[keep, 0], boxes[keep, 1])
         x2, y2 = geometry.to_source(boxes[keep, 2], boxes[keep, 3])
+        return self._predictions(keep, classes, scores, (x1, y1, x2, y2))
+
+    def _predictions(
+        self, keep: np.ndarray, classes: np.ndarray, scores: np.ndarray, corners: tuple[np.ndarray, ...]
+    ) -> tuple[Prediction, ...]:
+        """The kept candidates as predictions, their boxes (x1, y1, x2, y2) in source pixels."""
+        x1, y1, x2, y2 = corners
         return tuple(
             Prediction(
                 self.label(int(classes[k])),
