@@ -1,10 +1,10 @@
-"""The long fault run: tools/chaos.py with many faults of each kind (7 kinds: SIGKILL of authrequest, the
+"""The long fault run: tools/chaos.py with many faults of each kind (8 kinds: SIGKILL of authrequest, the
 classifier, alert, the front-end and Azurite; SIGSTOP of authrequest and the classifier for longer than the
-Azure IoT SDK's 60 s keep-alive, then SIGCONT), ten users signing in all along. Prints the figures as JSON: faults
+Azure IoT SDK's 60 s keep-alive, then SIGCONT; the hub away 30 s), ten users signing in all along. Prints the figures as JSON: faults
 by kind and part, requests queued and lost (the goal is 0), verification duplicates upstream, alerts accepted and
 delivered, p95 and max recovery per part, the slowest user answer and the invariants that did not hold.
 
-Needs the fixed ports of `make run`: inside `unshare --net`, e.g. for 203 faults
+Needs the fixed ports of `make run`: inside `unshare --net`, e.g. for 200 faults
 
     unshare --net bash -c 'ip link set lo up; nice .venv/bin/python bench/chaos_bench.py --faults 200'
 """
@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-KINDS = 7
+KINDS = 8
 
 
 def main() -> int:
