@@ -1,8 +1,9 @@
 """The long fault run: tools/chaos.py with many faults of each kind (8 kinds: SIGKILL of authrequest, the
 classifier, alert, the front-end and Azurite; SIGSTOP of authrequest and the classifier for longer than the
-Azure IoT SDK's 60 s keep-alive, then SIGCONT; the hub away 30 s), ten users signing in all along. Prints the figures as JSON: faults
-by kind and part, requests queued and lost (the goal is 0), verification duplicates upstream, alerts accepted and
-delivered, p95 and max recovery per part, the slowest user answer and the invariants that did not hold.
+Azure IoT SDK's 60 s keep-alive, then SIGCONT; the hub away 30 s), ten users signing in all along. Prints the
+figures as JSON: faults by kind and part, requests queued and lost (the goal is 0), verification duplicates
+upstream, alerts accepted and delivered, p95 and max recovery per part, the slowest user answer and the
+invariants that did not hold.
 
 Needs the fixed ports of `make run`: inside `unshare --net`, e.g. for 200 faults
 

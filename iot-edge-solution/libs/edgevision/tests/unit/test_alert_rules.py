@@ -233,7 +233,8 @@ def test_an_alert_is_on_disk_for_the_webhook_before_it_goes_upstream_with_the_sa
     service.attach()
     connection.dispatch_input(InputMessage("detections", b'{"detections": [{"label": "person", "confidence": 1}]}'))
     assert service.webhook is not None
-    [(message_id, stored)] = connection.sent
+    assert len(connection.sent) == 1
+    message_id, stored = connection.sent[0]
     assert stored == 1
     peeked = service.webhook.queue.peek()
     assert peeked is not None and peeked[1]["id"] == message_id
