@@ -206,7 +206,6 @@ class Run:  # pylint: disable=too-many-instance-attributes  # the run's parts an
         text = (ROOT / ".env_template").read_text(encoding="utf-8")
         overrides = {
             "ALERT_WEBHOOK_URL": self.webhook.url,
-            "ALERT_QUEUE_DIR": str(self.state / "alert-queue"),
             "ALERT_COOLDOWN_SECONDS": "5",
             "FRONTEND_DATABASE": str(self.state / "frontend.sqlite3"),
             "FRONTEND_SECRET_KEY": secrets.token_urlsafe(32),  # sessions survive a front-end restart
@@ -319,7 +318,7 @@ class Run:  # pylint: disable=too-many-instance-attributes  # the run's parts an
         except httpx.HTTPError:
             return False
 
-    def healthy(self, part: str, old_pid: int | None = None) -> bool:
+    def healthy(self, part: str, old_pid: int | None = None) -> bool:  # pylint: disable=too-many-return-statements
         """`part` is back, as a user of it would see."""
         if part in MODULES:
             pid = self.module_pid(part)
@@ -588,13 +587,17 @@ def main(argv: list[str] | None = None) -> int:
     log.info("seed %d (run again with --seed %d)", seed, seed)
     state = Path(args.state) if args.state else Path(tempfile.mkdtemp(prefix="chaos-"))
     run = Run(state, seed, users=args.users, stop_seconds=args.stop_seconds)
-    status = 0
+    # SIGTERM (a timeout, Ctrl-C's cousin) still stops every part this run started
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         figures = run.run(args.faults_per_kind, tuple(args.gap), args.recovery_bound)
     except (TimeoutError, subprocess.CalledProcessError, OSError) as e:
         log.error("the solution did not start or run: %s; log in %s", e, run.log_path)
         run.stop()
         return 2
+    except BaseException:
+        run.stop()
+        raise
     figures["left_over"] = run.stop()
     figures["violations"] = violations(figures)
     status = 1 if figures["violations"] else 0
