@@ -11,7 +11,7 @@ reproducible moments (the seed is printed and accepted by --seed):
 After the last fault the load stops, the requests still pending run out, and the invariants are checked:
 
 - lost requests: every ProcessRequest that authrequest queued (answered 200) has its result.json;
-- stray results: no result for a request authrequest never queued;
+- stray results: no result for a request authrequest never queued (two forged ones are put on the queue);
 - duplicates upstream: `verification` messages beyond one per request, each carrying the request id as $.mid;
 - users waiting forever: a sign-in whose page neither answered nor said "try again" in time;
 - lost alerts: alerts the alert module accepted that never reached the webhook (duplicates share an id);
@@ -52,8 +52,10 @@ from typing import Any, Callable
 
 import httpx
 from azure.storage.blob import ContainerClient
+from azure.storage.queue import QueueClient
 
 from edgehub_emulator.azurite import Azurite
+from edgevision.security import ModuleKey, SignedRequest, sign_request
 
 log = logging.getLogger("chaos")
 ROOT = Path(__file__).resolve().parents[1]
@@ -410,6 +412,18 @@ class Run:  # pylint: disable=too-many-instance-attributes  # the run's parts an
                 time.sleep(1)
             attempt.state = "unanswered"
 
+    def forge(self) -> None:
+        """Someone with the Storage key but not the module key queues requests: nothing may be written for them
+        (checked with the stray results)."""
+        queue = QueueClient.from_connection_string(
+            self.azurite.connection_string, "iot-edge-object-classification-requests"
+        )
+        now = time.time()
+        other_key = ModuleKey(secrets.token_bytes(32))
+        queue.send_message(sign_request(other_key, SignedRequest("forged-1", USER_OBJECT, 1, now, now + 60)))
+        queue.send_message(json.dumps({"requestId": "forged-2", "className": USER_OBJECT, "threshold": 1}))
+        queue.close()
+
     # -- the whole run ---------------------------------------------------------------------------------------
     def run(self, faults_per_kind: int, gap: tuple[float, float], bound: float) -> dict[str, Any]:
         """Start, load, inject the faults in a shuffled order, quiesce, stop, check; the figures."""
@@ -426,6 +440,7 @@ class Run:  # pylint: disable=too-many-instance-attributes  # the run's parts an
         ]
         for thread in threads:
             thread.start()
+        self.forge()
         for kind, part in plan:
             time.sleep(rng.uniform(*gap))
             self.inject(kind, part, bound)
