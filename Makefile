@@ -98,7 +98,7 @@ $(STAMP): $(SETUP_INPUTS)
 	@echo "== setting up $(VENV) with Python $(PYTHON_VERSION) ($(firstword $(PYTHON_ID)))"
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -r requirements-dev.txt -e "$(LIB)[dev]" $(addprefix -r ,$(MODULE_REQS)) \
+	$(PIP) install --quiet -r requirements-dev.txt -e "$(LIB)[dev,tflite]" $(addprefix -r ,$(MODULE_REQS)) \
 		$(if $(wildcard $(EMULATOR)/pyproject.toml),-e "$(EMULATOR)") -e "$(FRONTEND)[dev]" -e tools/testkit
 	@echo "$(PYTHON_ID)" > $@
 

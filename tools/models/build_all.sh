@@ -9,5 +9,7 @@ python="${PYTHON:-python3}"
 "$python" "$here/build_efficientnet_lite0.py"
 "$python" "$here/build_nanodet_m_416.py"
 "$python" "$here/build_ppocr_det.py"
+"$python" "$here/build_ssd_mobilenet_v2_coco_tflite.py"
+"$python" "$here/build_nanodet_m_416_tflite.py"   # after nanodet-m-416: it takes that manifest's settings
 "$python" "$here/build_media.py"      # after the classifier: it checks demo.mp4 with it
 "$python" "$here/check_models.py"

@@ -251,3 +251,16 @@ def ensure_runtime_modules() -> None:
     python = make_venv("runtime", RUNTIME_REQUIREMENTS)
     log(f"re-running {sys.argv[0]} with {python}")
     os.execv(python, [str(python), sys.argv[0], *sys.argv[1:]])
+
+
+# LiteRT, to read the input and outputs of TensorFlow Lite models (the project's .venv has the same pin).
+LITERT_REQUIREMENTS = ["ai-edge-litert==2.3.0", "numpy==2.4.6"]
+
+
+def ensure_litert() -> None:
+    """Re-runs the calling script in WORK_DIR/venv-litert unless ai_edge_litert imports here."""
+    if importlib.util.find_spec("ai_edge_litert"):
+        return
+    python = make_venv("litert", LITERT_REQUIREMENTS)
+    log(f"re-running {sys.argv[0]} with {python}")
+    os.execv(python, [str(python), sys.argv[0], *sys.argv[1:]])

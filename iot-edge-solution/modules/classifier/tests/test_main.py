@@ -106,3 +106,24 @@ def test_tensorrt_fallback_runs_on_onnxruntime(short_video: Path) -> None:
     assert completed.returncode == 0, completed.stderr
     assert "onnxruntime" in completed.stderr
     assert "processed 8 frames" in completed.stdout
+
+
+def test_model_name_selects_the_tflite_detector(tmp_path: Path) -> None:
+    """MODEL_NAME=ssd-mobilenet-v2-coco-tflite: the module runs the TensorFlow Lite SSD on LiteRT and prints the
+    dog.jpg detections (the top one is the dog or the bicycle, both ~0.96)."""
+    if not os.environ.get("CI"):
+        pytest.importorskip("ai_edge_litert", reason="the tflite extra (ai-edge-litert) is not installed")
+    dog = cv2.imread(str(SOLUTION / "media" / "dog.jpg"))
+    video = tmp_path / "dog.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (dog.shape[1], dog.shape[0]))
+    for _ in range(4):
+        writer.write(dog)
+    writer.release()
+    completed = run_module(CAMERA_PATH=str(video), LOOP_VIDEO="False", MODEL_NAME="ssd-mobilenet-v2-coco-tflite")
+    assert completed.returncode == 0, completed.stderr
+    frame_lines = [line for line in completed.stdout.splitlines() if line.startswith("frame ")]
+    assert len(frame_lines) == 4
+    assert all("detection:" in line and ("dog" in line or "bicycle" in line) for line in frame_lines), frame_lines
+    assert "'backend': 'tflite'" in completed.stderr or '"backend": "tflite"' in completed.stderr, completed.stderr[
+        -2000:
+    ]

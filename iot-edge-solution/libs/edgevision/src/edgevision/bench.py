@@ -19,7 +19,7 @@ from edgevision.frames import SourceOptions, open_source
 from edgevision.models import LoadedModel
 from edgevision.pipeline import STAGES, Pipeline, PipelineOptions, PipelineStats
 from edgevision.tasks import Task
-from edgevision.vision import build_task
+from edgevision.vision import backend_for_model, build_task
 
 
 class _SteadyStats(PipelineStats):
@@ -148,8 +148,8 @@ def live_latency(task: Task, video: Path, results: int = 45, options: PipelineOp
 
 def thread_counts(backend: str, default_threads: int, cpus: int | None = None) -> list[int]:
     """The intra-op thread counts to measure: 1 .. CPU count (and the default, if outside that) for ONNX
-    Runtime; only the default for backends that do not use CPU threads."""
-    if backend != "onnxruntime":
+    Runtime and LiteRT; only the default for backends that do not use CPU threads."""
+    if backend not in ("onnxruntime", "tflite"):
         return [default_threads]
     cpus = cpus or available_cpus()
     return sorted(set(range(1, cpus + 1)) | {default_threads})
@@ -222,6 +222,7 @@ def bench_pipeline(
     """
     options = options or PipelineOptions()
     plan = plan or BenchPlan()
+    backend = backend_for_model(model, backend)
     tasks = {t: build_task(model, backend, t, spinning=spinning) for t in thread_counts(backend, default_threads)}
     try:
         measured = _measure(tasks, default_threads, video, plan, options)

@@ -6,9 +6,9 @@ import logging
 from pathlib import Path
 
 from edgevision.config import VisionSettings
-from edgevision.engines import EngineConfig, EngineLoadError, create_engine
+from edgevision.engines import EngineConfig, EngineLoadError, EngineUnavailableError, create_engine
 from edgevision.engines.onnx_inputs import onnx_input_shapes
-from edgevision.engines.selection import choose_backend
+from edgevision.engines.selection import TENSORRT, TFLITE, choose_backend
 from edgevision.models import LoadedModel, ModelRepository
 from edgevision.tasks import Task, create_task
 
@@ -26,6 +26,26 @@ MAX_BATCH = 1
 MIN_SIDE = 32
 LARGEST_SIDE = 2048
 DEFAULT_SIDE = 640
+
+
+def is_tflite_model(model: LoadedModel) -> bool:
+    """True for a TensorFlow Lite model (`file` ends in .tflite): LiteRT runs it, whatever the backend setting."""
+    return model.manifest.file.lower().endswith(".tflite")
+
+
+def backend_for_model(model: LoadedModel, configured: str) -> str:
+    """The backend that runs `model`: the configured one for ONNX models, `tflite` for TensorFlow Lite models.
+
+    TensorRT builds its engines from ONNX only: USE_TENSOR_RT=True with a .tflite model is refused (a module
+    keeps serving its current model when such a model arrives over the air)."""
+    if not is_tflite_model(model):
+        return configured
+    if configured == TENSORRT:
+        raise EngineUnavailableError(
+            f"{model.ref} is a TensorFlow Lite model, and USE_TENSOR_RT=True selects TensorRT, which runs ONNX "
+            "models only: set USE_TENSOR_RT=False to run it with LiteRT on the CPU, or select an ONNX model"
+        )
+    return TFLITE
 
 
 def model_input_shape(model: LoadedModel) -> tuple[int, ...]:
@@ -104,6 +124,14 @@ def engine_config_for(
     """Engine settings from a manifest and its ONNX graph: axes open in both get a shape range for backends
     that build for one (TensorRT); every other axis keeps its one size."""
     spec = model.manifest.input
+    if is_tflite_model(model):  # LiteRT checks the manifest's shape against the model's when it loads
+        return EngineConfig(
+            model_path=model.model_path,
+            input_shapes={spec.name: tuple(spec.shape)},
+            output_names=tuple(model.manifest.outputs),
+            intra_op_threads=threads,
+            cache_dir=cache_dir,
+        )
     shape = model_input_shape(model)
     shape_range = dynamic_shape_range(model, shape)
     return EngineConfig(
@@ -124,7 +152,9 @@ def build_task(
     cache_dir: Path | None = None,
     spinning: bool = False,
 ) -> Task:
-    """Create and load the engine for `model` and wrap it in its task."""
+    """Create and load the engine for `model` and wrap it in its task. `backend` is the configured one
+    (onnxruntime or tensorrt); a TensorFlow Lite model runs on `tflite` (see `backend_for_model`)."""
+    backend = backend_for_model(model, backend)
     engine = create_engine(backend, engine_config_for(model, threads, cache_dir, spinning))
     engine.load()
     log.info("model %s (%s) ready on %s", model.ref, model.manifest.task, engine.describe())

@@ -6,11 +6,14 @@ dependency of the library, so its case never skips: if it were unavailable, that
 
 The model is built in the test with the `onnx` helper API: x (batch, 4) -> y = relu(x @ W + b) (batch, 3) and
 a second output scaled = 2 * x (batch, 4), with a dynamic batch axis. Its values are exactly representable in
-FP16 and TF32, so every backend can be held to tight tolerances.
+FP16 and TF32, so every backend can be held to tight tolerances. The `tflite` backend runs the same model
+written as a `.tflite` file (FULLY_CONNECTED with a fused ReLU, MUL; batch axis dynamic) with the FlatBuffer
+schema LiteRT ships (`solution_testkit.tflite_models`).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +34,8 @@ from edgevision.engines import (
 
 # Backends whose absence is a broken install, not a missing optional SDK.
 REQUIRED_BACKENDS = {"onnxruntime"}
+# Optional backends the dev environment installs (`make setup`): missing in CI (CI=true) is a failure, not a skip.
+REQUIRED_IN_CI = {"tflite"}
 BACKEND_MARKS = {"tensorrt": [pytest.mark.tensorrt]}
 # Relative tolerance per backend: TensorRT may pick TF32/FP16 kernels; the model's values keep them exact,
 # but a reduced-precision accumulation order is allowed a little room.
@@ -88,6 +93,15 @@ def contract_model_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_contract_model(tmp_path_factory.mktemp("contract") / "model.onnx")
 
 
+@pytest.fixture(name="contract_tflite", scope="module")
+def contract_tflite_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The contract model as a TensorFlow Lite file (needs ai-edge-litert, the `tflite` extra)."""
+    pytest.importorskip("ai_edge_litert", reason="the tflite backend needs ai-edge-litert")
+    from solution_testkit import tflite_models  # pylint: disable=import-outside-toplevel
+
+    return tflite_models.contract_model(tmp_path_factory.mktemp("contract") / "model.tflite", W, B)
+
+
 @pytest.fixture(name="backend", params=[pytest.param(name, marks=BACKEND_MARKS.get(name, [])) for name in BACKENDS])
 def backend_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each registered backend; skipped (with the reason) where it cannot run, unless it is required."""
@@ -95,19 +109,20 @@ def backend_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     try:
         create_engine(name, EngineConfig(model_path=tmp_path / "unused.onnx"))
     except EngineUnavailableError as e:
-        if name in REQUIRED_BACKENDS:
+        if name in REQUIRED_BACKENDS or (name in REQUIRED_IN_CI and os.environ.get("CI")):
             pytest.fail(f"the {name} backend must run everywhere, but: {e}")
         pytest.skip(f"{name} cannot run here: {e}")
     return name
 
 
 @pytest.fixture(name="make_engine")
-def make_engine_fixture(backend: str, contract_model: Path, tmp_path: Path) -> Callable[..., Engine]:
+def make_engine_fixture(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Engine]:
     """Build (not load) an engine of the current backend for the contract model, with overrides."""
+    model = request.getfixturevalue("contract_tflite" if backend == "tflite" else "contract_model")
 
     def make(**overrides: Any) -> Engine:
         settings: dict[str, Any] = {
-            "model_path": contract_model,
+            "model_path": model,
             "input_shapes": {"x": (-1, 4)},
             "dynamic_shapes": {"x": BATCH_RANGE},
             "precision": "fp32",

@@ -64,6 +64,40 @@ def test_unknown_model_is_a_clear_error(capsys) -> None:
     assert "no model named 'resnet-9000'" in err and "efficientnet-lite0" in err
 
 
+def test_infer_takes_a_tflite_model(capsys, media) -> None:
+    """`edgevision infer` runs the bundled TensorFlow Lite SSD on LiteRT: dog.jpg's dog, bicycle and car."""
+    pytest.importorskip("ai_edge_litert", reason="the tflite extra (ai-edge-litert) is not installed")
+    status, lines, _ = run_cli(
+        capsys, "infer", "--model", "ssd-mobilenet-v2-coco-tflite", "--threads", "1", str(media.path("dog.jpg"))
+    )
+    assert status == 0
+    assert {"dog", "bicycle", "car"} <= {p["label"] for p in lines[0]["predictions"]}
+
+
+def test_tflite_backend_with_an_onnx_model_is_a_clear_error(capsys, media) -> None:
+    """--backend tflite on an ONNX model says the file is not a TensorFlow Lite model."""
+    pytest.importorskip("ai_edge_litert", reason="the tflite extra (ai-edge-litert) is not installed")
+    status, _, err = run_cli(
+        capsys, "infer", "--model", "nanodet-m-416", "--backend", "tflite", str(media.path("dog.jpg"))
+    )
+    assert status == 2 and "not a TensorFlow Lite model" in err
+
+
+def test_bench_takes_a_tflite_model_at_every_thread_count(tmp_path: Path, models_dir: Path) -> None:
+    """bench_pipeline on the TFLite SSD: LiteRT at each thread count from 1 to the CPU count."""
+    pytest.importorskip("ai_edge_litert", reason="the tflite extra (ai-edge-litert) is not installed")
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (320, 240))
+    for i in range(10):
+        writer.write(np.full((240, 320, 3), i * 10, np.uint8))
+    writer.release()
+    model = ModelRepository(models_dir).load("ssd-mobilenet-v2-coco-tflite")
+    figures = bench_pipeline(model, video, default_threads=1, plan=BenchPlan(frames=8, rounds=2, live_results=4))
+    assert figures["backend"] == "tflite"
+    assert set(figures["by_threads"]) == {str(t) for t in range(1, available_cpus() + 1)}
+    assert all(v["inference_only_fps"] > 0 and v["pipeline_fps"] > 0 for v in figures["by_threads"].values())
+
+
 @pytest.fixture(scope="module")
 def bench_figures(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> dict:
     """One small benchmark run (2 rounds of 8 frames) on a 30 fps clip, default settings except 1 thread."""

@@ -13,6 +13,8 @@ import logging
 import os
 import shutil
 import socket
+import threading
+import urllib.error
 import urllib.request
 import zipfile
 from datetime import datetime, timedelta, timezone
@@ -408,6 +410,74 @@ def test_5_publish_model_updates_the_module(registry, module, azurite, tmp_path,
     assert model["status"] == "active" and model["version"] == "5"
     assert reported(registry)["LatestAIModelFileName"] == "efficientnet-lite0-5.zip"
     assert module.score(SQUIRREL)["predictions"][0]["label"].startswith("v5-")
+
+
+DOG = REPO / "iot-edge-solution" / "media" / "dog.jpg"
+
+
+def seed_tflite_package() -> bytes:
+    """The seed's example package: `ssd_mobilenet_v1_1_metadata_1.tflite` + `labelmap.txt`, no model.json (the
+    model is the bundled Coral SSD MobileNet V2 COCO under that name; labelmap.txt in the Zoo's format)."""
+    ssd = ModelRepository(BUNDLED).load("ssd-mobilenet-v2-coco-tflite")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zipped:
+        zipped.write(ssd.model_path, "ssd_mobilenet_v1_1_metadata_1.tflite")
+        zipped.writestr("labelmap.txt", "\n".join(("???",) + ssd.labels) + "\n")
+    return buffer.getvalue()
+
+
+class ScoringLoad:
+    """Clients posting /score in a loop while models swap: every answer is kept (status, model)."""
+
+    def __init__(self, module: Module, image: Path) -> None:
+        self.module, self.image = module, image
+        self.answers: list[tuple[int, str]] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                answer = self.module.score(self.image)
+                self.answers.append((200, f"{answer['model_name']}:{answer['model_version']}"))
+            except urllib.error.HTTPError as e:
+                self.answers.append((e.code, ""))
+            except Exception as e:  # pylint: disable=broad-exception-caught  # reported by the test
+                self.errors.append(repr(e))
+
+    def __enter__(self) -> ScoringLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+
+def test_6_onnx_to_tflite_to_onnx_over_the_air_under_load(registry, module, models_container, tmp_path) -> None:
+    """The seed's .tflite package (no model.json) replaces the ONNX classifier while /score is under load, finds
+    the dog in dog.jpg, and a new ONNX version replaces it again; no request fails meanwhile."""
+    data = seed_tflite_package()
+    url = upload(models_container, "ssd_mobilenet_v1_1_metadata_1.zip", data)
+    with ScoringLoad(module, DOG) as load:
+        model = request_update(registry, module, "ssd_mobilenet_v1_1_metadata_1.zip", url, md5_b64(data))
+        assert model["status"] == "active", model.get("error")
+        assert model["name"] == "ssd-mobilenet-v1-1-metadata-1" and model["engine"]["backend"] == "tflite"
+        answer = module.score(DOG)
+        assert {"dog", "bicycle", "car"} <= {p["label"] for p in answer["predictions"]}
+        back = zip_folder(version_folder(tmp_path, "8", "v8-"))
+        url = upload(models_container, "efficientnet-v8.zip", back)
+        model = request_update(registry, module, "efficientnet-v8.zip", url, md5_b64(back))
+        assert model["status"] == "active" and model["engine"]["backend"] == "onnxruntime"
+        wait_for(lambda: any(m.endswith(":8") for _, m in load.answers[-3:]))
+    assert not load.errors, load.errors[:3]
+    assert {status for status, _ in load.answers} == {200}
+    served = [m for _, m in load.answers]
+    tflite = "ssd-mobilenet-v1-1-metadata-1:"
+    assert any(m.startswith(tflite) for m in served) and served[-1] == "efficientnet-lite0:8"
+    assert served[0].startswith("efficientnet-lite0:")
+    assert module.score(SQUIRREL)["predictions"][0]["label"].startswith("v8-")
 
 
 @pytest.mark.parametrize(

@@ -39,9 +39,10 @@ def _wait_for(condition: Callable[[], Any], timeout: float = 20.0) -> Any:
 
 @pytest.fixture(scope="module")
 def tasks(models_dir) -> Iterator[dict[str, Task]]:
-    """The bundled classifier and detector."""
+    """The bundled classifier and detectors (the TensorFlow Lite SSD runs on LiteRT)."""
     repository = ModelRepository(models_dir)
-    built = {name: build_task(repository.load(name), threads=1) for name in ("efficientnet-lite0", "nanodet-m-416")}
+    names = ("efficientnet-lite0", "nanodet-m-416", "ssd-mobilenet-v2-coco-tflite")
+    built = {name: build_task(repository.load(name), threads=1) for name in names}
     yield built
     for task in built.values():
         task.engine.close()
@@ -128,15 +129,18 @@ def test_a_class_in_view_is_found_with_the_annotated_frame_then_the_message_is_d
     _wait_for(rig.all_deleted)
 
 
-def test_a_detection_model_is_matched_on_its_boxes(azurite: Azurite, tasks: dict[str, Task], media) -> None:
-    rig = Rig(azurite, tasks["nanodet-m-416"])
+@pytest.mark.parametrize("detector", ["nanodet-m-416", "ssd-mobilenet-v2-coco-tflite"])
+def test_a_detection_model_is_matched_on_its_boxes(
+    azurite: Azurite, tasks: dict[str, Task], media, detector: str
+) -> None:
+    rig = Rig(azurite, tasks[detector])
     rig.service.start()
     try:
         request_id = rig.request("DOG", threshold=35)
         _wait_for(lambda: rig.service.pending == 1)
         rig.frame(media.image("dog.jpg"))
         result = rig.result(request_id)
-        assert (result["status"], result["label"], result["model"]) == ("found", "dog", "nanodet-m-416:1")
+        assert (result["status"], result["label"], result["model"]) == ("found", "dog", f"{detector}:1")
         assert len(result["box"]) == 4
     finally:
         rig.service.close()

@@ -11,6 +11,7 @@ from edgevision.engines.base import Engine, EngineConfig, EngineError, EngineUna
 BACKENDS: dict[str, str] = {
     "onnxruntime": "edgevision.engines.onnxruntime_engine:OnnxRuntimeEngine",
     "tensorrt": "edgevision.engines.tensorrt_engine:TensorRTEngine",
+    "tflite": "edgevision.engines.tflite_engine:TFLiteEngine",
 }
 
 

@@ -14,10 +14,12 @@ from edgevision.engines.registry import check_backend
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ONNXRUNTIME", "TENSORRT", "check_backend", "choose_backend"]
+__all__ = ["ONNXRUNTIME", "TENSORRT", "TFLITE", "check_backend", "choose_backend"]
 
 TENSORRT = "tensorrt"
 ONNXRUNTIME = "onnxruntime"
+# TensorFlow Lite models run on LiteRT whatever USE_TENSOR_RT says (edgevision.vision.backend_for_model).
+TFLITE = "tflite"
 
 
 def choose_backend(use_tensor_rt: bool, fallback_to_onnxruntime: bool) -> str:

@@ -15,9 +15,10 @@ from edgevision.models.manifest import (
     PreprocessSpec,
     ResizeSpec,
     TextDetectionPostprocess,
+    ZooDetectionPostprocess,
 )
 from edgevision.models.package import PackageError, PackageLimits, fetch_package, redact_url
-from edgevision.models.repository import LoadedModel, ModelRepository, sha256_of
+from edgevision.models.repository import LoadedModel, ModelRepository, parse_labels, sha256_of
 
 __all__ = [
     "ClassificationPostprocess",
@@ -36,7 +37,9 @@ __all__ = [
     "PreprocessSpec",
     "ResizeSpec",
     "TextDetectionPostprocess",
+    "ZooDetectionPostprocess",
     "fetch_package",
+    "parse_labels",
     "redact_url",
     "sha256_of",
 ]

@@ -91,6 +91,27 @@ class DetectionPostprocess(_Strict):
     heads: tuple[DetectionHead, ...] = Field(min_length=1)
 
 
+class ZooDetectionPostprocess(_Strict):
+    """The TensorFlow Detection Zoo signature (the `TFLite_Detection_PostProcess` operator of SSD models from the
+    Zoo, Coral and Model Maker): boxes [1,N,4] (ymin, xmin, ymax, xmax, 0..1), classes [1,N], scores [1,N] and
+    count [1]. Outputs are found by the names given here, else by their names' `:1`/`:2` suffixes of that
+    operator or words (class, score), else by shape and values; never by their position. The model's own
+    threshold is often ~0: `score_threshold` is applied here."""
+
+    decoder: Literal["tflite_detection_postprocess"]
+    score_threshold: float = Field(0.4, ge=0, le=1)
+    max_detections: int = Field(100, gt=0)
+    boxes: str | None = None
+    classes: str | None = None
+    scores: str | None = None
+    count: str | None = None
+
+    def named(self) -> dict[str, str]:
+        """role -> output name, for the roles given."""
+        roles = {"boxes": self.boxes, "classes": self.classes, "scores": self.scores, "count": self.count}
+        return {role: name for role, name in roles.items() if name}
+
+
 class TextDetectionPostprocess(_Strict):
     """DB (differentiable binarisation) post-process to quadrilaterals."""
 
@@ -117,7 +138,9 @@ class ModelManifest(_Strict):
     outputs: tuple[str, ...] = Field(min_length=1)
     preprocess: PreprocessSpec
     postprocess: dict[str, Any]
-    _post: ClassificationPostprocess | DetectionPostprocess | TextDetectionPostprocess | None = PrivateAttr(None)
+    _post: (
+        ClassificationPostprocess | DetectionPostprocess | ZooDetectionPostprocess | TextDetectionPostprocess | None
+    ) = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _task_consistency(self) -> ModelManifest:
@@ -126,6 +149,8 @@ class ModelManifest(_Strict):
             "detection": DetectionPostprocess,
             "text_detection": TextDetectionPostprocess,
         }[self.task]
+        if self.task == "detection" and self.postprocess.get("decoder") == "tflite_detection_postprocess":
+            schema = ZooDetectionPostprocess
         try:
             parsed = schema.model_validate(self.postprocess)
         except ValidationError as e:
@@ -140,11 +165,22 @@ class ModelManifest(_Strict):
             unknown = sorted(named - set(self.outputs))
             if unknown:
                 raise ValueError(f"postprocess heads name outputs not in 'outputs': {unknown}")
+        if isinstance(parsed, ZooDetectionPostprocess):
+            unknown = sorted(set(parsed.named().values()) - set(self.outputs))
+            if unknown:
+                raise ValueError(f"postprocess names outputs not in 'outputs': {unknown}")
+            if len(self.outputs) != 4:
+                raise ValueError(
+                    "the tflite_detection_postprocess decoder needs the 4 outputs boxes, classes, scores and count; "
+                    f"'outputs' lists {len(self.outputs)}"
+                )
         self._post = parsed
         return self
 
     @property
-    def post(self) -> ClassificationPostprocess | DetectionPostprocess | TextDetectionPostprocess:
+    def post(
+        self,
+    ) -> ClassificationPostprocess | DetectionPostprocess | ZooDetectionPostprocess | TextDetectionPostprocess:
         """The task's post-process parameters, validated against the task's schema."""
         assert self._post is not None  # set by the validator
         return self._post

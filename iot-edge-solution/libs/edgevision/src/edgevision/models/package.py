@@ -23,6 +23,7 @@ from typing import Callable
 
 from edgevision.models.errors import ModelError
 from edgevision.models.repository import MANIFEST_NAME, LoadedModel, ModelRepository
+from edgevision.models.tflite_package import describe_tflite_package
 
 log = logging.getLogger(__name__)
 
@@ -194,13 +195,21 @@ def safe_unzip(archive: Path, target: Path, limits: PackageLimits) -> None:
 
 
 def find_model_folder(root: Path) -> Path:
-    """The folder holding model.json: the archive's top, or its only top-level folder."""
+    """The folder holding model.json: the archive's top, or its only top-level folder. Without model.json, a
+    folder holding one .tflite detection model (and its labels) gets a model.json written from the model."""
     if (root / MANIFEST_NAME).is_file():
         return root
     folders = [p for p in root.iterdir() if p.is_dir()]
     files = [p for p in root.iterdir() if p.is_file()]
     if len(folders) == 1 and not files and (folders[0] / MANIFEST_NAME).is_file():
         return folders[0]
+    folder = folders[0] if len(folders) == 1 and not files else root
+    if any(folder.glob("*.tflite")):
+        try:
+            describe_tflite_package(folder)
+        except ModelError as e:
+            raise PackageError("validating", f"the package holds no {MANIFEST_NAME}, and {e}") from e
+        return folder
     raise PackageError("validating", f"the package holds no {MANIFEST_NAME} (at its top or in its one folder)")
 
 

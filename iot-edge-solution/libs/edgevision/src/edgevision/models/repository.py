@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,12 +94,31 @@ class ModelRepository:
             labels_file = folder / manifest.labels
             if not labels_file.is_file():
                 raise ModelFileError(f"labels file {labels_file} named by the manifest does not exist")
-            labels = tuple(
-                line.strip() for line in labels_file.read_text(encoding="utf-8").splitlines() if line.strip()
-            )
+            labels = parse_labels(labels_file.read_text(encoding="utf-8"))
             if not labels:
                 raise ModelFileError(f"labels file {labels_file} is empty")
         return LoadedModel(manifest=manifest, folder=folder, labels=labels)
+
+
+_ID_AND_NAME = re.compile(r"^(\d+)[\s:]+(\S.*)$")
+# What a labels file writes for a class id without a name (the Detection Zoo's gaps in COCO's 90 ids).
+UNNAMED = "???"
+
+
+def parse_labels(text: str) -> tuple[str, ...]:
+    """Class names by class id, from one of three formats:
+    - one name per line (the repository's `labels.txt`): line k is class k;
+    - the Detection Zoo's `labelmap.txt`: the same, but its first line `???` is the background the model's class
+      ids do not count, so it is dropped (a later `???` marks an id without a name);
+    - `<id>  <name>` per line (Coral's `coco_labels.txt`): ids may leave gaps, which stay unnamed.
+    Unnamed ids are UNNAMED; `Task.label` shows them as `class_<id>`."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if lines and all(_ID_AND_NAME.match(line) for line in lines):
+        pairs = {int(m.group(1)): m.group(2).strip() for m in map(_ID_AND_NAME.match, lines) if m}
+        return tuple(pairs.get(i, UNNAMED) for i in range(max(pairs) + 1))
+    if lines and lines[0] == UNNAMED:
+        lines = lines[1:]
+    return tuple(lines)
 
 
 def read_manifest(path: Path) -> ModelManifest:

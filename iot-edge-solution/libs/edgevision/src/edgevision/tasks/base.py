@@ -72,5 +72,7 @@ class Task(abc.ABC, Generic[ResultT]):
         return self.engine.name
 
     def label(self, class_id: int) -> str:
-        """The label of a class id, or `class_<id>` when the labels file is shorter."""
-        return self.labels[class_id] if 0 <= class_id < len(self.labels) else f"class_{class_id}"
+        """The label of a class id, or `class_<id>` when the labels file is shorter or leaves the id unnamed."""
+        if 0 <= class_id < len(self.labels) and self.labels[class_id] != "???":
+            return self.labels[class_id]
+        return f"class_{class_id}"

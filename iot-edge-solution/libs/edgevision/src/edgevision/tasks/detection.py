@@ -1,4 +1,5 @@
-"""Object detection: NanoDet decode (distribution over box sides) and class-wise NMS."""
+"""Object detection: NanoDet decode (distribution over box sides) and class-wise NMS, or the TensorFlow Detection
+Zoo signature (boxes, classes, scores, count of `TFLite_Detection_PostProcess`, already suppressed)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edgevision.models.manifest import DetectionPostprocess
+from edgevision.engines.base import EngineError
+from edgevision.models.manifest import DetectionPostprocess, ZooDetectionPostprocess
 from edgevision.tasks.base import Task
 from edgevision.tasks.classification import softmax
 from edgevision.tasks.preprocess import Geometry
@@ -39,6 +41,49 @@ def class_wise_nms(
     return kept[np.argsort(-scores[kept])][:limit]
 
 
+_ROLE_WORDS = {"boxes": "box", "classes": "class", "scores": "score", "count": "num"}
+
+
+def map_zoo_outputs(named: dict[str, np.ndarray], given: dict[str, str]) -> dict[str, np.ndarray]:
+    """role (boxes, classes, scores, count) -> array, never by position: the names the manifest gives; then the
+    operator's own output names (`TFLite_Detection_PostProcess`, `:1` classes, `:2` scores, `:3` count); then
+    words in the names (detection_boxes, ...); then shape (boxes [1,N,4], count one value) and values (class ids
+    are whole numbers, scores are not all whole numbers). EngineError when the outputs cannot be told apart."""
+    roles: dict[str, str] = dict(given)
+    op_suffix = {"": "boxes", ":0": "boxes", ":1": "classes", ":2": "scores", ":3": "count"}
+    for name in named:
+        if name.startswith("TFLite_Detection_PostProcess"):
+            role = op_suffix.get(name[len("TFLite_Detection_PostProcess") :])
+            if role and role not in roles:
+                roles[role] = name
+    for role, word in _ROLE_WORDS.items():
+        matches = [n for n in named if word in n.lower() and n not in roles.values()]
+        if role not in roles and len(matches) == 1:
+            roles[role] = matches[0]
+    rest = [n for n in named if n not in roles.values()]
+    for name in list(rest):
+        shape = named[name].shape
+        if "boxes" not in roles and len(shape) == 3 and shape[-1] == 4:
+            roles["boxes"] = name
+            rest.remove(name)
+        elif "count" not in roles and named[name].size == 1:
+            roles["count"] = name
+            rest.remove(name)
+    whole = [n for n in rest if np.array_equal(named[n], np.round(named[n]))]
+    if "classes" not in roles and len(whole) == 1:
+        roles["classes"] = whole[0]
+        rest.remove(whole[0])
+    if "scores" not in roles and len(rest) == 1:
+        roles["scores"] = rest[0]
+    missing = [role for role in ("boxes", "classes", "scores") if role not in roles]
+    if missing:
+        raise EngineError(
+            f"cannot tell the Detection Zoo outputs {missing} apart among {sorted(named)}: name them in model.json "
+            "(postprocess.boxes / classes / scores / count)"
+        )
+    return {role: named[name] for role, name in roles.items()}
+
+
 class DetectionTask(Task[DetectionResult]):
     """NanoDet heads named in the manifest; boxes mapped back to source-image pixels."""
 
@@ -60,8 +105,41 @@ class DetectionTask(Task[DetectionResult]):
             classes.append(level_classes)
         return np.concatenate(boxes), np.concatenate(scores), np.concatenate(classes)
 
+    def _zoo(  # pylint: disable=too-many-locals
+        self, outputs: list[np.ndarray], geometry: Geometry, params: ZooDetectionPostprocess
+    ) -> tuple[Prediction, ...]:
+        """The Detection Zoo signature: normalised (ymin, xmin, ymax, xmax) boxes above the score threshold."""
+        found = map_zoo_outputs(dict(zip(self.manifest.outputs, outputs)), params.named())
+        boxes = np.asarray(found["boxes"], dtype=np.float32).reshape(-1, 4)
+        classes = np.rint(np.asarray(found["classes"], dtype=np.float32).reshape(-1)).astype(np.int64)
+        scores = np.asarray(found["scores"], dtype=np.float32).reshape(-1)
+        n = min(
+            len(boxes), len(classes), len(scores), *(int(c) for c in np.asarray(found.get("count", [])).reshape(-1)[:1])
+        )
+        keep = [i for i in np.argsort(-scores[:n], kind="stable") if scores[i] >= params.score_threshold]
+        keep = np.asarray(keep[: params.max_detections], dtype=np.int64)
+        width, height = geometry.source_size
+        # normalised -> model-input pixels -> source pixels
+        x1, y1 = geometry.to_source(
+            boxes[keep, 1] * width * geometry.scale_x, boxes[keep, 0] * height * geometry.scale_y
+        )
+        x2, y2 = geometry.to_source(
+            boxes[keep, 3] * width * geometry.scale_x, boxes[keep, 2] * height * geometry.scale_y
+        )
+        return tuple(
+            Prediction(
+                self.label(int(classes[k])),
+                float(scores[k]),
+                int(classes[k]),
+                box=(float(a), float(b), float(c), float(d)),
+            )
+            for k, a, b, c, d in zip(keep, x1, y1, x2, y2)
+        )
+
     def post_process(self, outputs: list[np.ndarray], geometry: Geometry) -> tuple[Prediction, ...]:
         params = self.manifest.post
+        if isinstance(params, ZooDetectionPostprocess):
+            return self._zoo(outputs, geometry, params)
         assert isinstance(params, DetectionPostprocess)
         input_width = round(geometry.source_size[0] * geometry.scale_x)
         boxes, scores, classes = self._candidates(dict(zip(self.manifest.outputs, outputs)), input_width, params)
