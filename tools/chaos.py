@@ -603,7 +603,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="chaos: %(message)s", stream=sys.stderr)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request
+    for chatty in ("httpx", "azure"):  # a line per request
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     log.info("seed %d (run again with --seed %d)", seed, seed)
     state = Path(args.state) if args.state else Path(tempfile.mkdtemp(prefix="chaos-"))
