@@ -53,21 +53,31 @@ PLATFORM ?=
 NODE_TEST := $(EMULATOR)/tests/node
 NODE_STAMP := $(NODE_TEST)/node_modules/.install-done
 
-.PHONY: help setup run run-classifier test lint coverage format clean emulator emulator-up emulator-env
+.PHONY: help setup run run-classifier test lint coverage format clean reset emulator emulator-up emulator-env
 
-# The local edgeHub emulator (tools/edgehub-emulator): its state folder, and the module `make emulator-env` is for.
-EMULATOR_STATE ?= .edgehub-emulator
+# All local state of a user's runs (the emulator's hub and Azurite data, the classifier's model store and engine
+# cache, the alert queue, the front-end's users) lives under STATE; `make clean` (or `make reset`, which keeps the
+# environments) removes it. The module `make emulator-env` is for.
+STATE ?= .state
+EMULATOR_STATE ?= $(STATE)/edgehub-emulator
+# where earlier versions kept local state, and where a bare `edgehub-emulator up` (without make) keeps the
+# modules' state (.env_template's paths, relative to the module folders): `make clean` and `make reset` remove it
+OLD_STATE := .edgehub-emulator .model-store $(SOLUTION)/modules/classifier/.model-store \
+	$(SOLUTION)/modules/alert/alert-queue $(SOLUTION)/model-store $(SOLUTION)/engine-cache $(SOLUTION)/alert-queue
 MODULE ?= classifier
 
 help:
-	@echo "make setup     create .venv (PYTHON=python3.10|3.11|3.12 chooses the interpreter; a new one rebuilds .venv)"
+	@echo "make setup     everything make run and make test need: .venv (PYTHON=python3.10|3.11|3.12), Azurite, iotedgedev, Node test packages"
 	@echo "make run       set up, then the whole solution: Azurite, the hub with every module, the front-end (Ctrl-C stops all)"
+	@echo "               module settings on the command line: make run CAMERA_PATH=/dev/video0 MODEL_NAME=nanodet-m-416;"
+	@echo "               VERBOSE=1: a line per frame and the Azure SDKs' logs"
 	@echo "make run-classifier  set up, then only the classifier on the demo video (CAMERA_PATH=, MODEL_NAME=, ...)"
 	@echo "make test      set up, then run every test"
 	@echo "make lint      pylint on all Python code, hadolint on the Dockerfiles, ruff format --check"
 	@echo "make coverage  tests with coverage, subprocesses included: terminal, htmlcov/ and coverage.xml"
 	@echo "make format    ruff format (the version pinned in requirements-dev.txt)"
-	@echo "make clean     remove the virtual environments, the emulator's state, node_modules and caches"
+	@echo "make clean     remove the virtual environments, the local state ($(STATE)/), node_modules and caches"
+	@echo "make reset     remove only the local state ($(STATE)/: hub, Azurite data, model store, alert queue, users)"
 	@echo "make emulator  the local IoT Hub / edgeHub emulator for deployment.template.json (Ctrl-C stops it)"
 	@echo "make emulator-up   the emulator, Azurite and every module of deployment.template.json as local processes"
 	@echo "make emulator-env [MODULE=classifier]  write .vscode/MODULE.env: what a module needs to reach the emulator"
@@ -76,13 +86,15 @@ help:
 	@echo "make iotedgedev-setup  iotedgedev in its own environment, $(IOTEDGEDEV_VENV)"
 	@echo "make genconfig [PLATFORM=amd64|amd64.gpu|arm64v8]  expand both deployment templates into iot-edge-solution/config/"
 
-setup: $(STAMP) $(NPM_STAMP)
+# Everything `make run` and `make test` need, so that both then run without a network.
+setup: $(STAMP) $(NPM_STAMP) iotedgedev-setup node-setup
 
 # Azurite (local Azure Storage), pinned in package-lock.json, installed into ./node_modules.
 $(NPM_STAMP): package.json package-lock.json
 	@command -v npm >/dev/null 2>&1 || { echo "error: Node.js >= 18 and npm are needed for Azurite, the local Azure" \
 		"Storage (Debian/Ubuntu: sudo apt-get install nodejs npm; macOS: brew install node; the dev container has" \
 		"them)" >&2; exit 1; }
+	@echo "== installing Azurite (npm ci)"
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
@@ -98,19 +110,30 @@ $(STAMP): $(SETUP_INPUTS)
 	@echo "== setting up $(VENV) with Python $(PYTHON_VERSION) ($(firstword $(PYTHON_ID)))"
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -r requirements-dev.txt -e "$(LIB)[dev,tflite]" $(addprefix -r ,$(MODULE_REQS)) \
+	@echo "== installing the library, the modules' requirements, the emulator, the front-end and the dev tools" \
+		"(a minute or two; pip names each download)"
+	$(PIP) install --progress-bar off -r requirements-dev.txt -e "$(LIB)[dev,tflite]" $(addprefix -r ,$(MODULE_REQS)) \
 		$(if $(wildcard $(EMULATOR)/pyproject.toml),-e "$(EMULATOR)") -e "$(FRONTEND)[dev]" -e tools/testkit
 	@echo "$(PYTHON_ID)" > $@
 
 # The whole solution: Azurite, the edgeHub emulator with every module of deployment.template.json, the sign-in
-# front-end; prints the URLs and a demo user. Ctrl-C stops everything. SDK_LOGS=1 keeps the Azure SDKs' INFO lines.
+# front-end; prints the URLs and a demo user. Ctrl-C, or SIGINT/SIGTERM to make, stops everything. SDK_LOGS=1 keeps
+# the Azure SDKs' INFO lines; VERBOSE=1 also a line per frame. Module settings given on the command line
+# (make run CAMERA_PATH=...) go to the modules that read them (tools/solution_up.py prints the precedence).
 run: setup
-	$(PY) tools/solution_up.py --state $(EMULATOR_STATE) --frontend $(if $(SDK_LOGS),--sdk-logs) -- \
+	$(PY) tools/solution_up.py --state $(EMULATOR_STATE) --local-state $(STATE) --frontend \
+		$(if $(SDK_LOGS),--sdk-logs) $(if $(VERBOSE),--verbose) -- \
 		$(VENV)/bin/edgehub-emulator up $(SOLUTION)/deployment.template.json --state $(EMULATOR_STATE)
 
+# One module on its own: a line per frame (LOG_EVERY_FRAME=False for the periodic status only), its model store
+# in $(STATE).
+LOG_EVERY_FRAME ?= True
 run-classifier: setup
 	CAMERA_PATH="$(CAMERA_PATH)" MODEL_NAME="$(MODEL_NAME)" MODEL_REPOSITORY="$(MODEL_REPOSITORY)" \
-	USE_TENSOR_RT="$(USE_TENSOR_RT)" $(PY) $(SOLUTION)/modules/classifier/main.py
+	USE_TENSOR_RT="$(USE_TENSOR_RT)" LOG_EVERY_FRAME="$(LOG_EVERY_FRAME)" \
+	MODEL_STORE="$${MODEL_STORE:-$(STATE)/classifier/model-store}" \
+	ENGINE_CACHE_DIR="$${ENGINE_CACHE_DIR:-$(STATE)/classifier/engine-cache}" \
+	$(PY) $(SOLUTION)/modules/classifier/main.py
 
 iotedgedev-setup:
 	@if [ -n "$(IOTEDGEDEV_PYTHON)" ]; then $(MAKE) --no-print-directory $(IOTEDGEDEV_STAMP); \
@@ -121,7 +144,7 @@ iotedgedev-setup:
 $(IOTEDGEDEV_STAMP): tools/iotedgedev/requirements.txt
 	@echo "== setting up $(IOTEDGEDEV_VENV) (iotedgedev) with $$($(IOTEDGEDEV_PYTHON) --version)"
 	$(IOTEDGEDEV_PYTHON) -m venv $(IOTEDGEDEV_VENV)
-	$(IOTEDGEDEV_VENV)/bin/python -m pip install --quiet -r tools/iotedgedev/requirements.txt
+	$(IOTEDGEDEV_VENV)/bin/python -m pip install --progress-bar off -r tools/iotedgedev/requirements.txt
 	@touch $@
 
 node-setup:
@@ -130,18 +153,19 @@ node-setup:
 	else echo "warning: npm is not on PATH: the emulator's Node.js module test will be skipped" >&2; fi
 
 $(NODE_STAMP): $(NODE_TEST)/package-lock.json
+	@echo "== installing the Node.js packages of the emulator's Node.js module test (npm ci)"
 	cd $(NODE_TEST) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 genconfig: iotedgedev-setup
 	IOTEDGEDEV_VENV="$(abspath $(IOTEDGEDEV_VENV))" tools/iotedgedev/genconfig.sh $(PLATFORM)
 
-test: setup iotedgedev-setup node-setup
+test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # pyproject.toml's [tool.coverage.run] patch = ["subprocess"] measures the processes tests start (the emulator,
 # the CLIs, the modules) too; pytest-cov combines their data files into the report.
-coverage: setup iotedgedev-setup node-setup
+coverage: setup
 	rm -f .coverage .coverage.*
 	$(PY) -m pytest --cov --cov-report=term --cov-report=html --cov-report=xml $(PYTEST_ARGS)
 
@@ -153,9 +177,14 @@ lint: setup
 format: setup
 	$(PY) -m ruff format $(PY_SOURCES)
 
-clean:
-	rm -rf $(VENV) $(IOTEDGEDEV_VENV) $(EMULATOR_STATE) node_modules .pytest_cache .ruff_cache htmlcov coverage.xml \
+clean: reset
+	rm -rf $(VENV) $(IOTEDGEDEV_VENV) node_modules $(NODE_TEST)/node_modules .pytest_cache .ruff_cache htmlcov coverage.xml \
 		.coverage .coverage.*
+
+# The local state of every earlier run: the hub's devices, twins and messages, Azurite's data, installed model
+# versions, undelivered alerts, the front-end's users.
+reset:
+	rm -rf $(STATE) $(EMULATOR_STATE) $(OLD_STATE)
 
 emulator: setup
 	$(VENV)/bin/edgehub-emulator start --manifest $(SOLUTION)/deployment.template.json --state $(EMULATOR_STATE)
@@ -163,7 +192,7 @@ emulator: setup
 # With Azurite (data in $(EMULATOR_STATE)/azurite) and, when .env sets none, a local MODULE_KEY made once into
 # $(EMULATOR_STATE)/module-key (see tools/solution_up.py).
 emulator-up: setup
-	$(PY) tools/solution_up.py --state $(EMULATOR_STATE) -- \
+	$(PY) tools/solution_up.py --state $(EMULATOR_STATE) --local-state $(STATE) -- \
 		$(VENV)/bin/edgehub-emulator up $(SOLUTION)/deployment.template.json --state $(EMULATOR_STATE)
 
 # Holds the module's key: .vscode/*.env is git-ignored.

@@ -173,6 +173,9 @@ class Solution:
             "LOOP_VIDEO": "True",
             "PROCESS_EVERY_FRAME": "False",
             "INTRA_OP_THREADS": "1",
+            # the test's own model store: a user's walkthrough leaves version 2 active in theirs
+            "MODEL_STORE": str(logs / "classifier-model-store"),
+            "ENGINE_CACHE_DIR": str(logs / "classifier-engine-cache"),
         }
         self.classifier: ModuleProcess | None = None
         service = hub.env("authrequest")
@@ -269,3 +272,8 @@ def solution(hub: EmulatorProcess, storage: Azurite, tmp_path_factory: pytest.Te
             os.environ.pop("REQUESTS_CA_BUNDLE", None)
         else:
             os.environ["REQUESTS_CA_BUNDLE"] = saved
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """This folder's own marker."""
+    config.addinivalue_line("markers", "overrides(*assignments): NAME=value arguments a `make run` test adds")

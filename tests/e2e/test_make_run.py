@@ -76,13 +76,13 @@ def describe(pid: int) -> str:
 class MakeRun:
     """`make run` in its own process group, output to a file."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *overrides: str) -> None:
         self.log = root / "make-run.log"
         env = {**os.environ, "FRONTEND_DATABASE": str(root / "frontend.sqlite3")}
         env.pop("MAKEFLAGS", None)
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(  # pylint: disable=consider-using-with
-                ["make", "--no-print-directory", "run", f"EMULATOR_STATE={root / 'state'}"],
+                ["make", "--no-print-directory", "run", f"STATE={root / 'state'}", *overrides],
                 cwd=ROOT,
                 env=env,
                 stdout=log,
@@ -121,8 +121,9 @@ class MakeRun:
 
 
 @pytest.fixture
-def make_run(tmp_path: Path) -> Iterator[MakeRun]:
-    """`make run` with its state and user database in tmp_path, once the fixed ports are free."""
+def make_run(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[MakeRun]:
+    """`make run` with its state and user database in tmp_path, once the fixed ports are free; a test's
+    `overrides` mark adds NAME=value arguments."""
     # the previous test module's hub and modules may still be on their way out
     try:
         wait_for(lambda: all(port_free(port) for port in FIXED_PORTS), 30, "the fixed ports to be free", 0.5)
@@ -134,7 +135,8 @@ def make_run(tmp_path: Path) -> Iterator[MakeRun]:
         f"ports {taken} are taken: run this in a private network namespace "
         "(unshare --net bash -c 'ip link set lo up; ...')",
     )
-    run = MakeRun(tmp_path)
+    marker = request.node.get_closest_marker("overrides")
+    run = MakeRun(tmp_path, *(marker.args if marker else ()))
     try:
         yield run
     finally:
@@ -185,3 +187,29 @@ def test_make_run_signs_the_demo_user_in_and_ctrl_c_leaves_nothing(make_run: Mak
     output = make_run.output()
     assert "Azurite stopped" in output
     assert "stopped: the front-end, the modules and the hub" in output
+
+
+@pytest.mark.overrides("VIDEO_REALTIME=True", "CAMRA_PATH=/dev/video0")
+def test_make_run_is_calm_takes_overrides_and_stops_on_sigint_to_make_alone(make_run: MakeRun) -> None:
+    """Once up, the console prints a few lines a second at most (status lines and events, not a line per frame);
+    a module setting on make's command line is reported with the module that reads it, a misspelt one is a
+    warning; SIGINT to the make process alone (not its group, as `kill -INT` sends it) stops everything."""
+    make_run.banner()
+    output = make_run.output()
+    assert "VIDEO_REALTIME=True from make's command line (read by classifier)" in output
+    assert "warning: CAMRA_PATH=/dev/video0 on make's command line" in output
+    window_s = 20.0
+    before = len(make_run.output().splitlines())
+    time.sleep(window_s)  # a window to count lines over: the count, not the time, is what is checked
+    lines = make_run.output().splitlines()[before:]
+    assert len(lines) / window_s < 3, "\n".join(lines[-40:])
+    assert not [line for line in lines if re.search(r"\| frame +\d+ \|", line)], "a line per frame"
+    # the banner again once start-up has settled, and the classifier's status line
+    wait_for(lambda: make_run.output().count(BANNER) >= 2, 60, "the banner printed again")
+    wait_for(lambda: "classifier  | status |" in make_run.output(), 60, "the classifier's status line")
+    children = descendants(make_run.process.pid)
+    os.kill(make_run.process.pid, signal.SIGINT)
+    make_run.process.wait(150)
+    left = [f"{pid} {describe(pid)}" for pid in children if alive(pid)]
+    assert not left, "left behind after SIGINT to make:\n" + "\n".join(left)
+    assert "stopped: the front-end, the modules and the hub" in make_run.output()

@@ -54,6 +54,7 @@ def classifier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         PREVIEW_PORT=str(port),
         PREVIEW_HOST="127.0.0.1",
         PREVIEW_MAX_FPS="10",
+        MODEL_STORE=str(folder / "model-store"),
     )
     log = (folder / "classifier.log").open("wb")
     process = subprocess.Popen(  # pylint: disable=consider-using-with

@@ -122,7 +122,7 @@ class Solution:
         """The emulator with the solution's manifest, and `monitor` following $upstream."""
         self.processes["emulator"] = self.hub.start().process
         monitor = subprocess.Popen(  # pylint: disable=consider-using-with
-            [sys.executable, "-m", "edgehub_emulator.cli", "monitor", "--from-start", *self.hub.args],
+            [sys.executable, "-m", "edgehub_emulator.cli", "monitor", "--from-start", "--raw", *self.hub.args],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -139,6 +139,10 @@ class Solution:
         """The environment a module gets under the emulator, plus `settings`."""
         env = {k: v for k, v in os.environ.items() if k in KEEP}
         env.update(self.hub.env(module))
+        # the test's own folders for what a module keeps (never the state of a user's `make run`)
+        own = self.queue_dir.parent / "module-state" / module
+        env.update(MODEL_STORE=str(own / "model-store"), ENGINE_CACHE_DIR=str(own / "engine-cache"))
+        env.update(ALERT_QUEUE_DIR=str(own / "alert-queue"))
         env.update(PYTHONUNBUFFERED="1", LOG_LEVEL="INFO", **settings)
         return env
 
@@ -210,6 +214,7 @@ def solution(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Solution]:
             MODEL_NAME="nanodet-m-416",
             LOOP_VIDEO="True",
             VIDEO_REALTIME="True",
+            LOG_EVERY_FRAME="True",  # the tests read the frame index of its `frame N |` lines
             INTRA_OP_THREADS="1",
             DETECTIONS_MAX_PER_SECOND="50",
             DETECTIONS_MIN_CONFIDENCE="0.3",

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -102,8 +103,38 @@ def test_clean_removes_every_environment_and_local_state() -> None:
     result = make("-n", "clean")
     assert result.returncode == 0, result.stderr
     removed = result.stdout.split()
-    for path in (".venv", ".venv-iotedgedev", ".edgehub-emulator", "node_modules", "htmlcov", ".coverage"):
+    for path in (".venv", ".venv-iotedgedev", ".state", ".edgehub-emulator", "node_modules", "htmlcov", ".coverage"):
         assert path in removed, f"make clean leaves {path}"
+    for path in ("iot-edge-solution/modules/classifier/.model-store", "iot-edge-solution/modules/alert/alert-queue"):
+        assert path in removed, f"make clean leaves {path}, where earlier versions kept local state"
+
+
+def test_reset_removes_the_local_state_and_keeps_the_environments() -> None:
+    removed = make("-n", "reset").stdout.split()
+    assert ".state" in removed and ".state/edgehub-emulator" in removed
+    assert ".venv" not in removed and "node_modules" not in removed
+
+
+def test_setup_holds_everything_make_test_needs_so_it_then_runs_offline() -> None:
+    """After `make setup` alone, the set-up `make test` and `make run` do fetches nothing: it succeeds in a network
+    namespace with no network (root, or an unprivileged user namespace with `unshare -r`)."""
+    unshare = shutil.which("unshare")
+    prefix = ["unshare", "--net"] if os.geteuid() == 0 else ["unshare", "-r", "--net"]
+    works = unshare is not None and subprocess.run([*prefix, "true"], capture_output=True, check=False).returncode == 0
+    if not works:  # a capability of the machine (a container may forbid namespaces), not a part of the solution
+        pytest.skip("unshare --net cannot make a network namespace here (needs root or user namespaces)")
+    assert make("setup").returncode == 0, "make setup (with the network) first"
+    clean_env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE") and k not in ("PYTHON", "VENV")}
+    offline = subprocess.run(
+        [*prefix, "make", "--no-print-directory", "setup", "test", "PYTEST_ARGS=--collect-only -q tests/static"],
+        cwd=ROOT, env=clean_env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert offline.returncode == 0, offline.stdout[-3000:] + offline.stderr[-3000:]
+    for needed in (".venv/.setup-done", ".venv-iotedgedev/.setup-done", "node_modules/.setup-done",
+                   "tools/edgehub-emulator/tests/node/node_modules/.install-done"):  # fmt: skip
+        assert (ROOT / needed).is_file(), f"make setup did not set up {needed}"
+    for tool in ("npm ci", "pip install", "Collecting"):
+        assert tool not in offline.stdout, f"the offline set-up ran {tool!r}:\n{offline.stdout[-3000:]}"
 
 
 def test_help_lists_setup_and_what_lint_runs() -> None:

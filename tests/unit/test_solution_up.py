@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import json
 import os
 import re
 import signal
@@ -30,23 +31,101 @@ def load() -> ModuleType:
     return module
 
 
-def test_a_dotenv_with_a_key_is_used_as_it_is(tmp_path: Path) -> None:
-    source = tmp_path / ".env"
-    source.write_text("CAMERA_PATH=x.mp4\nMODULE_KEY='abc'\n", encoding="utf-8")
-    assert load().env_file_with_key(tmp_path / "state", source) is None
-    assert not (tmp_path / "state" / "module-key").exists()
+MANIFEST = {
+    "modulesContent": {
+        "$edgeAgent": {
+            "properties.desired": {
+                "modules": {
+                    "classifier": {
+                        "env": {n: {"value": f"${n}"} for n in ("CAMERA_PATH", "MODEL_STORE", "MODULE_KEY")}
+                    },
+                    "alert": {"env": {"ALERT_QUEUE_DIR": {"value": "$ALERT_QUEUE_DIR"}}},
+                }
+            }
+        }
+    }
+}
+TEMPLATE = (
+    "# defaults\nCAMERA_PATH=../../media/demo.mp4\nMODULE_KEY=\nMODEL_STORE=/app/model-store\n"
+    "ALERT_QUEUE_DIR=/app/alert-queue\nSCORING_PORT=\nREQUEST_QUEUE=q\n"
+)
+
+
+def plan_for(tmp_path: Path, environ: dict[str, str], dotenv: str | None = None) -> object:
+    """A ModuleSettingsPlan over a template, an optional .env and the manifest above."""
+    (tmp_path / ".env_template").write_text(TEMPLATE, encoding="utf-8")
+    (tmp_path / "manifest.json").write_text(json.dumps(MANIFEST), encoding="utf-8")
+    (tmp_path / "Makefile").write_text("PYTHON ?= python3\nPYTEST_ARGS ?=\n", encoding="utf-8")
+    if dotenv is not None:
+        (tmp_path / ".env").write_text(dotenv, encoding="utf-8")
+    return load().ModuleSettingsPlan(
+        tmp_path / ".env_template",
+        tmp_path / ".env" if dotenv is not None else None,
+        tmp_path / "state",
+        tmp_path / "manifest.json",
+        environ,
+        tmp_path / "Makefile",
+    )
+
+
+def test_make_run_overrides_reach_the_settings_and_say_where_they_came_from(tmp_path: Path) -> None:
+    environ = {"CAMERA_PATH": "/dev/video0", "MAKEFLAGS": " -- CAMERA_PATH=/dev/video0", "HOME": "/root"}
+    plan = plan_for(tmp_path, environ, dotenv="CAMERA_PATH=/from/dotenv.mp4\nREQUEST_QUEUE=mine\n")
+    assert plan.values["CAMERA_PATH"] == "/dev/video0", "the command line wins over .env"
+    assert plan.values["REQUEST_QUEUE"] == "mine", ".env wins over .env_template"
+    assert plan.lines == ["CAMERA_PATH=/dev/video0 from make's command line (read by classifier)"]
+    assert not plan.warnings
+    assert "then the shell's environment and make's command line (last wins)" in plan.precedence()
+
+
+def test_device_volume_paths_go_into_the_local_state_unless_chosen(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path, {})
+    assert plan.values["MODEL_STORE"] == str(tmp_path / "state" / "classifier" / "model-store")
+    assert plan.values["ALERT_QUEUE_DIR"] == str(tmp_path / "state" / "alert" / "alert-queue")
+    chosen = plan_for(tmp_path, {"MODEL_STORE": "/tmp/elsewhere"})
+    assert chosen.values["MODEL_STORE"] == "/tmp/elsewhere"
+
+
+def test_overrides_no_module_reads_are_warned_about(tmp_path: Path) -> None:
+    environ = {
+        "SCORING_PORT": "9000",
+        "CAMRA_PATH": "/dev/video0",
+        "PYTEST_ARGS": "-x",
+        "MAKEFLAGS": "s -- SCORING_PORT=9000 CAMRA_PATH=/dev/video0 PYTEST_ARGS=-x VERBOSE=1",
+    }
+    plan = plan_for(tmp_path, environ)
+    assert len(plan.warnings) == 2, plan.warnings
+    assert plan.warnings[0].startswith("SCORING_PORT=9000 from make's command line: no module of the deployment")
+    assert plan.warnings[1].startswith("CAMRA_PATH=/dev/video0 on make's command line: neither a module setting")
+
+
+def test_a_relative_path_on_the_command_line_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    plan = plan_for(tmp_path, {"CAMERA_PATH": "clip.mp4"})
+    assert plan.values["CAMERA_PATH"] == str(tmp_path / "clip.mp4")
+
+
+@pytest.mark.parametrize(
+    ("makeflags", "expected"),
+    [
+        ("", {}),
+        ("s", {}),
+        (" -- CAMERA_PATH=/dev/video0", {"CAMERA_PATH": "/dev/video0"}),
+        ("s -- A=1 B=two\\ words", {"A": "1", "B": "two words"}),
+    ],
+)
+def test_make_command_line_variables(makeflags: str, expected: dict[str, str]) -> None:
+    assert load().make_command_line_variables(makeflags) == expected
 
 
 def test_an_empty_key_gets_a_local_one_made_once_and_kept_private(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("MODULE_KEY", raising=False)
-    source = tmp_path / ".env_template"
-    source.write_text("# defaults\nMODULE_KEY=\nREQUEST_QUEUE=q\n", encoding="utf-8")
     state = tmp_path / "state"
-    state.mkdir()
     script = load()
-    first = script.env_file_with_key(state, source)
+    first = plan_for(tmp_path, {}).write(state)
     assert first == state / "up.env"
     values = script.env_file_values(first)
     assert values["REQUEST_QUEUE"] == "q"
@@ -54,18 +133,54 @@ def test_an_empty_key_gets_a_local_one_made_once_and_kept_private(
     assert len(base64.b64decode(key)) == 32
     assert stat.S_IMODE((state / "module-key").stat().st_mode) == 0o600
     assert stat.S_IMODE(first.stat().st_mode) == 0o600
-    assert script.env_file_values(script.env_file_with_key(state, source))["MODULE_KEY"] == key, "made once"
+    assert script.env_file_values(plan_for(tmp_path, {}).write(state))["MODULE_KEY"] == key, "made once"
 
 
-def test_the_shells_key_wins_over_an_empty_dotenv_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MODULE_KEY", "from-the-shell")
-    source = tmp_path / ".env"
-    source.write_text("MODULE_KEY=\n", encoding="utf-8")
-    (tmp_path / "state").mkdir()
+def test_a_dotenv_key_and_the_shells_key_are_used_as_they_are(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     script = load()
-    made = script.env_file_with_key(tmp_path / "state", source)
+    monkeypatch.delenv("MODULE_KEY", raising=False)
+    made = plan_for(tmp_path, {}, dotenv="MODULE_KEY='abc'\n").write(tmp_path / "state")
+    assert script.env_file_values(made)["MODULE_KEY"] == "abc"
+    monkeypatch.setenv("MODULE_KEY", "from-the-shell")
+    made = plan_for(tmp_path, {}, dotenv="MODULE_KEY=\n").write(tmp_path / "state2")
     assert script.env_file_values(made)["MODULE_KEY"] == "from-the-shell"
-    assert not (tmp_path / "state" / "module-key").exists()
+    assert not (tmp_path / "state" / "module-key").exists() and not (tmp_path / "state2" / "module-key").exists()
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [("efficientnet-lite0", "espresso"), ("nanodet-m-416", "cup"), ("ppocr-det", None)],
+)
+def test_the_demo_object_is_a_class_of_the_model_in_use(model: str, expected: str | None) -> None:
+    script = load()
+    labels = script.model_labels({"MODEL_NAME": model}, script.ROOT / "iot-edge-solution" / "modules" / "classifier")
+    assert script.demo_object(labels) == expected
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_a_sigint_that_make_alone_gets_stops_the_children(tmp_path: Path) -> None:
+    """GNU make does not pass SIGINT on to its children (only SIGTERM): the watcher sees make's handler reset and
+    stops everything, as a terminal's Ctrl-C would."""
+    (tmp_path / "Makefile").write_text(
+        "run:\n\t" + sys.executable + " -c 'import sys; sys.path.insert(0, \"" + str(SCRIPT.parent) + '"); '
+        "import signal, solution_up as s; c = s.Children(); s.watch_parent(c, 0.1); "
+        'p = c.start("hub", ["sleep", "300"]); print(p.pid, flush=True); '
+        'c.stopping.wait(60); print("stopping", flush=True); print(c.stop("hub", 10), flush=True)\'\n',
+        encoding="utf-8",
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
+    make = subprocess.Popen(  # pylint: disable=consider-using-with
+        ["make", "--no-print-directory", "-C", str(tmp_path), "run"],
+        stdout=subprocess.PIPE, text=True, env=env, start_new_session=True,
+    )  # fmt: skip
+    assert make.stdout is not None
+    make.stdout.readline()  # the command line make echoes
+    hub = int(make.stdout.readline())
+    os.kill(make.pid, signal.SIGINT)  # make alone, not its process group
+    rest = make.stdout.read()
+    assert make.wait(30) != 0
+    assert "stopping" in rest and str(-signal.SIGINT) in rest, rest
+    assert gone(hub)
 
 
 # --- `make run` (--frontend): the children, their stop, the banner ---------------------------------------------
@@ -117,7 +232,7 @@ def test_a_hub_that_exits_before_it_is_ready_is_a_clear_error(tmp_path: Path, co
     script = load()
     children = script.Children()
     with pytest.raises(script.SolutionError, match=re.escape(error)):
-        script.run_with_frontend(children, [sys.executable, "-c", command], tmp_path, None)
+        script.run_with_frontend(children, [sys.executable, "-c", command], tmp_path, {})
     assert children.stop("hub", 5) is not None
 
 
@@ -177,3 +292,44 @@ def test_the_hubs_output_is_copied_with_progress_lines_and_without_the_sdks_info
     expected = HUB_OUTPUT if sdk_logs else HUB_OUTPUT.replace(b"classifier  | 2026-12-01 22:27:01,334 " + sdk_info, b"")
     assert out == expected
     assert (sdk_info in out) is sdk_logs
+
+
+def test_the_real_template_and_manifest_give_make_run_a_camera_like_video_and_local_state(tmp_path: Path) -> None:
+    """With the repository's own .env_template and deployment manifest (no .env, no overrides): the demo video
+    plays in real time, the classifier logs status lines, and every folder of state is under the state folder."""
+    script = load()
+    root = script.ROOT
+    plan = script.ModuleSettingsPlan(
+        root / ".env_template", None, tmp_path / "state", root / "iot-edge-solution" / "deployment.template.json",
+        {}, root / "Makefile",
+    )  # fmt: skip
+    assert plan.values["VIDEO_REALTIME"] == "True" and "classifier" in plan.readers["VIDEO_REALTIME"]
+    assert plan.values["LOG_EVERY_FRAME"] == "False" and "classifier" in plan.readers["LOG_EVERY_FRAME"]
+    for name in ("MODEL_STORE", "ENGINE_CACHE_DIR", "ALERT_QUEUE_DIR", "FRONTEND_DATABASE"):
+        assert Path(plan.values[name]).is_relative_to(tmp_path / "state"), name
+    assert "classifier" in plan.readers["MODEL_STORE"] and "alert" in plan.readers["ALERT_QUEUE_DIR"]
+    assert not plan.warnings and not plan.lines
+
+
+def test_overridden_secrets_are_never_printed(tmp_path: Path) -> None:
+    secret = "DefaultEndpointsProtocol=https;AccountKey=c2VjcmV0"
+    environ = {
+        "STORAGE_CONNECTION_STRING": secret,
+        "MODULE_KEY": "a2V5",
+        "ALERT_WEBHOOK_URL": "https://hook/x?sig=abc",
+        "MAKEFLAGS": f" -- STORAGE_CONNECTION_STRING={secret} ALERT_WEBHOOK_URL=https://hook/x?sig=abc",
+    }
+    (tmp_path / ".env_template").write_text(
+        "STORAGE_CONNECTION_STRING=\nMODULE_KEY=\nALERT_WEBHOOK_URL=\n", encoding="utf-8"
+    )
+    plan = load().ModuleSettingsPlan(tmp_path / ".env_template", None, tmp_path / "state", None, environ)
+    printed = "\n".join(plan.lines + plan.warnings)
+    assert "STORAGE_CONNECTION_STRING=(set, not shown)" in printed
+    assert "c2VjcmV0" not in printed and "sig=abc" not in printed and "a2V5" not in printed
+    assert plan.values["STORAGE_CONNECTION_STRING"] == secret, "the modules still get it"
+
+
+def test_the_shells_variables_no_module_reads_are_left_alone(tmp_path: Path) -> None:
+    """A dev container's shell may export TARGETARCH for other tools: only make's command line is warned about."""
+    plan = plan_for(tmp_path, {"SCORING_PORT": "9000"})
+    assert not plan.warnings and not plan.lines

@@ -1,5 +1,6 @@
-"""Classifier module: runs the model MODEL_NAME on frames from CAMERA_PATH, prints per frame the top result and
-the running FPS, and, under IoT Edge (or the local emulator), serves the solution's flows through edgeHub.
+"""Classifier module: runs the model MODEL_NAME on frames from CAMERA_PATH, prints a status line every
+STATUS_INTERVAL_SECONDS (fps, latency, frames, requests served, camera; LOG_EVERY_FRAME=True: a line per frame) and
+its events, and, under IoT Edge (or the local emulator), serves the solution's flows through edgeHub.
 Without an edge environment it says once that IoT Hub features are off and keeps its local job running.
 Ctrl-C or SIGTERM (what the IoT Edge runtime sends on stop) ends it cleanly with a summary."""
 
@@ -36,11 +37,47 @@ class ClassifierSettings(  # pylint: disable=too-many-ancestors  # one base per 
     """Everything the classifier reads from its environment. Each flow adds its settings class as a base."""
 
 
+class Served:
+    """What the status line counts as served: /score requests and two-factor requests answered."""
+
+    def __init__(self) -> None:
+        self.scoring: ScoringServer | None = None
+        self.requests: Consumer | None = None
+
+    def __call__(self) -> str:
+        parts = []
+        if self.scoring is not None:
+            total = sum(
+                sample.value
+                for metric in self.scoring.metrics.requests.collect()
+                for sample in metric.samples
+                if sample.name.endswith("_total") and sample.labels.get("path") == "/score"
+            )
+            parts.append(f"/score {int(total)}")
+        counters = getattr(self.requests, "counters", None)
+        if isinstance(counters, dict):
+            answered = sum(counters.get(k, 0) for k in ("found", "expired", "rejected"))
+            parts.append(f"2FA {answered} answered ({counters.get('found', 0)} found)")
+        return "served " + ", ".join(parts) if parts else ""
+
+
 def build_consumers(
-    settings: ClassifierSettings, connection: ModuleConnection, stats: PipelineStats, manager: ModelManager
+    settings: ClassifierSettings,
+    connection: ModuleConnection,
+    stats: PipelineStats,
+    manager: ModelManager,
+    served: Served | None = None,
 ) -> list[Consumer]:
     """The consumers of the running pipeline; each flow appends its own (the camera is opened once)."""
-    consumers: list[Consumer] = [ConsoleReporter(stats)]
+    served = served if served is not None else Served()
+    consumers: list[Consumer] = [
+        ConsoleReporter(
+            stats,
+            every_frame=settings.log_every_frame,
+            interval_s=settings.status_interval_seconds,
+            extras=served,
+        )
+    ]
 
     # two-factor requests from the Storage queue (off, with one log line, without MODULE_KEY)
     def labels() -> tuple[str, ...]:
@@ -53,6 +90,7 @@ def build_consumers(
 
     requests = request_service_from_settings(settings, connection, labels, model)
     if requests is not None:
+        served.requests = requests
         consumers.append(requests)
     consumers.append(DetectionsOutput(connection, settings))
     if settings.preview_port:
@@ -86,7 +124,10 @@ def start_scoring(settings: ClassifierSettings, manager: ModelManager, stats: Pi
 
 
 def build_pipeline(
-    settings: ClassifierSettings, connection: ModuleConnection, manager: ModelManager | None = None
+    settings: ClassifierSettings,
+    connection: ModuleConnection,
+    manager: ModelManager | None = None,
+    served: Served | None = None,
 ) -> Pipeline:
     """Model manager, engine and frame source from the settings, wired to the consumers."""
     if manager is None:
@@ -101,7 +142,7 @@ def build_pipeline(
     )
     stats = PipelineStats()
     options = PipelineOptions(every_frame=None if settings.process_every_frame else False)
-    return Pipeline(source, manager, build_consumers(settings, connection, stats, manager), options, stats)
+    return Pipeline(source, manager, build_consumers(settings, connection, stats, manager, served), options, stats)
 
 
 def main() -> int:
@@ -114,7 +155,8 @@ def main() -> int:
     try:
         connection = connect_module()
         manager, updater = build_models(settings, connection)
-        pipeline = build_pipeline(settings, connection, manager)
+        served = Served()
+        pipeline = build_pipeline(settings, connection, manager, served)
     except EdgeVisionError as e:
         log.error("cannot start: %s", e)
         return EXIT_CONFIG
@@ -122,6 +164,7 @@ def main() -> int:
     try:
         pipeline.start()
         scoring = start_scoring(settings, manager, pipeline.stats)
+        served.scoring = scoring
         connection.start()
         updater.report_active()
     except EdgeVisionError as e:
@@ -133,6 +176,11 @@ def main() -> int:
         manager.close()
         connection.close()
         return EXIT_CONFIG
+    if not settings.log_every_frame:
+        log.info(
+            "running: a status line every %.0f s (LOG_EVERY_FRAME=True for a line per frame)",
+            settings.status_interval_seconds,
+        )
     shutdown.on_shutdown(pipeline.stop)
     started = time.monotonic()
     try:

@@ -12,7 +12,7 @@ from typing import Callable
 from frontend.config import FrontendSettings, StoreSettings, load_settings
 from frontend.errors import FrontendError, UserStoreError
 from frontend.labels import ObjectCatalog
-from frontend.users import DEFAULT_THRESHOLD, UserStore
+from frontend.users import DEFAULT_THRESHOLD, LoginGuard, UserStore, check_name
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,18 @@ def cmd_remove(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_unlock(args: argparse.Namespace) -> int:
+    """Clear a name's failed sign-ins, which ends its lock-out at once."""
+    name = check_name(args.name)
+    settings = load_settings(StoreSettings)
+    cleared = LoginGuard(settings.frontend_database).reset(name)
+    if cleared:
+        print(f"unlocked {name}: {cleared} failed sign-in(s) cleared")
+    else:
+        print(f"{name} has no failed sign-ins: nothing to unlock")
+    return 0
+
+
 def cmd_ensure_demo(args: argparse.Namespace) -> int:
     """Create the demo user, or give it a new password; print its name, object and password (local use only)."""
     store = _store()
@@ -122,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     remove = users.add_parser("remove", help="delete a user")
     remove.add_argument("name")
     remove.set_defaults(func=cmd_remove)
+    unlock = users.add_parser("unlock", help="end a user's lock-out after failed sign-ins (clears the failures)")
+    unlock.add_argument("name")
+    unlock.set_defaults(func=cmd_unlock)
     demo = users.add_parser("ensure-demo", help="create the demo user or reset its password; prints the password")
     demo.add_argument("--name", default=DEMO_NAME)
     demo.add_argument("--object", default=DEMO_OBJECT)

@@ -191,10 +191,11 @@ class LoginGuard:
             connection.execute("DELETE FROM failed_logins WHERE at <= ?", (now - max(self.window, self.lockout),))
             connection.execute("INSERT INTO failed_logins (name, at) VALUES (?, ?)", (normalize_name(name), now))
 
-    def reset(self, name: str) -> None:
-        """A successful sign-in clears the name's failures."""
+    def reset(self, name: str) -> int:
+        """Clear the name's failures (a successful sign-in, or `frontend users unlock`); how many there were."""
         with connect(self.path) as connection:
-            connection.execute("DELETE FROM failed_logins WHERE name = ?", (normalize_name(name),))
+            cursor = connection.execute("DELETE FROM failed_logins WHERE name = ?", (normalize_name(name),))
+            return int(cursor.rowcount)
 
 
 class RetryGuard:

@@ -89,3 +89,20 @@ def test_ensure_demo_creates_then_resets(tmp_path: Path) -> None:
     second = dict(line.split("=", 1) for line in run(tmp_path, "users", "ensure-demo").stdout.splitlines())
     assert second["DEMO_PASSWORD"] != values["DEMO_PASSWORD"]
     assert run(tmp_path, "users", "list").stdout == "demo\tespresso\t70\n"
+
+
+def test_unlock_ends_a_lock_out(tmp_path: Path) -> None:
+    from frontend.users import LoginGuard  # pylint: disable=import-outside-toplevel
+
+    guard = LoginGuard(tmp_path / "users.sqlite3", max_failures=3, lockout=300)
+    for _ in range(3):
+        guard.record_failure("Carol")
+    assert guard.wait_seconds("carol") > 0, "locked out"
+    unlocked = run(tmp_path, "users", "unlock", "CAROL")
+    assert unlocked.returncode == 0, unlocked.stderr
+    assert unlocked.stdout == "unlocked carol: 3 failed sign-in(s) cleared\n"
+    assert guard.wait_seconds("carol") == 0
+    again = run(tmp_path, "users", "unlock", "carol")
+    assert again.stdout == "carol has no failed sign-ins: nothing to unlock\n"
+    bad = run(tmp_path, "users", "unlock", "no spaces allowed")
+    assert bad.returncode == 2 and "invalid user name" in bad.stderr

@@ -8,6 +8,7 @@ import base64
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -20,10 +21,12 @@ KEY = base64.b64encode(bytes(range(32))).decode()
 
 
 def run_module(**env: str) -> subprocess.CompletedProcess:
-    """Run main.py to its end with a clean environment plus `env`."""
+    """Run main.py to its end with a clean environment plus `env`, and a model store of its own."""
     clean = {k: v for k, v in os.environ.items() if k in KEEP}
-    return subprocess.run([sys.executable, str(MODULE)], env={**clean, "LOG_LEVEL": "INFO", **env},
-                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    with tempfile.TemporaryDirectory() as store:
+        return subprocess.run([sys.executable, str(MODULE)],
+                              env={**clean, "LOG_LEVEL": "INFO", "MODEL_STORE": store, **env},
+                              capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
 
 
 @pytest.fixture(scope="module")

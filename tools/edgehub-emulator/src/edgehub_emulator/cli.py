@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import os
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from edgehub_emulator.config import STATE_DIR_ENV, EmulatorConfig
+from edgehub_emulator.config import DEFAULT_STATE_DIR, STATE_DIR_ENV, EmulatorConfig
 from edgehub_emulator.errors import EmulatorError
 from edgehub_emulator.identity import SERVICE_POLICY, generate_sas, service_key
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from edgehub_emulator.manifest import Manifest
 
 logger = logging.getLogger(__name__)
+EXIT_METHOD_FAILED = 1
 
 
 def _json_arg(text: str, what: str) -> Any:
@@ -216,7 +218,8 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     else:
         result = _sdk_call(config, lambda: registry.invoke_device_method(args.device, request))
     print(json.dumps({"status": result.status, "payload": result.payload}))
-    return 0
+    # the method's own answer decides, as for any command: 2xx is success, any other status exit 1
+    return 0 if isinstance(result.status, int) and 200 <= result.status < 300 else EXIT_METHOD_FAILED
 
 
 def cmd_twin(args: argparse.Namespace) -> int:
@@ -241,8 +244,28 @@ def cmd_twin(args: argparse.Namespace) -> int:
     return 0
 
 
+def readable_message(item: dict[str, Any]) -> dict[str, Any]:
+    """A `$upstream` message as people read it: a JSON body as JSON (not an escaped string), the enqueued time as
+    ISO 8601 UTC (the raw seconds stay in `enqueuedTimeEpoch`)."""
+    out = dict(item)
+    if out.get("encoding", "utf-8") == "utf-8" and isinstance(out.get("body"), str):
+        try:
+            out["body"] = json.loads(out["body"])
+            out["encoding"] = "json"
+        except ValueError:
+            pass
+    when = out.get("enqueuedTime")
+    if isinstance(when, (int, float)):
+        out["enqueuedTimeEpoch"] = when
+        out["enqueuedTime"] = (
+            datetime.datetime.fromtimestamp(when, tz=datetime.timezone.utc).isoformat(timespec="milliseconds")
+        ).replace("+00:00", "Z")
+    return out
+
+
 def cmd_monitor(args: argparse.Namespace) -> int:
-    """Follow `$upstream` messages, one JSON object per line."""
+    """Follow `$upstream` messages, one JSON object per line (bodies as JSON, times as ISO 8601; --raw: as
+    stored)."""
     config = _config_from_args(args)
     after = 0
     if not args.from_start:
@@ -254,7 +277,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     while True:
         batch = _service_request(config, "GET", "/emulator/upstream", params={"after": after})
         for item in batch:
-            print(json.dumps(item), flush=True)
+            print(json.dumps(item if args.raw else readable_message(item)), flush=True)
             after = item["seq"]
         if args.once or (deadline and time.monotonic() > deadline):
             return 0
@@ -317,7 +340,7 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 def cmd_reset(args: argparse.Namespace) -> int:
     """Delete the state folder (identities keep their keys: they derive from the seed)."""
-    folder = Path(args.state or os.environ.get(STATE_DIR_ENV, ".edgehub-emulator"))
+    folder = Path(args.state or os.environ.get(STATE_DIR_ENV, DEFAULT_STATE_DIR))
     if not (folder / "state.sqlite3").exists() and not (folder / "certs").exists():
         print(f"nothing to reset in {folder}")
         return 0
@@ -326,23 +349,38 @@ def cmd_reset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _options_parser(server_help: bool) -> argparse.ArgumentParser:
+    """The options every command takes; the hub's own ones documented only when `server_help`."""
+    options = argparse.ArgumentParser(add_help=False)
+
+    def server(*names: str, **kwargs: Any) -> None:
+        if not server_help:
+            kwargs["help"] = argparse.SUPPRESS
+        options.add_argument(*names, **kwargs)
+
+    options.add_argument("--state", help=f"state folder (default ${STATE_DIR_ENV} or ./{DEFAULT_STATE_DIR})")
+    options.add_argument("--hostname", help="IoT Hub host name the SDKs see (default localhost)")
+    server("--gateway-hostname", help="host name modules connect to (default localhost)")
+    options.add_argument("--device-id", help="the edge device id (default edge-device)")
+    options.add_argument("--service-port", type=int, help="service HTTPS port (default 8443)")
+    options.add_argument("--workload-port", type=int, help="workload API HTTP port (default 15580)")
+    server("--module-method-port", type=int, help="module-to-module method port (443; 0 = off)")
+    server("--max-message-bytes", type=int, help="largest message payload (default 262144)")
+    server("--cert-name", action="append", help="extra name for the server certificate")
+    options.add_argument("--seed", help="seed the keys derive from (stable connection strings; the default is public)")
+    server("--bind", action="append", help="address to listen on (repeatable; default 127.0.0.1 and ::1)")
+    server("--upstream-max-messages", type=int, help="$upstream messages kept for monitor (default 10000)")
+    server("--upstream-max-age", type=float, help="seconds a $upstream message is kept (default 86400)")
+    options.add_argument("--log-level", default=os.environ.get("EDGEHUB_EMULATOR_LOG_LEVEL", "INFO"))
+    return options
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--state", help=f"state folder (default ${STATE_DIR_ENV} or ./.edgehub-emulator)")
-    common.add_argument("--hostname", help="IoT Hub host name the SDKs see (default localhost)")
-    common.add_argument("--gateway-hostname", help="host name modules connect to (default localhost)")
-    common.add_argument("--device-id", help="the edge device id (default edge-device)")
-    common.add_argument("--service-port", type=int, help="service HTTPS port (default 8443)")
-    common.add_argument("--workload-port", type=int, help="workload API HTTP port (default 15580)")
-    common.add_argument("--module-method-port", type=int, help="module-to-module method port (443; 0 = off)")
-    common.add_argument("--max-message-bytes", type=int, help="largest message payload (default 262144)")
-    common.add_argument("--cert-name", action="append", help="extra name for the server certificate")
-    common.add_argument("--seed", help="seed the keys derive from (stable connection strings; the default is public)")
-    common.add_argument("--bind", action="append", help="address to listen on (repeatable; default 127.0.0.1 and ::1)")
-    common.add_argument("--upstream-max-messages", type=int, help="$upstream messages kept for monitor (default 10000)")
-    common.add_argument("--upstream-max-age", type=float, help="seconds a $upstream message is kept (default 86400)")
-    common.add_argument("--log-level", default=os.environ.get("EDGEHUB_EMULATOR_LOG_LEVEL", "INFO"))
+    # the hub's own options: shown by the commands that run a hub (start, up); the client commands accept them
+    # (scripts pass one set of options to every call) but keep them out of their --help
+    common = _options_parser(server_help=True)
+    client = _options_parser(server_help=False)
 
     parser = argparse.ArgumentParser(prog="edgehub-emulator", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -351,31 +389,38 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", parents=[common], help="run the hub and every module of a manifest")
     up.add_argument("manifest", help="deployment.template.json")
     up.add_argument("--env-file", help=".env file for the modules (default: next to the manifest)")
-    env = sub.add_parser("env", parents=[common], help="print the environment a module needs")
+    env = sub.add_parser("env", parents=[client], help="print the environment a module needs")
     env.add_argument("module")
     env.add_argument("--manifest", help="deployment manifest whose modules count as known (besides the state's)")
     env.add_argument("--workload", action="store_true", help="the IOTEDGE_* (workload API) path")
     env.add_argument("--format", choices=("dotenv", "shell", "json"), default="dotenv")
-    invoke = sub.add_parser("invoke", parents=[common], help="invoke a direct method")
+    invoke = sub.add_parser(
+        "invoke",
+        parents=[client],
+        help="invoke a direct method",
+        description="Invoke a direct method and print {status, payload}. Exit status: 0 when the method answers "
+        "2xx, 1 for any other status it answers, 2 when it cannot be invoked (unknown or offline module: 404).",
+    )
     invoke.add_argument("device")
     invoke.add_argument("module", nargs="?", default="", help="module id (omit for a device method)")
     invoke.add_argument("method")
     invoke.add_argument("--payload", default="null", help="JSON payload")
     invoke.add_argument("--timeout", type=int, default=30, help="response timeout in seconds")
-    twin = sub.add_parser("twin", parents=[common], help="get a module twin or patch its desired properties")
+    twin = sub.add_parser("twin", parents=[client], help="get a module twin or patch its desired properties")
     twin.add_argument("action", choices=("get", "patch"))
     twin.add_argument("device")
     twin.add_argument("module")
     twin.add_argument("patch", nargs="?", help="JSON object of desired properties (patch only)")
-    monitor = sub.add_parser("monitor", parents=[common], help="follow $upstream messages as JSON lines")
+    monitor = sub.add_parser("monitor", parents=[client], help="follow $upstream messages as JSON lines")
     monitor.add_argument("--from-start", action="store_true", help="print stored messages first")
     monitor.add_argument("--once", action="store_true", help="print what is there and exit")
     monitor.add_argument("--duration", type=float, help="stop after this many seconds")
-    send = sub.add_parser("send-input", parents=[common], help="send a JSON message to a module input")
+    monitor.add_argument("--raw", action="store_true", help="bodies as stored strings, times as epoch seconds")
+    send = sub.add_parser("send-input", parents=[client], help="send a JSON message to a module input")
     send.add_argument("module")
     send.add_argument("input")
     send.add_argument("message", help="JSON message body")
-    sub.add_parser("reset", parents=[common], help="delete the state folder")
+    sub.add_parser("reset", parents=[client], help="delete the state folder")
     return parser
 
 

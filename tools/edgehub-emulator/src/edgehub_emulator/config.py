@@ -10,7 +10,8 @@ from pathlib import Path
 from edgehub_emulator.errors import ConfigError
 from edgehub_emulator.store import make_private_dir, write_private
 
-DEFAULT_STATE_DIR = ".edgehub-emulator"
+# under the repository's local state folder, where `make run` and `make emulator` keep it too
+DEFAULT_STATE_DIR = ".state/edgehub-emulator"
 STATE_DIR_ENV = "EDGEHUB_EMULATOR_STATE"
 RUNTIME_FILE = "runtime.json"
 DEFAULT_SEED = "edgehub-emulator-local-seed"

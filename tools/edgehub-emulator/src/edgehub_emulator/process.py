@@ -161,7 +161,7 @@ class EmulatorProcess:  # pylint: disable=too-many-instance-attributes  # settin
 
     def monitor_lines(self) -> list[str]:
         """The $upstream messages so far, one JSON text each (`monitor --from-start --once`)."""
-        return [line for line in self.cli("monitor", "--from-start", "--once").stdout.splitlines() if line]
+        return [line for line in self.cli("monitor", "--from-start", "--once", "--raw").stdout.splitlines() if line]
 
     def upstream(self) -> list[dict[str, Any]]:
         """The $upstream messages so far."""

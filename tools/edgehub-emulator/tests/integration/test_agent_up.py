@@ -58,6 +58,20 @@ def test_echo_answers_a_method_invoked_through_the_cli(up: UpProcess) -> None:
     assert up.line("echo", "method echo ") == '{"n": 7, "text": "hi"}'
 
 
+@pytest.mark.parametrize(("status", "exit_status"), [(201, 0), (400, 1), (404, 1), (500, 1)])
+def test_invokes_exit_status_follows_the_methods_status(up: UpProcess, status: int, exit_status: int) -> None:
+    up.line("echo", "ready pid ")
+    payload = json.dumps({"answerStatus": status})
+    result = up.cli("invoke", "edge-device", "echo", "echo", "--payload", payload)
+    assert result.returncode == exit_status, result
+    assert json.loads(result.stdout)["status"] == status
+
+
+def test_invoking_a_module_that_is_not_there_is_exit_status_2(up: UpProcess) -> None:
+    result = up.cli("invoke", "edge-device", "no-such-module", "echo")
+    assert result.returncode == 2 and result.stdout == "", result
+
+
 def test_restart_policy_decides_what_happens_after_an_exit(up: UpProcess) -> None:
     # always restarts even a clean exit; on-failure restarts a non-zero exit (backoff 1 s, then 2 s)
     wait_for(lambda: len(_runs(up, "crashy")) >= 3 and len(_runs(up, "flaky")) >= 3, 60)

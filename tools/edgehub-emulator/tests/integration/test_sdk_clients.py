@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any, Callable
 
@@ -71,7 +72,13 @@ def test_output_is_routed_to_inputs_and_upstream_with_properties_intact(
     assert len(upstream) == 1
     assert upstream[0]["moduleId"] == "sender" and upstream[0]["output"] == "out1"
     assert upstream[0]["properties"]["severity"] == "high"
-    assert json.loads(upstream[0]["body"]) == {"label": "cat"}
+    # a JSON body is printed as JSON, the time as ISO 8601 UTC; --raw keeps the stored string and the epoch
+    assert upstream[0]["body"] == {"label": "cat"} and upstream[0]["encoding"] == "json"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", upstream[0]["enqueuedTime"])
+    raw = [json.loads(line) for line in emulator.cli("monitor", "--from-start", "--once", "--raw").stdout.splitlines()]
+    raw = [item for item in raw if message_id in json.dumps(item)]
+    assert json.loads(raw[0]["body"]) == {"label": "cat"}
+    assert raw[0]["enqueuedTime"] == upstream[0]["enqueuedTimeEpoch"]
 
 
 def test_workload_api_path_connects_and_receives(emulator: EmulatorProcess, module_client: Factory) -> None:

@@ -24,11 +24,31 @@ def _scale_for(image: np.ndarray) -> float:
     return max(0.4, min(image.shape[0], image.shape[1]) / 720)
 
 
+MIN_TEXT_SCALE = 0.3
+
+
+def fit_text(text: str, max_width: int, scale: float) -> tuple[str, float, int]:
+    """`text`, the font scale and the thickness at which it fits in `max_width` pixels: the scale shrinks down to
+    MIN_TEXT_SCALE, then the text is cut with "..." at its end."""
+    while True:
+        thickness = max(1, round(scale * 1.5))
+        width = cv2.getTextSize(text, _FONT, scale, thickness)[0][0]
+        if width <= max_width or scale <= MIN_TEXT_SCALE:
+            break
+        scale = max(MIN_TEXT_SCALE, scale * 0.9)
+    while width > max_width and len(text) > 3:
+        text = text[: max(len(text) - 4, 0)] + "..."
+        width = cv2.getTextSize(text, _FONT, scale, thickness)[0][0]
+    return text, scale, thickness
+
+
 def _label_box(
     image: np.ndarray, text: str, origin: tuple[int, int], scale: float, color: tuple[int, int, int]
 ) -> None:
-    """Text on a filled background; `origin` is the top-left corner, kept inside the image."""
-    thickness = max(1, round(scale * 1.5))
+    """Text on a filled background; `origin` is the top-left corner, kept inside the image; text too wide for
+    the image is drawn smaller, then cut (a caption must not run past the right edge)."""
+    left = int(min(max(origin[0], 0), image.shape[1] - 1))
+    text, scale, thickness = fit_text(text, max(image.shape[1] - left - 6, 1), scale)
     (width, height), baseline = cv2.getTextSize(text, _FONT, scale, thickness)
     x = int(min(max(origin[0], 0), max(image.shape[1] - width - 4, 0)))
     y = int(min(max(origin[1], 0), max(image.shape[0] - height - baseline - 4, 0)))

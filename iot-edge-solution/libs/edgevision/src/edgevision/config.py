@@ -102,9 +102,21 @@ class VisionSettings(ModuleSettings):
     frame_watchdog_seconds: float = Field(
         10.0, gt=0, description="FRAME_WATCHDOG_SECONDS: warn when a live source gives no frame this long."
     )
+    log_every_frame: bool = Field(
+        False, description="LOG_EVERY_FRAME: a console line per frame (else events and a periodic status line)."
+    )
+    status_interval_seconds: float = Field(
+        30.0, gt=0, le=86400, description="STATUS_INTERVAL_SECONDS: seconds between two console status lines."
+    )
 
     @field_validator(
-        "use_tensor_rt", "tensorrt_fallback", "loop_video", "video_realtime", "process_every_frame", mode="before"
+        "use_tensor_rt",
+        "tensorrt_fallback",
+        "loop_video",
+        "video_realtime",
+        "process_every_frame",
+        "log_every_frame",
+        mode="before",
     )
     @classmethod
     def _strict_bool(cls, value: Any) -> bool:

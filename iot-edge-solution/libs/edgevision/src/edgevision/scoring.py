@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from pydantic import Field, field_validator
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -173,7 +174,9 @@ class ScoringServer:
                 Route("/healthz", self._healthz, methods=["GET"]),
                 Route("/readyz", self._readyz, methods=["GET"]),
                 Route("/metrics", self._metrics, methods=["GET"]),
-            ]
+            ],
+            # every answer of this API is JSON, Starlette's own 404 and 405 included
+            exception_handlers={HTTPException: self._http_error},
         )
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -186,6 +189,16 @@ class ScoringServer:
         return cls(manager, settings.scoring_host, settings.scoring_port, settings.scoring_max_bytes, fps)
 
     # -- handlers --------------------------------------------------------------------------------------------
+    async def _http_error(self, request: Request, error: Exception) -> JSONResponse:
+        status = getattr(error, "status_code", 500)
+        detail = getattr(error, "detail", "") or "error"
+        headers = getattr(error, "headers", None)
+        known = request.url.path in ("/score", "/healthz", "/readyz", "/metrics")
+        self.metrics.requests.labels(path=request.url.path if known else "other", status=str(status)).inc()
+        if status == 405:
+            detail = f"method {request.method} not allowed on {request.url.path}"
+        return JSONResponse({"error": detail}, status_code=status, headers=headers)
+
     def _answer(self, path: str, started: float, status: int, body: dict[str, Any]) -> JSONResponse:
         self.metrics.requests.labels(path=path, status=str(status)).inc()
         self.metrics.latency.labels(path=path).observe(time.perf_counter() - started)

@@ -148,6 +148,30 @@ class ModelStore:
         return ModelRepository(self.root).load(name, version)
 
 
+def find_version(store: ModelStore, bundled: Path | None, name: str, version: str) -> LoadedModel:
+    """Version `version` of model `name`: installed in the store, else bundled. When neither has it, the error
+    names the versions each place does have (the store's alone would hide the bundled ones, and the reverse)."""
+    try:
+        return store.load(name, version)
+    except ModelNotFoundError:
+        if bundled is None or not Path(bundled).is_dir():
+            installed = ModelRepository(store.root).versions(name) if store.root.is_dir() else []
+            raise ModelNotFoundError(
+                f"model {name!r} has no version {version!r} (installed in MODEL_STORE: "
+                f"{', '.join(installed) or 'none'})"
+            ) from None
+    repository = ModelRepository(bundled)
+    try:
+        return repository.load(name, version)
+    except ModelNotFoundError:
+        installed = ModelRepository(store.root).versions(name) if store.root.is_dir() else []
+        shipped = repository.versions(name)
+        raise ModelNotFoundError(
+            f"model {name!r} has no version {version!r} (installed in MODEL_STORE: {', '.join(installed) or 'none'};"
+            f" bundled: {', '.join(shipped) or 'none'})"
+        ) from None
+
+
 class ModelUpdater:
     """Applies the twin's model requests to `manager`, one at a time on its own thread."""
 
@@ -301,12 +325,7 @@ class ModelUpdater:
         return served
 
     def _find(self, name: str, version: str) -> LoadedModel:
-        try:
-            return self.store.load(name, version)
-        except ModelNotFoundError:
-            if self.fallback_repository is None:
-                raise
-            return ModelRepository(self.fallback_repository).load(name, version)
+        return find_version(self.store, self.fallback_repository, name, version)
 
     def _activate(self, served: ServedModel, file_name: str | None) -> None:
         self.manager.swap(served)

@@ -206,3 +206,23 @@ def test_bad_settings_name_the_variable(monkeypatch, env: dict[str, Any], messag
         monkeypatch.setenv(key, value)
     with pytest.raises(SettingsError, match=message):
         load_settings(ScoringSettings)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "error"),
+    [
+        ("GET", "/score", 405, "method GET not allowed on /score"),
+        ("PUT", "/score", 405, "method PUT not allowed on /score"),
+        ("POST", "/healthz", 405, "method POST not allowed on /healthz"),
+        ("GET", "/no-such-path", 404, "Not Found"),
+    ],
+)
+def test_wrong_methods_and_paths_get_a_json_error_too(served, method: str, path: str, status: int, error: str) -> None:
+    request = urllib.request.Request(f"{served.url}{path}", data=b"" if method != "GET" else None, method=method)
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(request, timeout=30)  # pylint: disable=consider-using-with
+    assert answer.value.code == status
+    assert answer.value.headers.get("Content-Type", "").startswith("application/json")
+    assert json.loads(answer.value.read()) == {"error": error}
+    if status == 405:
+        assert "POST" in answer.value.headers.get("Allow", "") or "GET" in answer.value.headers.get("Allow", "")

@@ -239,3 +239,21 @@ def test_an_alert_is_on_disk_for_the_webhook_before_it_goes_upstream_with_the_sa
     peeked = service.webhook.queue.peek()
     assert peeked is not None and peeked[1]["id"] == message_id
     assert service.stats()["alerts_not_sent"] == 1
+
+
+def test_the_rules_in_force_are_logged_once_not_again_for_a_twin_that_keeps_them(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    connection = OfflineModuleConnection("test")
+    service = AlertService(load_settings(AlertSettings, alert_classes="person"), connection, ("dev", "alert"))
+    service.attach()
+    with caplog.at_level("INFO", logger="edgevision.alerts.service"):
+        service.start()
+        connection.dispatch_desired({"$version": 1}, True)  # the whole twin, without rules: the same defaults
+        connection.dispatch_desired({"rules": [{"class": "dog", "minConfidence": 0.3}], "$version": 2}, False)
+        connection.dispatch_desired({"rules": [{"class": "dog", "minConfidence": 0.3}], "$version": 3}, False)
+        service.close()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("alert rules from the")]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("alert rules from the environment") and lines[1].startswith("alert rules from the twin")

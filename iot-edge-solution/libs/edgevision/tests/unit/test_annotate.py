@@ -53,3 +53,21 @@ def test_jpeg_encoding_round_trips_and_checks_quality() -> None:
     assert decoded.shape == image.shape
     with pytest.raises(AnnotationError, match="quality"):
         encode_jpeg(image, quality=0)
+
+
+@pytest.mark.parametrize("width", [120, 224, 320])
+def test_a_long_caption_fits_inside_the_image(media, width: int) -> None:
+    """The footer (model, capture time, extra) on a narrow frame: drawn smaller or cut, never past the right
+    edge, so the last columns of the image stay as they were."""
+    photo = media.image("coffee.png")
+    image = cv2.resize(photo, (width, width * photo.shape[0] // photo.shape[1]))
+    result = TaskResult(
+        task="classification",
+        model="efficientnet-lite0:2",
+        predictions=(Prediction("espresso", 0.95),),
+        image_size=(0, 0),
+    )
+    out = annotate(image, result, "2026-12-04T15:45:12.345Z", extra="12.5 fps | a long note")
+    changed = np.any(out != image, axis=2)
+    assert changed[-20:, :].any(), "the footer is drawn"
+    assert not changed[:, -3:].any(), "nothing drawn in the last columns: the caption stops inside the image"

@@ -174,10 +174,14 @@ class AlertService:
                 self.rules_error = str(e)
                 self._report_rules()
                 return
+        unchanged = source == self.rules_source and [r.to_twin() for r in rules] == [
+            r.to_twin() for r in self.engine.rules
+        ]
         self.engine.set_rules(rules)
         self.rules_source = source
         self.rules_error = None
-        log.info("alert rules from the %s: %s", source, [r.to_twin() for r in rules])
+        if not unchanged:  # the start-up line already said which rules apply: a twin that keeps them says nothing
+            log.info("alert rules from the %s: %s", source, [r.to_twin() for r in rules])
         self._report_rules()
 
     def reported_rules(self) -> dict[str, Any]:

@@ -78,6 +78,16 @@ class PipelineStats:
             count = self._counts[stage]
             return self._sums[stage] / count if count else 0.0
 
+    def count(self, stage: str) -> int:
+        """How many measurements of `stage` were recorded."""
+        with self._lock:
+            return self._counts[stage]
+
+    def total_ms(self, stage: str) -> float:
+        """The sum of the measurements of `stage` in milliseconds."""
+        with self._lock:
+            return self._sums[stage]
+
     def snapshot(self) -> dict[str, float | int]:
         """Everything, JSON-ready."""
         data: dict[str, float | int] = {
