@@ -485,7 +485,12 @@ class Run:  # pylint: disable=too-many-instance-attributes  # the run's parts an
         verifications: dict[str, list[str]] = {}
         monitor = self.emulator("monitor", "--from-start", "--once", timeout=120)
         for line in monitor.stdout.splitlines():
-            message = json.loads(line) if line.strip() else {}
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(message, dict):
+                continue
             if message.get("output") == "verification":
                 props = message.get("properties", {})
                 verifications.setdefault(props.get("requestId", ""), []).append(props.get("$.mid", ""))

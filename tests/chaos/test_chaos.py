@@ -42,6 +42,7 @@ def test_one_fault_of_each_kind_under_load_loses_nothing(tmp_path: Path) -> None
         capture_output=True, text=True, timeout=1400, check=False, cwd=ROOT,
     )  # fmt: skip
     assert run.returncode in (0, 1), f"seed {seed}: the solution did not run:\n{run.stderr[-4000:]}"
+    assert figures_path.is_file(), f"seed {seed}: no figures (exit {run.returncode}):\n{run.stderr[-4000:]}"
     figures = json.loads(figures_path.read_text(encoding="utf-8"))
     # the harness did what it says: every fault of every kind, under real load
     assert figures["faults_by_kind"] == {
