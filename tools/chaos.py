@@ -460,7 +460,7 @@ class Run:  # pylint: disable=too-many-instance-attributes  # the run's parts an
         """The invariants over what the run left (the solution still up)."""
         text = self.log_path.read_text(encoding="utf-8", errors="replace")
         queued = set(QUEUED.findall(text))
-        answered = set(ANSWERED.findall(text))  # the classifier logs once result.json is written
+        written = set(ANSWERED.findall(text))  # the classifier logs once result.json is written
         container = ContainerClient.from_connection_string(
             self.azurite.connection_string, "iot-edge-object-classification-responses"
         )
@@ -525,10 +525,10 @@ class Run:  # pylint: disable=too-many-instance-attributes  # the run's parts an
             "recovery_p95_s": {part: _p95(values) for part, values in sorted(by_part.items())},
             "recovery_max_s": {part: max(values) for part, values in sorted(by_part.items())},
             "requests_queued": len(queued),
-            "requests_lost": sorted(queued - results - answered),
+            "requests_lost": sorted(queued - results - written),
             # written and acknowledged by Azurite, then gone after Azurite was SIGKILLed: the stand-in keeps its
             # metadata in memory and saves it every few seconds (Azure Storage's acknowledged writes are durable)
-            "results_lost_by_azurite_kill": sorted((queued - results) & answered),
+            "results_lost_by_azurite_kill": sorted((queued - results) & written),
             "results_without_request": sorted(results - queued),
             "requests_with_more_than_one_image": sorted(k for k, n in images.items() if n > 1),
             "verifications_upstream": sum(len(v) for v in verifications.values()),
