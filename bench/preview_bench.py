@@ -47,7 +47,7 @@ class AcceptingConnection(OfflineModuleConnection):
 
     enabled = True
 
-    def send_output(self, output_name: str, body: Any, properties: Any = None) -> None:
+    def send_output(self, output_name: str, body: Any, properties: Any = None, message_id: Any = None) -> None:
         encode_body(body)
         self.counters["outputs_sent"] += 1
 

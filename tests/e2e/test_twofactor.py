@@ -37,6 +37,7 @@ def test_found_writes_the_annotated_frame_the_result_and_a_verification_upstream
     [message] = solution.wait_for(lambda: solution.verifications(request_id), 20, "the verification message")
     assert json.loads(message["body"])["status"] == "found"
     assert message["properties"]["status"] == "found"
+    assert message["properties"]["$.mid"] == request_id  # the message id a consumer de-duplicates on
     solution.wait_for(solution.queue_empty, 20, "the request's message to be deleted")
 
 
@@ -121,3 +122,32 @@ def test_azurite_restarted_mid_request_the_flow_completes(solution: Any) -> None
     assert result["status"] == "found"
     solution.wait_for(solution.queue_empty, 30, "the request's message to be deleted")
     assert solution.blobs(request_id) == [f"{request_id}/imageWithDetection.jpg", f"{request_id}/result.json"]
+
+
+def test_authrequest_killed_right_after_200_loses_nothing_and_a_retry_is_answered_once(solution: Any) -> None:
+    """A 200 means the signed request is in the Storage queue: authrequest keeps nothing that a restart must
+    recover. Its memory of pending requestIds (which answers a retry as before) is lost with it, so a retry after
+    the restart queues the same requestId again; the classifier serves both messages as one request."""
+    classifier = solution.classifier_on("coffee")  # the class is never in view: the request stays pending
+    request_id = str(uuid.uuid4())
+    payload = {"CoorelationId": request_id, "ClassName": "sciurus niger", "ThresholdPercentage": 80,
+               "ExpiresInSeconds": 90}  # fmt: skip
+    status, _ = solution.invoke(payload)
+    assert status == 200
+    solution.authrequest.kill()  # right after the 200: no clean-up runs
+    assert solution.queue.get_queue_properties().approximate_message_count >= 1
+    solution.authrequest.start("serving ProcessRequest")
+    again, _ = solution.invoke(dict(payload))  # the caller's retry, as if the first answer had been lost
+    assert again == 200
+    solution.wait_for(
+        lambda: f"request {request_id} pending" in classifier.output(), 20, "the classifier to hold the request"
+    )
+    solution.classifier_on("coffee-then-squirrel")
+    result = solution.result(request_id, timeout=45)
+    assert result["status"] == "found" and result["requestId"] == request_id
+    solution.wait_for(solution.queue_empty, 30, "both messages of the request to be deleted")
+    assert solution.blobs(request_id) == [f"{request_id}/imageWithDetection.jpg", f"{request_id}/result.json"]
+    time.sleep(1)
+    messages = solution.verifications(request_id)
+    assert messages and {m["properties"]["$.mid"] for m in messages} == {request_id}
+    assert {json.loads(m["body"])["status"] for m in messages} == {"found"}

@@ -27,7 +27,7 @@ from frontend.errors import SecondFactorError, StorageUnavailableError
 from frontend.labels import ObjectCatalog, normalize
 from frontend.secondfactor import BlobResults, Gateway, HubGateway, Results, new_request_id
 from frontend.sessions import COOKIE_NAME, Session, SessionStore, Stage
-from frontend.users import LoginGuard, User, UserStore
+from frontend.users import LoginGuard, RetryGuard, User, UserStore
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ class Services:
     users: UserStore
     guard: LoginGuard
     sessions: SessionStore
+    retries: RetryGuard
     gateway: Gateway
     results: Results
     templates: Jinja2Templates
@@ -105,6 +106,12 @@ def create_app(
             settings.frontend_lockout_seconds,
         ),
         sessions=SessionStore(database, secret, settings.frontend_session_seconds),
+        retries=RetryGuard(
+            database,
+            settings.frontend_retry_session_limit,
+            settings.frontend_retry_user_limit,
+            settings.frontend_retry_window_seconds,
+        ),
         gateway=gateway
         or HubGateway(
             settings.iothub_connection_string,
@@ -352,9 +359,27 @@ class Handlers:
         if user is None or session.stage != Stage.PASSWORD:
             return RedirectResponse("/login", status_code=303)
         pending = "outcome" not in session.data and time.time() < session.data.get("expires_at", 0)
-        if not pending:
-            await self._start_second_factor(session, user)
+        if pending:
+            return RedirectResponse("/verify", status_code=303)
+        wait = self.s.retries.acquire(user.name, session.id)
+        if wait > 0:
+            seconds = math.ceil(wait)
+            logger.info("user %s: Try again refused for %d s (too many new requests)", user.name, seconds)
+            status = dict(session.data.get("outcome") or {"state": "failed"})
+            status["message"] = (
+                f"Too many new requests to the camera device. Try again in {seconds} seconds "
+                f"({self._previous(status)})."
+            )
+            response = self._render(request, "verify.html", session, 429, user=user, status=status)
+            response.headers["Retry-After"] = str(seconds)
+            return response
+        await self._start_second_factor(session, user)
         return RedirectResponse("/verify", status_code=303)
+
+    @staticmethod
+    def _previous(status: dict[str, Any]) -> str:
+        previous = str(status.get("message") or "").rstrip(".")
+        return f"last answer: {previous}" if previous else "no answer yet"
 
     async def image(self, request: Request) -> Response:
         """The captured image, only to the session whose request it answers."""

@@ -100,6 +100,21 @@ class FrontendSettings(StoreSettings):
     frontend_lockout_seconds: int = Field(
         300, ge=1, description="FRONTEND_LOCKOUT_SECONDS: how long a locked-out user name must wait."
     )
+    frontend_retry_session_limit: int = Field(
+        3,
+        ge=1,
+        description="FRONTEND_RETRY_SESSION_LIMIT: new device requests (Try again) one session may start within "
+        "FRONTEND_RETRY_WINDOW_SECONDS.",
+    )
+    frontend_retry_user_limit: int = Field(
+        6,
+        ge=1,
+        description="FRONTEND_RETRY_USER_LIMIT: new device requests (Try again) one user may start within "
+        "FRONTEND_RETRY_WINDOW_SECONDS, all sessions together.",
+    )
+    frontend_retry_window_seconds: int = Field(
+        300, ge=1, description="FRONTEND_RETRY_WINDOW_SECONDS: Try again requests older than this are not counted."
+    )
 
     @field_validator("frontend_cookie_secure", mode="before")
     @classmethod

@@ -33,6 +33,8 @@ CREATE TABLE IF NOT EXISTS users (
 );
 CREATE TABLE IF NOT EXISTS failed_logins (name TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS failed_logins_name ON failed_logins (name, at);
+CREATE TABLE IF NOT EXISTS retries (name TEXT NOT NULL, session TEXT NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS retries_name ON retries (name, at);
 """
 
 
@@ -194,6 +196,42 @@ class LoginGuard:
         with connect(self.path) as connection:
             cursor = connection.execute("DELETE FROM failed_logins WHERE name = ?", (normalize_name(name),))
             return int(cursor.rowcount)
+
+
+class RetryGuard:
+    """A limit on "Try again": each one makes the device watch its camera for a new request, so one session may
+    start `session_limit` and one user name `user_limit` (all sessions together) within `window` seconds. Kept in
+    the database, so a restart of the front-end or a new session does not reset the user's count."""
+
+    def __init__(self, path: Path, session_limit: int = 3, user_limit: int = 6, window: float = 300) -> None:
+        self.path = path
+        self.session_limit = session_limit
+        self.user_limit = user_limit
+        self.window = window
+        prepare_database(path, _SCHEMA)
+
+    def acquire(self, name: str, session: str, now: float | None = None) -> float:
+        """Count one retry and return 0 when allowed; else, counting nothing, the seconds until one is."""
+        now = time.time() if now is None else now
+        key = normalize_name(name)
+        since = now - self.window
+        with connect(self.path) as connection:
+            connection.execute("DELETE FROM retries WHERE at <= ?", (since,))
+            waits = []
+            for column, value, limit in (("session", session, self.session_limit), ("name", key, self.user_limit)):
+                times = [
+                    row[0]
+                    for row in connection.execute(
+                        f"SELECT at FROM retries WHERE {column} = ? AND at > ? ORDER BY at DESC LIMIT ?",
+                        (value, since, limit),
+                    )
+                ]
+                if len(times) >= limit:
+                    waits.append(times[-1] + self.window - now)  # when the oldest counted one leaves the window
+            if waits:
+                return max(0.001, *waits)
+            connection.execute("INSERT INTO retries (name, session, at) VALUES (?, ?, ?)", (key, session, now))
+        return 0.0
 
 
 def check_name(name: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -19,6 +20,7 @@ from frontend.config import FrontendSettings
 from frontend.errors import DeviceOfflineError, SecondFactorError, StorageUnavailableError
 from frontend.secondfactor import Result, Ticket, parse_result
 from frontend.sessions import COOKIE_NAME
+from frontend.users import RetryGuard
 
 PASSWORD = "correct horse battery"
 
@@ -337,3 +339,55 @@ def test_pages_without_a_session(harness: Harness) -> None:
     assert client.get("/verify/status").status_code == 401
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/static/verify.js").status_code == 200
+
+
+def test_try_again_is_limited_per_session_and_per_user_with_a_clear_message(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each "Try again" makes the device watch for a new request: 3 per session and 6 per user in 300 s."""
+    harness.gateway.error = DeviceOfflineError("The camera device is offline.")
+
+    def retry(client: TestClient) -> Any:
+        return client.post("/verify/retry", data={"csrf_token": csrf_of(client.get("/verify").text)})
+
+    first = harness.client()
+    sign_in(first)
+    assert [retry(first).status_code for _ in range(3)] == [303, 303, 303]
+    assert len(harness.gateway.calls) == 4  # the sign-in's request and three retries
+    refused = retry(first)
+    assert refused.status_code == 429 and len(harness.gateway.calls) == 4
+    assert 299 <= int(refused.headers["retry-after"]) <= 300
+    assert re.search(r"Too many new requests to the camera device\. Try again in \d+ seconds", refused.text)
+    assert "The camera device is offline" in refused.text and 'id="retry"' in refused.text
+    # another session of the same user: its own three, then the user's limit (6) is reached
+    second = harness.client()
+    sign_in(second)
+    assert [retry(second).status_code for _ in range(3)] == [303, 303, 303]
+    third = harness.client()
+    sign_in(third)
+    assert retry(third).status_code == 429
+    assert len(harness.gateway.calls) == 4 + 1 + 3 + 1
+    # the window passes: allowed again
+    later = time.time() + 301
+    monkeypatch.setattr("frontend.app.time.time", lambda: later)
+    monkeypatch.setattr("frontend.users.time.time", lambda: later)
+    assert retry(third).status_code == 303
+
+
+def test_try_again_while_a_request_is_pending_starts_nothing_and_counts_nothing(harness: Harness) -> None:
+    client = harness.client()
+    sign_in(client)
+    page = client.get("/verify")
+    for _ in range(5):
+        assert client.post("/verify/retry", data={"csrf_token": csrf_of(page.text)}).status_code == 303
+    assert len(harness.gateway.calls) == 1
+
+
+def test_retry_guard_counts_per_session_and_per_user(tmp_path: Path) -> None:
+    guard = RetryGuard(tmp_path / "users.db", session_limit=2, user_limit=3, window=100)
+    assert [guard.acquire("Alice", "s1", now=t) for t in (0, 1)] == [0, 0]
+    assert guard.acquire("alice", "s1", now=2) == pytest.approx(98)  # s1's oldest leaves the window at 100
+    assert guard.acquire("alice", "s2", now=3) == 0
+    assert guard.acquire("alice", "s3", now=4) == pytest.approx(96)  # the user's third was at 0... and 1, 3
+    assert guard.acquire("bob", "s4", now=5) == 0  # other users are not affected
+    assert guard.acquire("alice", "s3", now=101) == 0

@@ -9,6 +9,10 @@ class ConfigError(EmulatorError):
     """A setting, the state folder or a CLI argument is invalid."""
 
 
+class StateError(EmulatorError):
+    """The state database is damaged (truncated, overwritten): refused with what to do, never used half-read."""
+
+
 class ManifestError(EmulatorError):
     """The deployment manifest cannot be used (bad JSON, bad route syntax, missing sections)."""
 

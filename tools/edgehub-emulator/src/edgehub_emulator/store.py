@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from edgehub_emulator.errors import StateError
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS identities (
     device_id TEXT NOT NULL, module_id TEXT NOT NULL, primary_key TEXT NOT NULL, secondary_key TEXT NOT NULL,
@@ -127,9 +129,20 @@ class Store:  # pylint: disable=too-many-public-methods  # one table per concern
                 os.chmod(file, PRIVATE_FILE)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            # a truncated file can open and fail later, half-way through a request: check it whole at start
+            problems = [row[0] for row in self._db.execute("PRAGMA quick_check").fetchall()]
+            if problems != ["ok"]:
+                raise sqlite3.DatabaseError("; ".join(str(p) for p in problems[:3]))
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            self._db.close()
+            raise StateError(
+                f"the state database {path} is damaged ({e}); nothing was changed. Move it aside to keep it, or "
+                "run `edgehub-emulator reset` (identities, twins and queued messages start again from the manifest)"
+            ) from e
 
     def close(self) -> None:
         """Close the database."""

@@ -9,6 +9,7 @@ import base64
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 import socket
@@ -357,6 +358,26 @@ def test_4_a_restart_keeps_the_active_version(module) -> None:
     module.start()  # reads the whole twin again: every request in it was handled before
     assert module.score(SQUIRREL)["model_version"] == "2"
     assert module.manager.swaps == 1  # only the start-up model: nothing re-applied
+
+
+def test_4b_a_half_written_active_model_is_refused_at_restart_and_the_bundled_one_serves(module, caplog) -> None:
+    """A crash or a full disk left the active version's model file half-written: never served half-swapped."""
+    module.stop()
+    state = json.loads((module.store / "active.json").read_text(encoding="utf-8"))
+    [model_file] = (module.store / state["name"] / state["version"]).glob("*.onnx")
+    whole = model_file.read_bytes()
+    model_file.write_bytes(whole[: len(whole) // 2])
+    try:
+        with caplog.at_level(logging.WARNING, logger="edgevision.updates"):
+            module.start()
+        assert module.score(SQUIRREL)["model_version"] == "1"
+        refused = [r.getMessage() for r in caplog.records if "cannot be used" in r.getMessage()]
+        assert refused and f"{state['name']}:{state['version']}" in refused[0]
+    finally:
+        module.stop()
+        model_file.write_bytes(whole)
+        module.start()
+    assert module.score(SQUIRREL)["model_version"] == state["version"]
 
 
 def test_5_publish_model_updates_the_module(registry, module, azurite, tmp_path, capsys) -> None:

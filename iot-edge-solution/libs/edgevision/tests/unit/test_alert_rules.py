@@ -3,14 +3,15 @@ consecutive-frames and cooldown logic on `detections` messages."""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
 from edgevision.alerts import AlertRule, AlertService, AlertSettings, RulesEngine, RulesError, parse_rules
 from edgevision.alerts.service import module_identity, twin_key
 from edgevision.config import SettingsError, load_settings
-from edgevision.iot import InputMessage, OfflineModuleConnection
+from edgevision.iot import InputMessage, IoTError, OfflineModuleConnection
 
 
 class Clock:
@@ -249,6 +250,49 @@ def test_a_message_with_a_bad_camera_is_refused() -> None:
     engine = RulesEngine(parse_rules([{"class": "*"}]))
     with pytest.raises(ValueError, match="'camera' must be a non-empty string"):
         engine.evaluate(camera_message("", ("person", 0.9)))
+
+
+class StoredFirstConnection(OfflineModuleConnection):
+    """Online, and records at each output how many events the webhook's disk queue held then."""
+
+    enabled = True
+
+    def __init__(self, service_of: Callable[[], AlertService]) -> None:
+        super().__init__("test")
+        self.service_of = service_of
+        self.sent: list[tuple[str | None, int]] = []
+
+    def send_output(self, output_name: str, body: Any, properties: Any = None, message_id: Any = None) -> None:
+        webhook = self.service_of().webhook
+        assert webhook is not None
+        self.sent.append((message_id, len(webhook.queue)))
+        raise IoTError("the hub is away")  # the module may die here as well: the alert must be on disk by now
+
+
+def test_an_alert_is_on_disk_for_the_webhook_before_it_goes_upstream_with_the_same_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module killed while sending upstream (the hub slow or away) lost the webhook's copy: it was stored after."""
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(
+        AlertSettings,
+        alert_classes="person",
+        alert_webhook_url="http://127.0.0.1:9/alerts",
+        alert_queue_dir=str(tmp_path / "queue"),
+    )
+    holder: list[AlertService] = []
+    connection = StoredFirstConnection(lambda: holder[0])
+    service = AlertService(settings, connection, ("dev", "alert"))
+    holder.append(service)
+    service.attach()
+    connection.dispatch_input(InputMessage("detections", b'{"detections": [{"label": "person", "confidence": 1}]}'))
+    assert service.webhook is not None
+    assert len(connection.sent) == 1
+    message_id, stored = connection.sent[0]
+    assert stored == 1
+    peeked = service.webhook.queue.peek()
+    assert peeked is not None and peeked[1]["id"] == message_id
+    assert service.stats()["alerts_not_sent"] == 1
 
 
 def test_the_rules_in_force_are_logged_once_not_again_for_a_twin_that_keeps_them(

@@ -230,19 +230,27 @@ class AlertService:
             self.raise_alert(alert)
 
     def raise_alert(self, alert: Alert) -> None:
-        """Send one alert upstream and to the webhook."""
+        """Store one alert for the webhook, then send it upstream. The webhook's event id is the upstream
+        message's id too, so a copy (a delivery repeated after a crash) carries the same id everywhere."""
         body = alert.body(*self.identity)
+        event = make_event(body, *self.identity)
+        if self.webhook is not None:
+            # on disk first: a module killed from here on still delivers the alert after its restart
+            self.webhook.enqueue(event)
         properties = {"alertClass": alert.class_name, "confidence": f"{alert.confidence:.4f}"}
         log.info(
-            "alert: %s %.2f (model %s, frame %s)", alert.class_name, alert.confidence, alert.model, alert.frame_time
+            "alert: %s %.2f (model %s, frame %s, id %s)",
+            alert.class_name,
+            alert.confidence,
+            alert.model,
+            alert.frame_time,
+            event["id"],
         )
         with self._lock:
             self.counters["alerts"] += 1
         try:
-            self.connection.send_output(OUTPUT_NAME, body, properties)
+            self.connection.send_output(OUTPUT_NAME, body, properties, message_id=event["id"])
         except IoTError as e:
             with self._lock:
                 self.counters["alerts_not_sent"] += 1
             log.warning("alert not sent upstream: %s", e)
-        if self.webhook is not None:
-            self.webhook.enqueue(make_event(body, *self.identity))

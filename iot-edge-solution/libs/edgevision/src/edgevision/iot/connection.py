@@ -155,8 +155,16 @@ class ModuleConnection(abc.ABC):
         """Connect and install the handlers; the desired handlers get the whole desired document."""
 
     @abc.abstractmethod
-    def send_output(self, output_name: str, body: Any, properties: Mapping[str, str] | None = None) -> None:
-        """Send `body` (JSON unless bytes) on output `output_name` with application `properties`; raises IoTError."""
+    def send_output(
+        self,
+        output_name: str,
+        body: Any,
+        properties: Mapping[str, str] | None = None,
+        message_id: str | None = None,
+    ) -> None:
+        """Send `body` (JSON unless bytes) on output `output_name` with application `properties`; raises IoTError.
+        `message_id` becomes the message's system property `message-id` (`$.mid`, `$messageId` in routes and
+        upstream): a stable id lets consumers drop a message sent again after a crash."""
 
     @abc.abstractmethod
     def report(self, patch: dict) -> None:
@@ -188,7 +196,13 @@ class OfflineModuleConnection(ModuleConnection):
                 self.reason or "no IoT Edge environment",
             )
 
-    def send_output(self, output_name: str, body: Any, properties: Mapping[str, str] | None = None) -> None:
+    def send_output(
+        self,
+        output_name: str,
+        body: Any,
+        properties: Mapping[str, str] | None = None,
+        message_id: str | None = None,
+    ) -> None:
         encode_body(body)  # the same errors for an unserialisable body as online
         self.counters["outputs_failed"] += 1
 
@@ -284,11 +298,17 @@ class EdgeModuleConnection(ModuleConnection):
             )
         )
 
-    def send_output(self, output_name: str, body: Any, properties: Mapping[str, str] | None = None) -> None:
+    def send_output(
+        self,
+        output_name: str,
+        body: Any,
+        properties: Mapping[str, str] | None = None,
+        message_id: str | None = None,
+    ) -> None:
         from azure.iot.device import Message  # pylint: disable=import-outside-toplevel
 
         data, content_type = encode_body(body)
-        message = Message(data, content_encoding="utf-8", content_type=content_type)
+        message = Message(data, message_id=message_id, content_encoding="utf-8", content_type=content_type)
         for key, value in (properties or {}).items():
             message.custom_properties[str(key)] = str(value)
         try:

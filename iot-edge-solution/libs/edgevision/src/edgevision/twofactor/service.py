@@ -323,8 +323,12 @@ class RequestService(BaseConsumer):  # pylint: disable=too-many-instance-attribu
 
     def _verify_and_finish(self, entry: _Entry, result_name: str, body: dict[str, Any]) -> None:
         try:
+            # the request id as the message id: sent again after a crash, it is the same message to a consumer
             self.connection.send_output(
-                OUTPUT, body, {"requestId": str(body.get("requestId")), "status": str(body.get("status"))}
+                OUTPUT,
+                body,
+                {"requestId": str(body.get("requestId")), "status": str(body.get("status"))},
+                message_id=entry.request.request_id,
             )
         except IoTError as e:
             # the result is written; the message comes back after its visibility and the output is tried again

@@ -1,0 +1,45 @@
+"""The long fault run: tools/chaos.py with many faults of each kind (8 kinds: SIGKILL of authrequest, the
+classifier, alert, the front-end and Azurite; SIGSTOP of authrequest and the classifier for longer than the
+Azure IoT SDK's 60 s keep-alive, then SIGCONT; the hub away 30 s), ten users signing in all along. Prints the
+figures as JSON: faults by kind and part, requests queued and lost (the goal is 0), verification duplicates
+upstream, alerts accepted and delivered, p95 and max recovery per part, the slowest user answer and the
+invariants that did not hold.
+
+Needs the fixed ports of `make run`: inside `unshare --net`, e.g. for 200 faults
+
+    unshare --net bash -c 'ip link set lo up; nice .venv/bin/python bench/chaos_bench.py --faults 200'
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+KINDS = 8
+
+
+def main() -> int:
+    """Run tools/chaos.py with enough faults of each kind; its JSON goes to stdout."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+    parser.add_argument("--faults", type=int, default=200, help="at least this many faults in all")
+    parser.add_argument("--seed", type=int, help="the faults' order and moments (default: a new one, printed)")
+    parser.add_argument("--stop-seconds", type=float, default=65.0, help="how long a stopped module stays stopped")
+    parser.add_argument("--gap", type=float, nargs=2, default=(1.0, 5.0), help="seconds between faults (min max)")
+    parser.add_argument("--state", help="keep the run's folder here (logs, Azurite data, the emulator's state)")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    command = [sys.executable, str(ROOT / "tools" / "chaos.py"), "--faults-per-kind",
+               str(math.ceil(args.faults / KINDS)), "--stop-seconds", str(args.stop_seconds),
+               "--gap", *(str(g) for g in args.gap)]  # fmt: skip
+    for option, value in (("--seed", args.seed), ("--state", args.state), ("--json", args.json)):
+        if value is not None:
+            command += [option, str(value)]
+    return subprocess.run(command, check=False, cwd=ROOT).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
