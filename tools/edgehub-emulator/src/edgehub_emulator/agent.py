@@ -369,9 +369,11 @@ class LocalEdgeAgent:  # pylint: disable=too-many-instance-attributes  # the age
     def _should_restart(policy: str, code: int) -> bool:
         if policy == "always":
             return True
-        if policy == "on-failure":
+        if policy in ("on-failure", "on-unhealthy"):
+            # IoT Edge restarts an on-unhealthy module when it crashes or its health check fails; no health checks
+            # run locally, so here it is the crash alone
             return code != 0
-        return False  # "never", and "on-unhealthy" (no health checks run locally)
+        return False  # "never"
 
     def _exited(self, module: ModuleProcess, code: int, now: float) -> None:
         """Clean up after an exit and schedule the restart the policy asks for, with IoT Edge's back-off."""
