@@ -311,6 +311,8 @@ def run_probe(target: Target, workdir: Path) -> dict[str, Any]:
         "device": f"{DEVICE_DIR}/video0" if target.device else None,
         "writable_env": list(target.writable_env),
         "expect": target.expect,
+        # the console prints a status line every 30 s by default: a line per frame shows the video going through
+        "env": {"LOG_EVERY_FRAME": "True"} if target.expect == "serve" else {},
         "sample": "/app/media/dog.jpg",
         "timeout": 150,
         "tools": [list(argv) for argv in target.tools],

@@ -130,7 +130,11 @@ def run_command(spec: dict[str, Any]) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     with tempfile.TemporaryFile() as out:
         process = subprocess.Popen(  # pylint: disable=consider-using-with  # stopped below on every path
-            spec["command"], cwd=spec["workdir"], stdout=out, stderr=subprocess.STDOUT
+            spec["command"],
+            cwd=spec["workdir"],
+            env={**os.environ, **spec.get("env", {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
         result: dict[str, Any] = {}
         try:
