@@ -62,7 +62,45 @@ class _Prepared:
             self.model = None
 
 
-class Pipeline:
+class PipelineRunner:
+    """What the one-camera and the multi-camera pipelines share: run to the end, and their consumers' statistics.
+    A subclass has start, wait, close, error, stats and a Fanout in `_fanout`."""
+
+    error: BaseException | None
+    stats: PipelineStats
+    _fanout: Fanout
+
+    def start(self) -> None:
+        """Start capture and inference."""
+        raise NotImplementedError
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once the pipeline has ended (or failed)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop and release everything; safe to call twice."""
+        raise NotImplementedError
+
+    def run(self) -> PipelineStats:
+        """start, wait until done, close; re-raises a capture or inference error."""
+        self.start()
+        try:
+            while not self.wait(0.2):
+                pass
+        finally:
+            self.close()
+        if self.error is not None:
+            raise self.error
+        return self.stats
+
+    @property
+    def consumer_stats(self) -> dict[str, dict[str, int]]:
+        """Per consumer: dropped results and failures."""
+        return self._fanout.stats()
+
+
+class Pipeline(PipelineRunner):
     """Runs the model on frames from `source` and hands each result to every consumer. `task` is a fixed Task
     (its owner closes its engine) or a ModelManager, whose current model is taken per frame (hot swaps)."""
 
@@ -128,23 +166,6 @@ class Pipeline:
                 thread.join(10)
         self._release_queued()
         self._fanout.close()
-
-    def run(self) -> PipelineStats:
-        """start, wait until done, close; re-raises a capture or inference error."""
-        self.start()
-        try:
-            while not self.wait(0.2):
-                pass
-        finally:
-            self.close()
-        if self.error is not None:
-            raise self.error
-        return self.stats
-
-    @property
-    def consumer_stats(self) -> dict[str, dict[str, int]]:
-        """Per consumer: dropped results and failures."""
-        return self._fanout.stats()
 
     def camera_status(self) -> dict[str, dict[str, object]]:
         """The one camera (`default`) in the shape MultiCameraPipeline reports: state, reason, statistics."""

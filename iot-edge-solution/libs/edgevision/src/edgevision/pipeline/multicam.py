@@ -21,6 +21,7 @@ import cv2
 from edgevision.errors import EdgeVisionError
 from edgevision.frames import EndOfStreamError, Frame, FrameSource, FrameSourceError
 from edgevision.manager import ModelManager, ServedModel
+from edgevision.pipeline.core import PipelineRunner
 from edgevision.pipeline.fanout import Consumer, Fanout
 from edgevision.pipeline.stats import PipelineStats
 from edgevision.tasks import Task
@@ -81,7 +82,7 @@ class Camera:
         }
 
 
-class MultiCameraPipeline:  # pylint: disable=too-many-instance-attributes
+class MultiCameraPipeline(PipelineRunner):  # pylint: disable=too-many-instance-attributes
     """Runs one model (a fixed Task or a ModelManager's current model) on frames from several named sources and
     hands every result, its frame carrying the camera's name, to every consumer. The interface of `Pipeline`:
     start, stop, wait, close, run, stats, error."""
@@ -145,23 +146,6 @@ class MultiCameraPipeline:  # pylint: disable=too-many-instance-attributes
         if self._inference.is_alive():
             self._inference.join(10)
         self._fanout.close()
-
-    def run(self) -> PipelineStats:
-        """start, wait until done, close; re-raises an inference error."""
-        self.start()
-        try:
-            while not self.wait(0.2):
-                pass
-        finally:
-            self.close()
-        if self.error is not None:
-            raise self.error
-        return self.stats
-
-    @property
-    def consumer_stats(self) -> dict[str, dict[str, int]]:
-        """Per consumer: dropped results and failures."""
-        return self._fanout.stats()
 
     def camera_status(self) -> dict[str, dict[str, Any]]:
         """Per camera, in CAMERAS order: state (starting, up, stalled, ended, down), reason and statistics."""
