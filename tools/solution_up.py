@@ -107,6 +107,22 @@ LOCAL_STATE_PATHS = {
     "ALERT_QUEUE_DIR": "alert/alert-queue",
     "FRONTEND_DATABASE": "frontend/frontend.sqlite3",
 }
+# Of those, the ones a device's modules keep (the front-end is not on a device): in a fleet (`--device`, `--fleet`)
+# each device gets its own, under LOCAL_STATE/devices/<device-id>/ (edgehub-emulator up --device-state).
+DEVICE_STATE_PATHS = {name: LOCAL_STATE_PATHS[name] for name in ("MODEL_STORE", "ENGINE_CACHE_DIR", "ALERT_QUEUE_DIR")}
+
+
+def fleet_state_options(command: Sequence[str], local_state: Path) -> list[str]:
+    """`--device-state` and `--device-path` for `edgehub-emulator up` when the command runs a fleet; else none (the
+    single default device of `make run` keeps LOCAL_STATE/classifier/..., LOCAL_STATE/alert/...)."""
+    if not any(arg in ("--device", "--fleet") or arg.startswith(("--device=", "--fleet=")) for arg in command):
+        return []
+    options = ["--device-state", str(local_state / "devices")]
+    for name, relative in DEVICE_STATE_PATHS.items():
+        options += ["--device-path", f"{name}={relative}"]
+    return options
+
+
 # Names `make run VAR=value` may set that are options of make or of this script, not module settings.
 RUN_OPTIONS = {"VERBOSE", "SDK_LOGS"}
 PLACEHOLDER = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
@@ -601,7 +617,8 @@ def main(argv: list[str] | None = None) -> int:
     state = Path(args.state).resolve()
     state.mkdir(parents=True, exist_ok=True)
     plan = settings_plan(args, command, state)
-    command = [*command, "--env-file", str(plan.write(state))]
+    local_state = Path(args.local_state).resolve() if args.local_state else state.parent
+    command = [*command, "--env-file", str(plan.write(state)), *fleet_state_options(command, local_state)]
     children = Children()
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, children.forward)

@@ -333,3 +333,27 @@ def test_the_shells_variables_no_module_reads_are_left_alone(tmp_path: Path) -> 
     """A dev container's shell may export TARGETARCH for other tools: only make's command line is warned about."""
     plan = plan_for(tmp_path, {"SCORING_PORT": "9000"})
     assert not plan.warnings and not plan.lines
+
+
+@pytest.mark.parametrize(
+    "command, fleet",
+    [
+        (["edgehub-emulator", "up", "m.json", "--state", "s"], False),
+        (["edgehub-emulator", "up", "m.json", "--device", "lobby", "--device", "garage"], True),
+        (["edgehub-emulator", "up", "m.json", "--fleet", "fleet.json"], True),
+        (["edgehub-emulator", "up", "m.json", "--fleet=fleet.json"], True),
+    ],
+)
+def test_a_fleet_gives_each_device_its_own_module_state(tmp_path: Path, command: list[str], fleet: bool) -> None:
+    options = load().fleet_state_options(command, tmp_path)
+    if not fleet:  # `make run`'s single default device keeps STATE/classifier/..., STATE/alert/...
+        assert options == []
+        return
+    assert options[:2] == ["--device-state", str(tmp_path / "devices")]
+    paths = dict(item.split("=", 1) for item in options[3::2])
+    assert paths == {
+        "MODEL_STORE": "classifier/model-store",
+        "ENGINE_CACHE_DIR": "classifier/engine-cache",
+        "ALERT_QUEUE_DIR": "alert/alert-queue",
+    }
+    assert "FRONTEND_DATABASE" not in paths  # the front-end is not on a device

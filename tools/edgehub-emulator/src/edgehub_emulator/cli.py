@@ -105,17 +105,27 @@ def cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_up(args: argparse.Namespace) -> int:  # pylint: disable=too-many-locals  # one fleet's set-up
+def cmd_up(args: argparse.Namespace) -> int:  # pylint: disable=too-many-locals,too-many-branches  # one fleet's set-up
     """Run the hub and each device's modules until Ctrl-C / SIGTERM; then stop the modules, the hub."""
     # pylint: disable=import-outside-toplevel
     import dataclasses
 
     from edgehub_emulator.agent import LocalEdgeAgent, find_env_file, hub_caller, read_env_file
-    from edgehub_emulator.fleet import load_fleet, local_ports, port_environment
+    from edgehub_emulator.fleet import (
+        load_fleet,
+        local_ports,
+        parse_device_paths,
+        port_environment,
+        state_environment,
+    )
     from edgehub_emulator.manifest import load_manifest
 
     config = _config_from_args(args)
     fleet = load_fleet(args.device, args.fleet)
+    device_paths = parse_device_paths(args.device_path)
+    device_state = Path(args.device_state) if args.device_state else None
+    if device_paths and device_state is None:
+        raise EmulatorError("--device-path needs --device-state (the folder that holds each device's state)")
     if fleet and args.device_id is None:
         config = dataclasses.replace(config, device_id=fleet[0].device_id)
     manifest_path = Path(args.manifest)
@@ -139,8 +149,11 @@ def cmd_up(args: argparse.Namespace) -> int:  # pylint: disable=too-many-locals 
     for device in devices:
         index = device.index
 
-        def overrides(spec: Any, index: int = index) -> dict[str, str]:
-            return port_environment(spec, index, args.port_step)
+        def overrides(spec: Any, index: int = index, device_id: str = device.device_id) -> dict[str, str]:
+            return {
+                **port_environment(spec, index, args.port_step),
+                **state_environment(spec, device_id, device_state, device_paths),
+            }
 
         agents.append(
             LocalEdgeAgent(
@@ -160,9 +173,13 @@ def cmd_up(args: argparse.Namespace) -> int:  # pylint: disable=too-many-locals 
             name: local_ports(module.spec, device.index, args.port_step) for name, module in agent.modules.items()
         }
         hub.emulator.store.put_meta(f"ports:{device.device_id}", json.dumps(served))
+        own = str(device_state.resolve() / device.device_id) if device_state else ""
+        hub.emulator.store.put_meta(f"state:{device.device_id}", own)
         shown = ", ".join(
             f"{name} {container}->{port}" for name, ports in served.items() for container, port in ports.items()
         )
+        if own:
+            shown = f"{shown or 'no published ports'}; state in {own}"
         if len(devices) > 1:  # the fleet's banner: which device serves what
             print(f"DEVICE {device.device_id}: {shown or 'no published ports'}", flush=True)
         else:
@@ -459,6 +476,14 @@ def build_parser() -> argparse.ArgumentParser:  # pylint: disable=too-many-state
     up.add_argument("--fleet", help='fleet file: {"devices": {"<id>": {"tags": {...}}}}')
     up.add_argument(
         "--port-step", type=int, default=100, help="port offset between fleet devices (default 100: 8080, 8180, ...)"
+    )
+    up.add_argument(
+        "--device-state", help="folder of each device's own module state: DIR/<device-id>/ (with --device-path)"
+    )
+    up.add_argument(
+        "--device-path",
+        action="append",
+        help="NAME=RELATIVE: a module env variable NAME is set to DEVICE_STATE/<device-id>/RELATIVE (repeatable)",
     )
     up.add_argument("--backoff-unit", type=float, default=10.0, help="restart back-off unit in seconds (IoT Edge: 10)")
     env = sub.add_parser("env", parents=[client], help="print the environment a module needs")

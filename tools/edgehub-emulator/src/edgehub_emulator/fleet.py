@@ -9,6 +9,12 @@ not collide. The n-th device (from 0) serves each port binding of a module's cre
 (`HostConfig.PortBindings`, e.g. `"80/tcp": [{"HostPort": "8080"}]`) on HostPort + n * port_step, and an env value
 of that module equal to the binding's container or host port is given that local port, so the process listens
 where the banner and `edgehub-emulator status` say.
+
+On a device, what a module keeps on disk lives in a volume of its own device (createOptions `HostConfig.Mounts`).
+Module processes of different devices share this machine's disk, so `--device-state DIR` with
+`--device-path NAME=RELATIVE` (repeatable) gives every module whose env has NAME the folder
+DIR/<device-id>/RELATIVE instead of the manifest's value, whatever a deployment sets it to: two devices never
+share a model store or an alert queue.
 """
 
 from __future__ import annotations
@@ -59,6 +65,29 @@ def load_fleet(names: list[str] | None, fleet_file: str | None) -> list[FleetDev
         if not _DEVICE_RE.match(device_id):
             raise ConfigError(f"device id {device_id!r} is not a valid IoT Hub device id")
     return [FleetDevice(device_id, tags, index) for index, (device_id, tags) in enumerate(devices.items())]
+
+
+def parse_device_paths(items: list[str] | None) -> dict[str, str]:
+    """`["MODEL_STORE=classifier/model-store"]` -> `{"MODEL_STORE": "classifier/model-store"}`; ConfigError for
+    anything else (no `=`, an empty side, an absolute path or one that leaves its folder)."""
+    paths: dict[str, str] = {}
+    for item in items or []:
+        name, sep, relative = item.partition("=")
+        parts = Path(relative).parts
+        if not sep or not name or not relative or Path(relative).is_absolute() or ".." in parts:
+            raise ConfigError(f"--device-path {item!r}: expected NAME=RELATIVE/PATH (relative, without ..)")
+        paths[name] = relative
+    return paths
+
+
+def state_environment(
+    spec: ModuleSpec, device_id: str, state_dir: Path | None, paths: dict[str, str]
+) -> dict[str, str]:
+    """The device's own folder for each env variable of the module that `paths` names."""
+    if state_dir is None:
+        return {}
+    root = state_dir.resolve() / device_id
+    return {name: str(root / relative) for name, relative in paths.items() if name in spec.env}
 
 
 def _create_options(spec: ModuleSpec) -> dict[str, Any]:

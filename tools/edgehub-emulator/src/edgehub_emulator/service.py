@@ -322,6 +322,7 @@ class ServiceApi:
                     name: (state or {}).get("runtimeStatus") for name, state in (reported.get("modules") or {}).items()
                 },
                 "ports": json.loads(self.hub.store.get_meta(f"ports:{device_id}") or "{}"),
+                "state": self.hub.store.get_meta(f"state:{device_id}") or None,
             }
         return Response.json(
             200,
