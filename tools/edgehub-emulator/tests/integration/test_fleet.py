@@ -202,3 +202,35 @@ def test_retargeting_and_single_device_changes_with_restart_policy(fleet: FleetU
     wait_for(lambda: fleet.starts("attic", "extra"), 60)
     wait_for(lambda: configs.get_configuration("two-sites").system_metrics.results["reportedSuccessfulCount"] == 3, 60)
     wait_for(lambda: "crashy" not in reported(registry, "attic")["modules"], 30)
+
+
+def test_a_priority_conflict_runs_the_winners_modules_and_deleting_it_falls_back(fleet: FleetUp, service: Any) -> None:
+    registry, configs = service
+    # two-sites (priority 10) targets all three now (attic carries site=garage); garage-first (20) targets garage
+    # and attic with the manifest's modules and another greeting for worker.
+    wait_for(lambda: fleet.starts("attic", "extra") and fleet.starts("garage", "extra"), 60)
+    steady = {device: fleet.starts(device, "steady")[-1][0] for device in DEVICES}
+    extra = {device: fleet.starts(device, "extra")[-1][0] for device in DEVICES}
+    content = copy.deepcopy(manifest_content(fleet))
+    content["$edgeAgent"]["properties.desired"]["modules"]["worker"]["env"]["GREETING"]["value"] = "priority"
+    configs.create_configuration(
+        Configuration(
+            id="garage-first",
+            content=ConfigurationContent(modules_content=content),
+            target_condition="tags.site='garage'",
+            priority=20,
+        )
+    )
+    for device in ("garage", "attic"):
+        wait_for(lambda d=device: fleet.starts(d, "worker")[-1][1] == "priority", 60)
+        wait_for(lambda d=device: not alive(extra[d]), 30)  # the loser's module stops
+        assert fleet.starts(device, "steady")[-1][0] == steady[device] and alive(steady[device])
+    wait_for(lambda: configs.get_configuration("garage-first").system_metrics.results["reportedSuccessfulCount"] == 2)
+    two_sites = configs.get_configuration("two-sites").system_metrics.results
+    assert two_sites["targetedCount"] == 3 and two_sites["appliedCount"] == 1  # targeted, but lost on two devices
+    assert fleet.starts("lobby", "extra")[-1][0] == extra["lobby"] and alive(extra["lobby"])  # lobby: not targeted
+    assert reported(registry, "garage")["lastDesiredStatus"]["code"] == 200
+    # Deleting the winner falls back to the next deployment: extra runs again on garage.
+    configs.delete_configuration("garage-first")
+    wait_for(lambda: fleet.starts("garage", "extra")[-1][0] != extra["garage"], 60)
+    wait_for(lambda: configs.get_configuration("two-sites").system_metrics.results["appliedCount"] == 3, 60)
