@@ -288,3 +288,11 @@ def test_the_fleet_comes_back_from_its_state_with_the_deployments_applied(fleet:
     assert configs.get_configuration("stricter-alerts").system_metrics.results == metrics
     assert metrics == {"targetedCount": 1, "appliedCount": 1, "reportedSuccessfulCount": 1, "reportedFailedCount": 0}
     assert sorted(p.name for p in fleet.queue(west).glob("*.json")) == queued  # undelivered alerts kept
+    # a rollback after the restart: dock-east's own content back to the manifest's reaches its alert module
+    configs.apply_configuration_on_edge_device(
+        east,
+        ConfigurationContent(
+            modules_content=json.loads((fleet.solution / "deployment.json").read_text())["modulesContent"]
+        ),
+    )
+    wait_for(lambda: fleet.alert_env(east)["ALERT_MIN_CONFIDENCE"] == "0.5", 60, "dock-east back on the manifest")

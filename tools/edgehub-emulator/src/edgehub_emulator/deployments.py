@@ -474,11 +474,21 @@ class Deployments:  # pylint: disable=too-many-public-methods  # the registry an
                 "it takes no single-device deployment: change its tags or those deployments instead"
             )
         self.store.put_meta(f"single:{device_id}", json.dumps(content["modulesContent"]))
+        self.store.put_meta(f"single-source:{device_id}", "service")
         self.store.put_meta(f"applied:{device_id}", json.dumps({"status": {}, "automatic": False}))
         self.reevaluate([device_id])
 
+    def replaced_manifest(self, device_id: str, modules_content: dict[str, Any]) -> bool:
+        """Whether a single-device deployment through the service API replaced the manifest `start`/`up` gave the
+        device, and that manifest is unchanged since: then the deployment stays when the hub starts again."""
+        return self.store.get_meta(f"single-source:{device_id}") == "service" and self.store.get_meta(
+            f"manifest:{device_id}"
+        ) == section_digest(modules_content)
+
     def remember_manifest(self, device_id: str, modules_content: dict[str, Any]) -> None:
         """The manifest `start`/`up` applied is the device's single-device content (what it falls back to)."""
+        self.store.put_meta(f"manifest:{device_id}", section_digest(modules_content))
+        self.store.put_meta(f"single-source:{device_id}", "manifest")
         self.store.put_meta(f"single:{device_id}", json.dumps(modules_content))
         for module, section in modules_content.items():
             desired = section.get(DESIRED) if isinstance(section, dict) else None

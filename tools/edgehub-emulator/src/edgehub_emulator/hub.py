@@ -89,6 +89,11 @@ class Hub:
         if targeting:
             logger.info("deployments %s target %s: the manifest is not applied to it", ", ".join(targeting), device_id)
             return
+        if self.deployments.replaced_manifest(device_id, manifest.content):
+            logger.info(
+                "%s keeps its single-device deployment (the manifest is unchanged since it was replaced)", device_id
+            )
+            return
         new_twins = {
             name for name in [*manifest.modules, *manifest.desired] if self.ensure_identity(device_id, name)[1]
         }
