@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import sys
 import threading
 import time
 from typing import Any
@@ -106,10 +108,52 @@ def test_every_frame_of_a_file_in_order(task, make_video) -> None:
     assert collector.events == ["start", "close"]
     snapshot = stats.snapshot()
     assert snapshot["results"] == 12 and snapshot["frames_skipped"] == 0 and snapshot["errors"] == 0
-    for stage in ("capture", "preprocess", "inference", "end_to_end"):
+    for stage in ("capture", "preprocess", "inference", "end_to_end", "queue_wait", "inference_idle"):
         assert snapshot[f"{stage}_ms"] > 0, stage
+    assert stats.count("queue_wait") == 12 and stats.count("inference_idle") == 12
     assert snapshot["mean_fps"] > 0
     assert "processed 12 frames" in format_summary(stats, 1.0)
+
+
+class PriorityProbe(FrameSource):
+    """A real video file source that notes the niceness of the thread that reads it."""
+
+    def __init__(self, inner: FrameSource) -> None:
+        super().__init__(inner.description, inner.options)
+        self.inner = inner
+        self.live = inner.live
+        self.niceness: set[int] = set()
+
+    def open(self) -> None:
+        self.inner.open()
+
+    def read(self) -> Frame:
+        self.niceness.add(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return self.inner.read()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return self.inner.stats
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
+@pytest.mark.parametrize(
+    "realtime, capture_nice, raised",
+    [(False, 5, 5), (True, 5, 0), (False, 0, 0)],
+    ids=["unpaced file: lowered", "paced file: kept", "setting off: kept"],
+)
+def test_capture_thread_priority(task, make_video, realtime: bool, capture_nice: int, raised: int) -> None:
+    """An unpaced file is read at `capture_nice` (decoding fills the engine's idle time); a paced file is read at
+    the process's priority, and so is every frame with the setting at 0."""
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    source = PriorityProbe(open_source(str(make_video(gradient_frames(4))), SourceOptions(loop=False, realtime=realtime)))
+    options = PipelineOptions(capture_nice=capture_nice)
+    Pipeline(source, task, [Collector()], options).run()
+    assert source.niceness == {min(19, base + raised)}
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the caller's thread is untouched
 
 
 def test_max_results_stops_a_looping_file(task, make_video) -> None:

@@ -7,6 +7,7 @@ keeps the newest frame; inference takes it when ready, pre-processes and runs, s
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -41,6 +42,11 @@ class PipelineOptions:
     # others to the engine, which is what makes the two stages overlap instead of fighting; None keeps
     # OpenCV's default (all cores). OpenCV's setting is process-wide.
     opencv_threads: int | None = 1
+    # Niceness of the capture thread while it reads a file as fast as the engine goes (every frame, not paced):
+    # decoding then fills the time the engine's threads leave idle instead of delaying them (an intra-op thread
+    # that wakes to find its core taken holds up the whole inference). 0 leaves it at the process's priority.
+    # Live and paced sources keep the process's priority: their frames must be read when they come.
+    capture_nice: int = 5
 
 
 @dataclass
@@ -54,6 +60,7 @@ class _Prepared:
     geometry: Geometry | None = None
     preprocess_ms: float = 0.0
     error: EdgeVisionError | None = None
+    ready_at: float = 0.0  # perf_counter() when it was queued for inference
 
     def release(self) -> None:
         """Let go of the model (once)."""
@@ -191,7 +198,21 @@ class Pipeline(PipelineRunner):
                 continue
         return False
 
+    def _lower_capture_priority(self) -> None:
+        """Lower this (the capture) thread's priority by `capture_nice` (added to its niceness, at most 19) when it
+        reads a file unpaced, every frame; the other threads keep theirs."""
+        paced = bool(getattr(self.source.options, "realtime", False))
+        if not self.options.capture_nice or not self.every_frame or self.source.live or paced:
+            return
+        try:
+            thread = threading.get_native_id()
+            niceness = os.getpriority(os.PRIO_PROCESS, thread)
+            os.setpriority(os.PRIO_PROCESS, thread, min(19, niceness + self.options.capture_nice))
+        except (AttributeError, OSError) as e:  # not Linux, or not allowed: run at the process's priority
+            log.debug("capture thread keeps its priority: %s", e)
+
     def _capture_loop(self) -> None:
+        self._lower_capture_priority()
         try:
             while not self._stop.is_set():
                 started = time.perf_counter()
@@ -243,9 +264,10 @@ class Pipeline(PipelineRunner):
         except EdgeVisionError as e:
             model.release()
             return _Prepared(frame, None, error=e)
-        elapsed = (time.perf_counter() - started) * 1000
+        done = time.perf_counter()
+        elapsed = (done - started) * 1000
         self.stats.add_latency("preprocess", elapsed)
-        return _Prepared(frame, model, inputs, geometry, elapsed)
+        return _Prepared(frame, model, inputs, geometry, elapsed, ready_at=done)
 
     def _next_item(self) -> object | None:
         if isinstance(self._queue, LatestValue):
@@ -258,6 +280,7 @@ class Pipeline(PipelineRunner):
     def _inference_loop(self) -> None:
         consecutive_errors = 0
         produced = 0
+        idle_since = time.perf_counter()
         try:
             while not self._stop.is_set():
                 item = self._next_item()
@@ -265,6 +288,10 @@ class Pipeline(PipelineRunner):
                     continue
                 if item is _END:
                     break
+                taken = time.perf_counter()
+                self.stats.add_latency("inference_idle", (taken - idle_since) * 1000)
+                if isinstance(item, _Prepared) and item.ready_at:
+                    self.stats.add_latency("queue_wait", (taken - item.ready_at) * 1000)
                 prepared = item if isinstance(item, _Prepared) else self._prepare(item)  # type: ignore[arg-type]
                 try:
                     result = self._infer(prepared)
@@ -275,6 +302,7 @@ class Pipeline(PipelineRunner):
                     if consecutive_errors >= self.options.max_consecutive_errors:
                         self.error = e
                         break
+                    idle_since = time.perf_counter()
                     continue
                 consecutive_errors = 0
                 now = time.monotonic()
@@ -283,6 +311,7 @@ class Pipeline(PipelineRunner):
                 self.stats.add_latency("end_to_end", (now - prepared.frame.timestamp) * 1000)
                 self.stats.count_result(now)
                 self._fanout.publish(prepared.frame, result)
+                idle_since = time.perf_counter()
                 produced += 1
                 if self.options.max_results and produced >= self.options.max_results:
                     break
