@@ -149,11 +149,48 @@ def test_capture_thread_priority(task, make_video, realtime: bool, capture_nice:
     """An unpaced file is read at `capture_nice` (decoding fills the engine's idle time); a paced file is read at
     the process's priority, and so is every frame with the setting at 0."""
     base = os.getpriority(os.PRIO_PROCESS, 0)
-    source = PriorityProbe(open_source(str(make_video(gradient_frames(4))), SourceOptions(loop=False, realtime=realtime)))
+    source = PriorityProbe(
+        open_source(str(make_video(gradient_frames(4))), SourceOptions(loop=False, realtime=realtime))
+    )
     options = PipelineOptions(capture_nice=capture_nice)
     Pipeline(source, task, [Collector()], options).run()
     assert source.niceness == {min(19, base + raised)}
     assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the caller's thread is untouched
+
+
+class ResultCollector(BaseConsumer):
+    """Records (frame index, top class, score) of every result."""
+
+    name = "results"
+
+    def __init__(self) -> None:
+        self.results: list[tuple[int, str, float]] = []
+
+    def handle(self, frame: Frame, result: Any) -> None:
+        top = result.predictions[0]
+        self.results.append((frame.index, top.label, top.confidence))
+
+
+def test_frame_parallel_inference_gives_the_one_worker_results_in_order(task, media) -> None:
+    """Two frames in inference at once on the demo video: the same results as one at a time, in frame order."""
+    runs = {}
+    for workers in (1, 2):
+        collector = ResultCollector()
+        source = open_source(str(media.path("demo.mp4")), SourceOptions(loop=False))
+        pipeline = Pipeline(source, task, [collector], PipelineOptions(max_results=60, inference_workers=workers))
+        pipeline.run()
+        assert pipeline.inference_workers == workers
+        runs[workers] = collector.results
+    assert [index for index, _, _ in runs[2]] == list(range(60))
+    assert [label for _, label, _ in runs[2]] == [label for _, label, _ in runs[1]]
+    np.testing.assert_allclose([s for _, _, s in runs[2]], [s for _, _, s in runs[1]], atol=1e-5)
+
+
+def test_a_live_source_has_one_inference_worker(task) -> None:
+    """The newest frame of a live camera is taken by one inference thread: frame-parallel workers are for files."""
+    pipeline = Pipeline(InMemoryCamera(gradient_frames(3)), task, [], PipelineOptions(max_results=3))
+    pipeline.run()
+    assert pipeline.inference_workers == 1
 
 
 def test_max_results_stops_a_looping_file(task, make_video) -> None:

@@ -1,8 +1,10 @@
-"""Capture thread -> inference thread -> consumers.
+"""Capture thread -> inference thread(s) -> consumers.
 
 Files (every frame): the capture thread reads *and* pre-processes into a short queue, so decoding and
-pre-processing overlap with inference. Live sources (and files with every_frame off): the capture thread only
-keeps the newest frame; inference takes it when ready, pre-processes and runs, so results are never stale."""
+pre-processing overlap with inference, and `inference_workers` threads run frames from it at once where the
+engine takes concurrent calls (ONNX Runtime); results reach the consumers in frame order all the same. Live
+sources (and files with every_frame off): the capture thread only keeps the newest frame; one inference thread
+takes it when ready, pre-processes and runs, so results are never stale."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -47,6 +50,10 @@ class PipelineOptions:
     # that wakes to find its core taken holds up the whole inference). 0 leaves it at the process's priority.
     # Live and paced sources keep the process's priority: their frames must be read when they come.
     capture_nice: int = 5
+    # Frames in inference at once when every frame of a file is processed and the engine runs concurrent calls
+    # (ONNX Runtime): a second frame's inference fills the cores while the first one's operators run on fewer
+    # threads than there are cores. Results are published in frame order. Live sources always use one.
+    inference_workers: int = 2
 
 
 @dataclass
@@ -132,10 +139,17 @@ class Pipeline(PipelineRunner):
         self._queue: queue.Queue | LatestValue = (
             queue.Queue(maxsize=self.options.queue_size) if self.every_frame else LatestValue()
         )
-        self._threads = [
-            threading.Thread(target=self._capture_loop, name="capture", daemon=True),
-            threading.Thread(target=self._inference_loop, name="inference", daemon=True),
-        ]
+        self._threads = [threading.Thread(target=self._capture_loop, name="capture", daemon=True)]
+        self.inference_workers = 1
+        self._take_lock = threading.Lock()  # taking a frame and numbering it is one step
+        self._order_lock = threading.Lock()  # publishing in frame order, the error budget, max_results
+        self._taken = 0
+        self._next_to_publish = 0
+        self._finished: dict[int, tuple[Frame, Any, EdgeVisionError | None]] = {}
+        self._produced = 0
+        self._consecutive_errors = 0
+        self._input_ended = threading.Event()
+        self._workers_left = 0
 
     @property
     def task(self) -> Task:
@@ -146,12 +160,26 @@ class Pipeline(PipelineRunner):
         return current.task
 
     # -- control ---------------------------------------------------------------------------------------------
+    def _worker_count(self) -> int:
+        """`inference_workers` for every frame of a file on an engine that takes concurrent calls, else 1."""
+        current = self.models.current
+        concurrent = current is not None and bool(getattr(current.task.engine, "concurrent_infer", False))
+        if not self.every_frame or not concurrent:
+            return 1
+        return max(1, self.options.inference_workers)
+
     def start(self) -> None:
         """Open the source (errors raise here) and start the threads."""
         if self.options.opencv_threads is not None:
             cv2.setNumThreads(self.options.opencv_threads)
         self.source.open()
         self._fanout.start()
+        self.inference_workers = self._worker_count()
+        self._workers_left = self.inference_workers
+        self._threads += [
+            threading.Thread(target=self._inference_loop, name=f"inference-{i}" if i else "inference", daemon=True)
+            for i in range(self.inference_workers)
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -277,48 +305,86 @@ class Pipeline(PipelineRunner):
         except queue.Empty:
             return None
 
+    def _take(self) -> tuple[object | None, int]:
+        """The next item and its number in frame order; (None, -1) when none came or the input has ended."""
+        with self._take_lock:
+            if self._input_ended.is_set():
+                return None, -1
+            item = self._next_item()
+            if item is _END:
+                self._input_ended.set()
+                return None, -1
+            if item is None:
+                return None, -1
+            number = self._taken
+            self._taken += 1
+            return item, number
+
     def _inference_loop(self) -> None:
-        consecutive_errors = 0
-        produced = 0
         idle_since = time.perf_counter()
         try:
-            while not self._stop.is_set():
-                item = self._next_item()
+            while not self._stop.is_set() and not self._input_ended.is_set():
+                item, number = self._take()
                 if item is None:
                     continue
-                if item is _END:
-                    break
                 taken = time.perf_counter()
                 self.stats.add_latency("inference_idle", (taken - idle_since) * 1000)
                 if isinstance(item, _Prepared) and item.ready_at:
                     self.stats.add_latency("queue_wait", (taken - item.ready_at) * 1000)
                 prepared = item if isinstance(item, _Prepared) else self._prepare(item)  # type: ignore[arg-type]
+                frame = prepared.frame
                 try:
-                    result = self._infer(prepared)
+                    result, error = self._infer(prepared), None
                 except EdgeVisionError as e:
-                    consecutive_errors += 1
-                    self.stats.count_error()
-                    log.error("frame %d failed: %s", prepared.frame.index, e)
-                    if consecutive_errors >= self.options.max_consecutive_errors:
-                        self.error = e
-                        break
-                    idle_since = time.perf_counter()
-                    continue
-                consecutive_errors = 0
-                now = time.monotonic()
-                self.stats.add_latency("inference", result.inference_ms)
-                self.stats.add_latency("postprocess", result.postprocess_ms)
-                self.stats.add_latency("end_to_end", (now - prepared.frame.timestamp) * 1000)
-                self.stats.count_result(now)
-                self._fanout.publish(prepared.frame, result)
-                idle_since = time.perf_counter()
-                produced += 1
-                if self.options.max_results and produced >= self.options.max_results:
+                    result, error = None, e
+                if not self._complete(number, frame, result, error):
                     break
+                idle_since = time.perf_counter()
         except BaseException as e:  # pylint: disable=broad-exception-caught
             log.exception("inference thread crashed")
             self.error = e
+            self._stop.set()
         finally:
+            self._worker_done()
+
+    def _complete(self, number: int, frame: Frame, result: Any, error: EdgeVisionError | None) -> bool:
+        """Hand frame `number`'s result (or error) over; publish every result now due, in frame order. False once
+        the pipeline is to stop (max_results reached, the error budget spent)."""
+        with self._order_lock:
+            self._finished[number] = (frame, result, error)
+            while self._next_to_publish in self._finished and not self._stop.is_set():
+                frame, result, error = self._finished.pop(self._next_to_publish)
+                self._next_to_publish += 1
+                self._publish(frame, result, error)
+            return not self._stop.is_set()
+
+    def _publish(self, frame: Frame, result: Any, error: EdgeVisionError | None) -> None:
+        """One frame's outcome, in order (the order lock held)."""
+        if error is not None:
+            self._consecutive_errors += 1
+            self.stats.count_error()
+            log.error("frame %d failed: %s", frame.index, error)
+            if self._consecutive_errors >= self.options.max_consecutive_errors:
+                self.error = error
+                self._stop.set()
+            return
+        self._consecutive_errors = 0
+        now = time.monotonic()
+        self.stats.add_latency("inference", result.inference_ms)
+        self.stats.add_latency("postprocess", result.postprocess_ms)
+        self.stats.add_latency("end_to_end", (now - frame.timestamp) * 1000)
+        self.stats.count_result(now)
+        self._fanout.publish(frame, result)
+        self._produced += 1
+        if self.options.max_results and self._produced >= self.options.max_results:
+            self._stop.set()
+
+    def _worker_done(self) -> None:
+        """The last inference thread to end stops the pipeline and lets go of what is still queued."""
+        with self._order_lock:
+            self._workers_left -= 1
+            last = self._workers_left <= 0
+        if last:
             self._stop.set()
             self._release_queued()
             self._done.set()
