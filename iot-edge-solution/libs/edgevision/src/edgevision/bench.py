@@ -30,6 +30,7 @@ class _SteadyStats(PipelineStats):
         super().__init__()
         self.mark = mark
         self.marked_perf: float | None = None
+        self.workers = 1  # the pipeline's inference threads
 
     def count_result(self, now: float | None = None) -> None:
         super().count_result(now)
@@ -98,6 +99,8 @@ def _run_pipeline(
     source = open_source(str(video), source_options or SourceOptions(loop=True))
     pipeline = Pipeline(source, task, [], options, stats=stats)
     pipeline.start()
+    if isinstance(stats, _SteadyStats):
+        stats.workers = pipeline.inference_workers
     try:
         pipeline.wait()
         ended = time.perf_counter()
@@ -127,6 +130,7 @@ def _pipeline_fps(
         raise RuntimeError(f"the pipeline did not process every frame: {stats.snapshot()}")
     if totals is not None:
         _merge_stage_times(totals, stats)
+        totals.workers = stats.workers  # type: ignore[attr-defined]
     return stats.steady_fps(ended)
 
 
@@ -199,6 +203,7 @@ class _Measured:
     engine_callers: dict[tuple[int, int], _Figures] = field(default_factory=dict)
     # the default pipeline with the capture thread at the process's priority (capture_nice 0)
     capture_nice_off: _Figures = field(default_factory=_Figures)
+    workers: int = 1  # the default pipeline's inference threads
 
 
 def _measure(
@@ -286,6 +291,7 @@ def bench_pipeline(
             "video_realtime": False,
         },
     }
+    measured.workers = getattr(measured.stages, "workers", 1)
     return {**report, **_figures(measured, default_threads), "live": live}
 
 
@@ -315,7 +321,7 @@ def _figures(measured: _Measured, default_threads: int) -> dict[str, Any]:
         },
         "stage_mean_ms": {stage: round(measured.stages.mean_ms(stage), 3) for stage in STAGES},
         **_machine_best(measured, default_fps),
-        **_where_time_goes(measured.stages, default_fps),
+        **_where_time_goes(measured.stages, default_fps, measured.workers),
         **_capture_nice_figures(measured, default_fps),
     }
 
@@ -336,12 +342,13 @@ def _machine_best(measured: _Measured, default_fps: float) -> dict[str, Any]:
     }
 
 
-def _where_time_goes(stages: PipelineStats, fps: float) -> dict[str, Any]:
+def _where_time_goes(stages: PipelineStats, fps: float, workers: int) -> dict[str, Any]:
     """Per frame of the default pipeline: what each thread spent its time on, against the frame interval.
 
-    The capture thread decodes and pre-processes; the inference thread runs the engine and post-processes, and
-    waits when capture has not delivered (`inference_idle`); `queue_wait` is how long a pre-processed frame
-    waited for the inference thread (a full queue: capture is ahead, as it should be)."""
+    The capture thread decodes and pre-processes; each of the `workers` inference threads runs the engine and
+    post-processes, and waits when capture has not delivered (`inference_idle`); `queue_wait` is how long a
+    pre-processed frame waited for an inference thread (a full queue: capture is ahead, as it should be). With
+    two workers each one has two frame intervals per frame (the busy share is per worker)."""
     interval = 1000 / fps if fps else 0.0
 
     def mean(stage: str) -> float:
@@ -352,6 +359,7 @@ def _where_time_goes(stages: PipelineStats, fps: float) -> dict[str, Any]:
     return {
         "where_time_goes_ms": {
             "frame_interval": round(interval, 3),
+            "inference_workers": workers,
             "capture_thread": {"decode": mean("capture"), "preprocess": mean("preprocess"), "busy": round(capture, 3)},
             "inference_thread": {
                 "inference": mean("inference"),
@@ -362,7 +370,7 @@ def _where_time_goes(stages: PipelineStats, fps: float) -> dict[str, Any]:
             "queue_wait": mean("queue_wait"),
         },
         "capture_thread_busy_share": round(capture / interval, 3) if interval else 0.0,
-        "inference_thread_busy_share": round(inference / interval, 3) if interval else 0.0,
+        "inference_thread_busy_share": round(inference / (interval * workers), 3) if interval else 0.0,
     }
 
 

@@ -210,7 +210,9 @@ def test_slow_and_failing_consumers_do_not_stall_the_pipeline(task, make_video) 
         open_source(str(video), SourceOptions(loop=False)),
         task,
         [fast, slow, broken],
-        PipelineOptions(consumer_queue_size=2),
+        # one inference thread: results come one at a time, so a queue of 2 is enough for the fast consumer on
+        # a loaded machine (two threads can hand over two results at once)
+        PipelineOptions(consumer_queue_size=2, inference_workers=1),
     )
     stats = pipeline.run()
     assert stats.results == 30

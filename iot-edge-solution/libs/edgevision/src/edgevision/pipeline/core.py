@@ -13,7 +13,7 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
@@ -74,6 +74,24 @@ class _Prepared:
         if self.model is not None:
             self.model.release()
             self.model = None
+
+
+@dataclass
+class _InOrder:
+    """What the inference threads share to publish results in frame order: frames are numbered as they are taken
+    (`take_lock`), and results wait in `finished` until every earlier one is out (`lock`, which also guards the
+    error budget and the count towards max_results)."""
+
+    take_lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    input_ended: threading.Event = field(default_factory=threading.Event)
+    taken: int = 0
+    next_to_publish: int = 0
+    finished: dict[int, tuple[Frame, Any, EdgeVisionError | None]] = field(default_factory=dict)
+    produced: int = 0
+    consecutive_errors: int = 0
+    workers: int = 1  # inference threads started
+    workers_left: int = 0
 
 
 class PipelineRunner:
@@ -140,16 +158,12 @@ class Pipeline(PipelineRunner):
             queue.Queue(maxsize=self.options.queue_size) if self.every_frame else LatestValue()
         )
         self._threads = [threading.Thread(target=self._capture_loop, name="capture", daemon=True)]
-        self.inference_workers = 1
-        self._take_lock = threading.Lock()  # taking a frame and numbering it is one step
-        self._order_lock = threading.Lock()  # publishing in frame order, the error budget, max_results
-        self._taken = 0
-        self._next_to_publish = 0
-        self._finished: dict[int, tuple[Frame, Any, EdgeVisionError | None]] = {}
-        self._produced = 0
-        self._consecutive_errors = 0
-        self._input_ended = threading.Event()
-        self._workers_left = 0
+        self._order = _InOrder()
+
+    @property
+    def inference_workers(self) -> int:
+        """How many inference threads run (known once started)."""
+        return self._order.workers
 
     @property
     def task(self) -> Task:
@@ -174,11 +188,10 @@ class Pipeline(PipelineRunner):
             cv2.setNumThreads(self.options.opencv_threads)
         self.source.open()
         self._fanout.start()
-        self.inference_workers = self._worker_count()
-        self._workers_left = self.inference_workers
+        self._order.workers = self._order.workers_left = self._worker_count()
         self._threads += [
             threading.Thread(target=self._inference_loop, name=f"inference-{i}" if i else "inference", daemon=True)
-            for i in range(self.inference_workers)
+            for i in range(self._order.workers)
         ]
         for thread in self._threads:
             thread.start()
@@ -307,23 +320,23 @@ class Pipeline(PipelineRunner):
 
     def _take(self) -> tuple[object | None, int]:
         """The next item and its number in frame order; (None, -1) when none came or the input has ended."""
-        with self._take_lock:
-            if self._input_ended.is_set():
+        with self._order.take_lock:
+            if self._order.input_ended.is_set():
                 return None, -1
             item = self._next_item()
             if item is _END:
-                self._input_ended.set()
+                self._order.input_ended.set()
                 return None, -1
             if item is None:
                 return None, -1
-            number = self._taken
-            self._taken += 1
+            number = self._order.taken
+            self._order.taken += 1
             return item, number
 
     def _inference_loop(self) -> None:
         idle_since = time.perf_counter()
         try:
-            while not self._stop.is_set() and not self._input_ended.is_set():
+            while not self._stop.is_set() and not self._order.input_ended.is_set():
                 item, number = self._take()
                 if item is None:
                     continue
@@ -350,40 +363,40 @@ class Pipeline(PipelineRunner):
     def _complete(self, number: int, frame: Frame, result: Any, error: EdgeVisionError | None) -> bool:
         """Hand frame `number`'s result (or error) over; publish every result now due, in frame order. False once
         the pipeline is to stop (max_results reached, the error budget spent)."""
-        with self._order_lock:
-            self._finished[number] = (frame, result, error)
-            while self._next_to_publish in self._finished and not self._stop.is_set():
-                frame, result, error = self._finished.pop(self._next_to_publish)
-                self._next_to_publish += 1
+        with self._order.lock:
+            self._order.finished[number] = (frame, result, error)
+            while self._order.next_to_publish in self._order.finished and not self._stop.is_set():
+                frame, result, error = self._order.finished.pop(self._order.next_to_publish)
+                self._order.next_to_publish += 1
                 self._publish(frame, result, error)
             return not self._stop.is_set()
 
     def _publish(self, frame: Frame, result: Any, error: EdgeVisionError | None) -> None:
         """One frame's outcome, in order (the order lock held)."""
         if error is not None:
-            self._consecutive_errors += 1
+            self._order.consecutive_errors += 1
             self.stats.count_error()
             log.error("frame %d failed: %s", frame.index, error)
-            if self._consecutive_errors >= self.options.max_consecutive_errors:
+            if self._order.consecutive_errors >= self.options.max_consecutive_errors:
                 self.error = error
                 self._stop.set()
             return
-        self._consecutive_errors = 0
+        self._order.consecutive_errors = 0
         now = time.monotonic()
         self.stats.add_latency("inference", result.inference_ms)
         self.stats.add_latency("postprocess", result.postprocess_ms)
         self.stats.add_latency("end_to_end", (now - frame.timestamp) * 1000)
         self.stats.count_result(now)
         self._fanout.publish(frame, result)
-        self._produced += 1
-        if self.options.max_results and self._produced >= self.options.max_results:
+        self._order.produced += 1
+        if self.options.max_results and self._order.produced >= self.options.max_results:
             self._stop.set()
 
     def _worker_done(self) -> None:
         """The last inference thread to end stops the pipeline and lets go of what is still queued."""
-        with self._order_lock:
-            self._workers_left -= 1
-            last = self._workers_left <= 0
+        with self._order.lock:
+            self._order.workers_left -= 1
+            last = self._order.workers_left <= 0
         if last:
             self._stop.set()
             self._release_queued()
