@@ -8,6 +8,7 @@ each figure is the median over the rounds. Rates are steady-state: the pipeline 
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import threading
 import time
@@ -116,15 +117,7 @@ def _pipeline_fps(
 ) -> float:
     """Every frame of the video through the pipeline with `options`; steady-state results per second."""
     stats = _SteadyStats(mark=warmup)
-    run_options = PipelineOptions(
-        every_frame=True,
-        max_results=warmup + frames,
-        queue_size=options.queue_size,
-        consumer_queue_size=options.consumer_queue_size,
-        opencv_threads=options.opencv_threads,
-        capture_nice=options.capture_nice,
-        inference_workers=options.inference_workers,
-    )
+    run_options = dataclasses.replace(options, every_frame=True, max_results=warmup + frames)
     ended = _run_pipeline(task, video, run_options, stats)
     if stats.results != warmup + frames or stats.frames_skipped or stats.errors:
         raise RuntimeError(f"the pipeline did not process every frame: {stats.snapshot()}")
@@ -203,6 +196,8 @@ class _Measured:
     engine_callers: dict[tuple[int, int], _Figures] = field(default_factory=dict)
     # the default pipeline with the capture thread at the process's priority (capture_nice 0)
     capture_nice_off: _Figures = field(default_factory=_Figures)
+    # the default pipeline with one inference thread (inference_workers 1)
+    one_worker: _Figures = field(default_factory=_Figures)
     workers: int = 1  # the default pipeline's inference threads
 
 
@@ -217,13 +212,8 @@ def _measure(
     measured = _Measured({t: _Figures() for t in tasks}, {t: _Figures() for t in tasks})
     callers = range(2, plan.max_callers + 1)
     measured.engine_callers = {(t, c): _Figures() for t in tasks for c in callers}
-    nice_off = PipelineOptions(
-        queue_size=options.queue_size,
-        consumer_queue_size=options.consumer_queue_size,
-        opencv_threads=options.opencv_threads,
-        capture_nice=0,
-        inference_workers=options.inference_workers,
-    )
+    nice_off = dataclasses.replace(options, capture_nice=0)
+    one_worker = dataclasses.replace(options, inference_workers=1)
     for _ in range(plan.rounds):
         for threads, task in tasks.items():
             measured.engine[threads].rates.append(_inference_only_fps(task, prepared, plan.per_round))
@@ -238,6 +228,10 @@ def _measure(
         if options.capture_nice:
             measured.capture_nice_off.rates.append(
                 _pipeline_fps(tasks[default_threads], video, plan.per_round, plan.warmup, nice_off)
+            )
+        if options.inference_workers > 1:
+            measured.one_worker.rates.append(
+                _pipeline_fps(tasks[default_threads], video, plan.per_round, plan.warmup, one_worker)
             )
         measured.sequential.rates.append(_sequential_fps(tasks[default_threads], video, plan.per_round))
     return measured
@@ -375,7 +369,15 @@ def _where_time_goes(stages: PipelineStats, fps: float, workers: int) -> dict[st
 
 
 def _capture_nice_figures(measured: _Measured, default_fps: float) -> dict[str, Any]:
-    off = measured.capture_nice_off.median
-    if not off:
-        return {}
-    return {"pipeline_capture_nice_off_fps": round(off, 2), "capture_nice_gain": round(default_fps / off, 3)}
+    """The default pipeline against itself without the lower capture priority, and with one inference thread."""
+    figures: dict[str, Any] = {}
+    off, one = measured.capture_nice_off.median, measured.one_worker.median
+    if off:
+        figures.update(
+            {"pipeline_capture_nice_off_fps": round(off, 2), "capture_nice_gain": round(default_fps / off, 3)}
+        )
+    if one:
+        figures.update(
+            {"pipeline_one_worker_fps": round(one, 2), "inference_workers_gain": round(default_fps / one, 3)}
+        )
+    return figures
