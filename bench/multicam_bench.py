@@ -6,7 +6,10 @@ handle (looping, read as fast as the engine takes frames) and one MultiCameraPip
 count, capped by --max-batch) runs the classifier for --seconds after a warm-up. Measured in the same run:
 
 - aggregate results per second, per-camera results per second (min, max, min/max), p95 frame-to-result latency
-  (capture of the frame to its result reaching the consumers), the process's RSS and its growth per camera;
+  (capture of the frame to its result reaching the consumers), RSS and its growth per camera: each camera count
+  runs in a fresh process of its own (the model loaded there as the classifier loads it), so a configuration's
+  RSS is not what earlier ones left behind; `rss_per_added_camera_mb` = (RSS with N cameras - RSS with the
+  first count) / the cameras added, which includes the engine's buffers for the larger batch;
 - the engine alone at its best for the same batch size: pre-processed frames of the same video held in memory,
   stacked into batches of that size, at every intra-op thread count from 1 to the CPU count; the best rate.
 
@@ -20,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -42,6 +47,14 @@ from make_720p_video import make_video  # noqa: E402  # pylint: disable=wrong-im
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "iot-edge-solution" / "models"
 DEMO = ROOT / "iot-edge-solution" / "media" / "demo.mp4"
+
+
+def uptime() -> str:
+    """`uptime`'s line (the load averages), or /proc/loadavg where the command is missing."""
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return Path("/proc/loadavg").read_text(encoding="ascii").strip()
 
 
 def rss_mb() -> float:
@@ -139,8 +152,44 @@ def run_cameras(  # pylint: disable=too-many-locals  # one flat measurement read
     }
 
 
+def _camera_process(model_name: str, threads: int, video: str, cameras: int, max_batch: int, seconds: float, answer):
+    """In a fresh process: load the model, run `cameras` cameras (run_cameras), send the row back."""
+    model = ModelRepository(MODELS).load(model_name)
+    task = build_task(model, threads=threads, max_batch=min(cameras, max_batch))
+    loaded = rss_mb()
+    try:
+        row = run_cameras(task, Path(video), cameras, max_batch, seconds)
+        row["rss_model_loaded_mb"] = round(loaded, 1)
+        answer.send(row)
+    except Exception as e:  # pylint: disable=broad-exception-caught  # reported to the parent, which raises
+        answer.send({"error": f"{type(e).__name__}: {e}"})
+    finally:
+        task.engine.close()
+        answer.close()
+
+
+def run_cameras_in_own_process(args: argparse.Namespace, video: Path, cameras: int, threads: int) -> dict[str, Any]:
+    """run_cameras in a fresh process (spawned): its RSS is that configuration's alone."""
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(
+        target=_camera_process, args=(args.model, threads, str(video), cameras, args.max_batch, args.seconds, send)
+    )
+    process.start()
+    send.close()
+    try:
+        row = receive.recv()
+    except EOFError as e:
+        raise RuntimeError(f"the process running {cameras} cameras ended without figures") from e
+    finally:
+        process.join()
+    if "error" in row:
+        raise RuntimeError(f"{cameras} cameras on {video.name}: {row['error']}")
+    return row
+
+
 def bench_video(
-    name: str, video: Path, tasks: dict[int, Task], task: Task, counts: list[int], args: argparse.Namespace
+    name: str, video: Path, tasks: dict[int, Task], counts: list[int], args: argparse.Namespace
 ) -> dict[str, Any]:
     """Every camera count on one video, each against the engine alone at the same batch size."""
     rows = []
@@ -149,7 +198,8 @@ def bench_video(
         batch = min(cameras, args.max_batch)
         if batch not in engine:
             engine[batch] = engine_alone(tasks, video, batch, args.engine_seconds)
-        row = run_cameras(task, video, cameras, args.max_batch, args.seconds)
+        row = run_cameras_in_own_process(args, video, cameras, args.threads or available_cpus())
+        row["rss_own_process"] = True
         row["engine_alone_best_fps"] = engine[batch]["best_fps"]
         row["ratio_to_engine_best"] = round(row["aggregate_fps"] / engine[batch]["best_fps"], 3)
         rows.append(row)
@@ -184,20 +234,21 @@ def main(argv: list[str]) -> int:  # pylint: disable=too-many-locals  # the run'
     top_batch = min(max(counts), args.max_batch)
     pipeline_threads = args.threads or cpus
     tasks = {t: build_task(model, threads=t, max_batch=top_batch) for t in range(1, cpus + 1)}
-    task = tasks.get(pipeline_threads) or build_task(model, threads=pipeline_threads, max_batch=top_batch)
     report: dict[str, Any] = {
         "model": model.ref,
         "cpus": cpus,
         "pipeline_threads": pipeline_threads,
         "load_average_start": [round(x, 2) for x in os.getloadavg()],
+        "uptime_start": uptime(),
         "videos": {},
     }
     for name in chosen:
         video = videos[name]
         assert video is not None
-        report["videos"][name] = bench_video(name, video, tasks, task, counts, args)
+        report["videos"][name] = bench_video(name, video, tasks, counts, args)
     report["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    for built in {id(t): t for t in [*tasks.values(), task]}.values():
+    report["uptime_end"] = uptime()
+    for built in tasks.values():
         built.engine.close()
     text = json.dumps(report, indent=2)
     print(text)

@@ -8,7 +8,9 @@ each figure is the median over the rounds. Rates are steady-state: the pipeline 
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,7 @@ class _SteadyStats(PipelineStats):
         super().__init__()
         self.mark = mark
         self.marked_perf: float | None = None
+        self.workers = 1  # the pipeline's inference threads
 
     def count_result(self, now: float | None = None) -> None:
         super().count_result(now)
@@ -59,12 +62,26 @@ def _prepared_frames(task: Task, video: Path, count: int) -> list[dict]:
         return [task.pre_process(source.read().image)[0] for _ in range(count)]
 
 
-def _inference_only_fps(task: Task, prepared: list[dict], frames: int) -> float:
-    """Engine only, on pre-processed frames of the same video held in memory, one thread calling."""
+def _inference_only_fps(task: Task, prepared: list[dict], frames: int, callers: int = 1) -> float:
+    """Engine only, on pre-processed frames of the same video held in memory, `callers` threads calling at once
+    (each `frames // callers` times; ONNX Runtime sessions run concurrent calls)."""
+    each = max(1, frames // callers)
+
+    def call(offset: int) -> None:
+        for i in range(each):
+            task.engine.infer(prepared[(offset + i) % len(prepared)])
+
+    if callers == 1:
+        started = time.perf_counter()
+        call(0)
+        return each / (time.perf_counter() - started)
+    threads = [threading.Thread(target=call, args=(c * 7,)) for c in range(callers)]
     started = time.perf_counter()
-    for i in range(frames):
-        task.engine.infer(prepared[i % len(prepared)])
-    return frames / (time.perf_counter() - started)
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return each * callers / (time.perf_counter() - started)
 
 
 def _sequential_fps(task: Task, video: Path, frames: int) -> float:
@@ -83,6 +100,8 @@ def _run_pipeline(
     source = open_source(str(video), source_options or SourceOptions(loop=True))
     pipeline = Pipeline(source, task, [], options, stats=stats)
     pipeline.start()
+    if isinstance(stats, _SteadyStats):
+        stats.workers = pipeline.inference_workers
     try:
         pipeline.wait()
         ended = time.perf_counter()
@@ -98,18 +117,13 @@ def _pipeline_fps(
 ) -> float:
     """Every frame of the video through the pipeline with `options`; steady-state results per second."""
     stats = _SteadyStats(mark=warmup)
-    run_options = PipelineOptions(
-        every_frame=True,
-        max_results=warmup + frames,
-        queue_size=options.queue_size,
-        consumer_queue_size=options.consumer_queue_size,
-        opencv_threads=options.opencv_threads,
-    )
+    run_options = dataclasses.replace(options, every_frame=True, max_results=warmup + frames)
     ended = _run_pipeline(task, video, run_options, stats)
     if stats.results != warmup + frames or stats.frames_skipped or stats.errors:
         raise RuntimeError(f"the pipeline did not process every frame: {stats.snapshot()}")
     if totals is not None:
         _merge_stage_times(totals, stats)
+        totals.workers = stats.workers  # type: ignore[attr-defined]
     return stats.steady_fps(ended)
 
 
@@ -164,6 +178,7 @@ class BenchPlan:
     rounds: int = 3
     warmup: int = 10
     live_results: int = 45
+    max_callers: int = 1  # the engine alone is also measured with 2 .. max_callers threads calling at once
 
     @property
     def per_round(self) -> int:
@@ -177,6 +192,13 @@ class _Measured:
     pipeline: dict[int, _Figures]
     sequential: _Figures = field(default_factory=_Figures)
     stages: PipelineStats = field(default_factory=PipelineStats)
+    # the engine alone with several callers at once, by (threads, callers); callers >= 2
+    engine_callers: dict[tuple[int, int], _Figures] = field(default_factory=dict)
+    # the default pipeline with the capture thread at the process's priority (capture_nice 0)
+    capture_nice_off: _Figures = field(default_factory=_Figures)
+    # the default pipeline with one inference thread (inference_workers 1)
+    one_worker: _Figures = field(default_factory=_Figures)
+    workers: int = 1  # the default pipeline's inference threads
 
 
 def _measure(
@@ -188,12 +210,28 @@ def _measure(
         for i in range(plan.warmup):
             task.engine.infer(prepared[i % len(prepared)])
     measured = _Measured({t: _Figures() for t in tasks}, {t: _Figures() for t in tasks})
+    callers = range(2, plan.max_callers + 1)
+    measured.engine_callers = {(t, c): _Figures() for t in tasks for c in callers}
+    nice_off = dataclasses.replace(options, capture_nice=0)
+    one_worker = dataclasses.replace(options, inference_workers=1)
     for _ in range(plan.rounds):
         for threads, task in tasks.items():
             measured.engine[threads].rates.append(_inference_only_fps(task, prepared, plan.per_round))
+            for count in callers:
+                measured.engine_callers[(threads, count)].rates.append(
+                    _inference_only_fps(task, prepared, plan.per_round, count)
+                )
             totals = measured.stages if threads == default_threads else None
             measured.pipeline[threads].rates.append(
                 _pipeline_fps(task, video, plan.per_round, plan.warmup, options, totals)
+            )
+        if options.capture_nice:
+            measured.capture_nice_off.rates.append(
+                _pipeline_fps(tasks[default_threads], video, plan.per_round, plan.warmup, nice_off)
+            )
+        if options.inference_workers > 1:
+            measured.one_worker.rates.append(
+                _pipeline_fps(tasks[default_threads], video, plan.per_round, plan.warmup, one_worker)
             )
         measured.sequential.rates.append(_sequential_fps(tasks[default_threads], video, plan.per_round))
     return measured
@@ -242,8 +280,12 @@ def bench_pipeline(
             "intra_op_spinning": spinning,
             "opencv_threads": options.opencv_threads,
             "queue_size": options.queue_size,
+            "capture_nice": options.capture_nice,
+            "inference_workers": options.inference_workers,
+            "video_realtime": False,
         },
     }
+    measured.workers = getattr(measured.stages, "workers", 1)
     return {**report, **_figures(measured, default_threads), "live": live}
 
 
@@ -272,4 +314,70 @@ def _figures(measured: _Measured, default_threads: int) -> dict[str, Any]:
             for t in engine
         },
         "stage_mean_ms": {stage: round(measured.stages.mean_ms(stage), 3) for stage in STAGES},
+        **_machine_best(measured, default_fps),
+        **_where_time_goes(measured.stages, default_fps, measured.workers),
+        **_capture_nice_figures(measured, default_fps),
     }
+
+
+def _machine_best(measured: _Measured, default_fps: float) -> dict[str, Any]:
+    """The engine alone at its best over thread counts *and* concurrent callers (one caller per thread count is
+    `inference_only_best_fps`), and the default pipeline against it: the machine's best inference-only rate."""
+    rates = {(t, 1): f.median for t, f in measured.engine.items()}
+    rates.update({key: f.median for key, f in measured.engine_callers.items()})
+    (threads, callers), best = max(rates.items(), key=lambda item: item[1])
+    return {
+        "inference_only_by_threads_and_callers": {
+            f"{t} threads, {c} callers": round(r, 2) for (t, c), r in rates.items()
+        },
+        "inference_only_machine_best_fps": round(best, 2),
+        "inference_only_machine_best_config": f"{threads} threads, {callers} callers",
+        "ratio_to_machine_best": round(default_fps / best, 3) if best else 0.0,
+    }
+
+
+def _where_time_goes(stages: PipelineStats, fps: float, workers: int) -> dict[str, Any]:
+    """Per frame of the default pipeline: what each thread spent its time on, against the frame interval.
+
+    The capture thread decodes and pre-processes; each of the `workers` inference threads runs the engine and
+    post-processes, and waits when capture has not delivered (`inference_idle`); `queue_wait` is how long a
+    pre-processed frame waited for an inference thread (a full queue: capture is ahead, as it should be). With
+    two workers each one has two frame intervals per frame (the busy share is per worker)."""
+    interval = 1000 / fps if fps else 0.0
+
+    def mean(stage: str) -> float:
+        return round(stages.mean_ms(stage), 3)
+
+    capture = mean("capture") + mean("preprocess")
+    inference = mean("inference") + mean("postprocess")
+    return {
+        "where_time_goes_ms": {
+            "frame_interval": round(interval, 3),
+            "inference_workers": workers,
+            "capture_thread": {"decode": mean("capture"), "preprocess": mean("preprocess"), "busy": round(capture, 3)},
+            "inference_thread": {
+                "inference": mean("inference"),
+                "postprocess": mean("postprocess"),
+                "idle_waiting_for_a_frame": mean("inference_idle"),
+                "busy": round(inference, 3),
+            },
+            "queue_wait": mean("queue_wait"),
+        },
+        "capture_thread_busy_share": round(capture / interval, 3) if interval else 0.0,
+        "inference_thread_busy_share": round(inference / (interval * workers), 3) if interval else 0.0,
+    }
+
+
+def _capture_nice_figures(measured: _Measured, default_fps: float) -> dict[str, Any]:
+    """The default pipeline against itself without the lower capture priority, and with one inference thread."""
+    figures: dict[str, Any] = {}
+    off, one = measured.capture_nice_off.median, measured.one_worker.median
+    if off:
+        figures.update(
+            {"pipeline_capture_nice_off_fps": round(off, 2), "capture_nice_gain": round(default_fps / off, 3)}
+        )
+    if one:
+        figures.update(
+            {"pipeline_one_worker_fps": round(one, 2), "inference_workers_gain": round(default_fps / one, 3)}
+        )
+    return figures

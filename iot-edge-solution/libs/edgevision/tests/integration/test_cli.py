@@ -107,7 +107,8 @@ def bench_figures(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) ->
         writer.write(np.full((240, 320, 3), i * 10, np.uint8))
     writer.release()
     model = ModelRepository(models_dir).load("efficientnet-lite0")
-    return bench_pipeline(model, video, default_threads=1, plan=BenchPlan(frames=16, rounds=2, live_results=12))
+    plan = BenchPlan(frames=16, rounds=2, live_results=12, max_callers=2)
+    return bench_pipeline(model, video, default_threads=1, plan=plan)
 
 
 def test_bench_measures_every_thread_count_from_one_to_the_cpu_count(bench_figures: dict) -> None:
@@ -141,10 +142,35 @@ def test_bench_default_figures_are_the_settings_asked_for(bench_figures: dict) -
         "intra_op_spinning": EngineConfig(model_path=Path("m.onnx")).intra_op_spinning,
         "opencv_threads": defaults.opencv_threads,
         "queue_size": defaults.queue_size,
+        "capture_nice": defaults.capture_nice,
+        "inference_workers": defaults.inference_workers,
+        "video_realtime": False,  # a throughput bench reads the file unthrottled
     }
+    where = bench_figures["where_time_goes_ms"]
+    assert where["capture_thread"]["busy"] == pytest.approx(
+        stages_sum(bench_figures, "capture", "preprocess"), abs=2e-3
+    )
+    assert where["frame_interval"] == pytest.approx(1000 / bench_figures["pipeline_fps"], rel=1e-3)
     stages = bench_figures["stage_mean_ms"]
     assert stages["inference"] > 0 and stages["preprocess"] > 0
     assert stages["end_to_end"] >= stages["inference"]  # a frame's end-to-end time contains its inference
+
+
+def stages_sum(figures: dict, *stages: str) -> float:
+    """The sum of the named stages' mean milliseconds."""
+    return sum(figures["stage_mean_ms"][stage] for stage in stages)
+
+
+def test_bench_machine_best_covers_threads_and_callers(bench_figures: dict) -> None:
+    """The machine's best is the fastest engine-alone rate over thread counts and callers, never below the
+    one-caller best; the default pipeline's ratio to it is taken against that figure."""
+    rates = bench_figures["inference_only_by_threads_and_callers"]
+    assert bench_figures["inference_only_machine_best_fps"] == max(rates.values())
+    assert bench_figures["inference_only_machine_best_fps"] >= bench_figures["inference_only_best_fps"]
+    assert rates[bench_figures["inference_only_machine_best_config"]] == max(rates.values())
+    assert bench_figures["ratio_to_machine_best"] == pytest.approx(
+        bench_figures["pipeline_fps"] / bench_figures["inference_only_machine_best_fps"], abs=2e-3
+    )
 
 
 def test_bench_live_latency_is_for_a_source_paced_at_its_frame_rate(bench_figures: dict) -> None:

@@ -124,6 +124,40 @@ def test_batched_results_equal_frame_by_frame_results(task, media, tmp_path: Pat
         ), key
 
 
+def test_file_cameras_are_pre_processed_on_their_capture_threads(models_dir, media, tmp_path: Path) -> None:
+    """A file camera's frame is always used, so its capture thread pre-processes it while the engine runs; the
+    results are the model's on each frame as one image."""
+    task = build_task(ModelRepository(models_dir).load("efficientnet-lite0"), threads=1, max_batch=2)
+    threads_seen: list[str] = []
+    preprocess = task.preprocessor
+
+    def recording(image: np.ndarray):
+        threads_seen.append(threading.current_thread().name)
+        return preprocess(image)
+
+    task.preprocessor = recording  # type: ignore[assignment]
+    video = clip(media.path("demo.mp4"), tmp_path / "a.avi", 6)
+    recorder = Recorder()
+    cameras = [(name, open_source(str(video), SourceOptions(loop=False))) for name in ("a", "b")]
+    try:
+        MultiCameraPipeline(cameras, task, [recorder], MultiCameraOptions(max_batch=2)).run()
+        assert sorted((camera, index) for camera, index, _ in recorder.seen) == [
+            (name, i) for name in ("a", "b") for i in range(6)
+        ]
+        assert len(threads_seen) == 12 and all(name.startswith("capture-") for name in threads_seen), threads_seen
+        task.preprocessor = preprocess
+        capture = cv2.VideoCapture(str(video))
+        expected = [task.run(capture.read()[1]) for _ in range(6)]
+        capture.release()
+        for _, index, result in recorder.seen:
+            assert result.predictions[0].class_id == expected[index].predictions[0].class_id
+            assert result.predictions[0].confidence == pytest.approx(
+                expected[index].predictions[0].confidence, abs=1e-5
+            )
+    finally:
+        task.engine.close()
+
+
 def test_every_camera_down_is_an_error_naming_each(task, tmp_path: Path) -> None:
     cameras = [(name, open_source(str(tmp_path / f"{name}.mp4"))) for name in ("x", "y")]
     pipeline = MultiCameraPipeline(cameras, task, [])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import sys
 import threading
 import time
 from typing import Any
@@ -106,10 +108,89 @@ def test_every_frame_of_a_file_in_order(task, make_video) -> None:
     assert collector.events == ["start", "close"]
     snapshot = stats.snapshot()
     assert snapshot["results"] == 12 and snapshot["frames_skipped"] == 0 and snapshot["errors"] == 0
-    for stage in ("capture", "preprocess", "inference", "end_to_end"):
+    for stage in ("capture", "preprocess", "inference", "end_to_end", "queue_wait", "inference_idle"):
         assert snapshot[f"{stage}_ms"] > 0, stage
+    assert stats.count("queue_wait") == 12 and stats.count("inference_idle") == 12
     assert snapshot["mean_fps"] > 0
     assert "processed 12 frames" in format_summary(stats, 1.0)
+
+
+class PriorityProbe(FrameSource):
+    """A real video file source that notes the niceness of the thread that reads it."""
+
+    def __init__(self, inner: FrameSource) -> None:
+        super().__init__(inner.description, inner.options)
+        self.inner = inner
+        self.live = inner.live
+        self.niceness: set[int] = set()
+
+    def open(self) -> None:
+        self.inner.open()
+
+    def read(self) -> Frame:
+        self.niceness.add(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return self.inner.read()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return self.inner.stats
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
+@pytest.mark.parametrize(
+    "realtime, capture_nice, raised",
+    [(False, 5, 5), (True, 5, 0), (False, 0, 0)],
+    ids=["unpaced file: lowered", "paced file: kept", "setting off: kept"],
+)
+def test_capture_thread_priority(task, make_video, realtime: bool, capture_nice: int, raised: int) -> None:
+    """An unpaced file is read at `capture_nice` (decoding fills the engine's idle time); a paced file is read at
+    the process's priority, and so is every frame with the setting at 0."""
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    source = PriorityProbe(
+        open_source(str(make_video(gradient_frames(4))), SourceOptions(loop=False, realtime=realtime))
+    )
+    options = PipelineOptions(capture_nice=capture_nice)
+    Pipeline(source, task, [Collector()], options).run()
+    assert source.niceness == {min(19, base + raised)}
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the caller's thread is untouched
+
+
+class ResultCollector(BaseConsumer):
+    """Records (frame index, top class, score) of every result."""
+
+    name = "results"
+
+    def __init__(self) -> None:
+        self.results: list[tuple[int, str, float]] = []
+
+    def handle(self, frame: Frame, result: Any) -> None:
+        top = result.predictions[0]
+        self.results.append((frame.index, top.label, top.confidence))
+
+
+def test_frame_parallel_inference_gives_the_one_worker_results_in_order(task, media) -> None:
+    """Two frames in inference at once on the demo video: the same results as one at a time, in frame order."""
+    runs = {}
+    for workers in (1, 2):
+        collector = ResultCollector()
+        source = open_source(str(media.path("demo.mp4")), SourceOptions(loop=False))
+        pipeline = Pipeline(source, task, [collector], PipelineOptions(max_results=60, inference_workers=workers))
+        pipeline.run()
+        assert pipeline.inference_workers == workers
+        runs[workers] = collector.results
+    assert [index for index, _, _ in runs[2]] == list(range(60))
+    assert [label for _, label, _ in runs[2]] == [label for _, label, _ in runs[1]]
+    np.testing.assert_allclose([s for _, _, s in runs[2]], [s for _, _, s in runs[1]], atol=1e-5)
+
+
+def test_a_live_source_has_one_inference_worker(task) -> None:
+    """The newest frame of a live camera is taken by one inference thread: frame-parallel workers are for files."""
+    pipeline = Pipeline(InMemoryCamera(gradient_frames(3)), task, [], PipelineOptions(max_results=3))
+    pipeline.run()
+    assert pipeline.inference_workers == 1
 
 
 def test_max_results_stops_a_looping_file(task, make_video) -> None:
@@ -129,7 +210,9 @@ def test_slow_and_failing_consumers_do_not_stall_the_pipeline(task, make_video) 
         open_source(str(video), SourceOptions(loop=False)),
         task,
         [fast, slow, broken],
-        PipelineOptions(consumer_queue_size=2),
+        # one inference thread: results come one at a time, so a queue of 2 is enough for the fast consumer on
+        # a loaded machine (two threads can hand over two results at once)
+        PipelineOptions(consumer_queue_size=2, inference_workers=1),
     )
     stats = pipeline.run()
     assert stats.results == 30

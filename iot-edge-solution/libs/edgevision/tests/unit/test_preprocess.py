@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
 import numpy as np
 import pytest
 
-from edgevision.models import InputSpec, PreprocessSpec, ResizeSpec
+from edgevision.models import InputSpec, ModelRepository, PreprocessSpec, ResizeSpec
 from edgevision.tasks import ImageError, Preprocessor, decode_image
+from edgevision.tasks.preprocess import _INTERPOLATION
+
+ROOT = Path(__file__).resolve().parents[5]
+MEDIA = ROOT / "iot-edge-solution" / "media"
+MODELS = ROOT / "iot-edge-solution" / "models"
 
 
 def make(
@@ -96,3 +104,36 @@ def test_crop_larger_than_image_is_an_error() -> None:
 def test_decode_image_refuses_non_images(data: bytes) -> None:
     with pytest.raises(ImageError):
         decode_image(data)
+
+
+def _reference_tensor(pre: Preprocessor, image: np.ndarray) -> np.ndarray:
+    """The plain recipe, step by step with a copy each: resize, crop, cvtColor to RGB, (x - mean) / std, layout."""
+    spec = pre.spec
+    height, width = image.shape[:2]
+    new_w, new_h = pre._target_size(width, height)  # pylint: disable=protected-access
+    resized = cv2.resize(image, (new_w, new_h), interpolation=_INTERPOLATION[spec.resize.interpolation])
+    if spec.center_crop:
+        left, top = (new_w - spec.center_crop) // 2, (new_h - spec.center_crop) // 2
+        resized = resized[top : top + spec.center_crop, left : left + spec.center_crop]
+    if spec.color == "RGB":
+        resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+    tensor = (resized.astype(np.float32) - np.float32(spec.mean)) / np.float32(spec.std)
+    tensor = tensor.transpose(2, 0, 1) if spec.layout == "NCHW" else tensor
+    return tensor[np.newaxis]
+
+
+@pytest.mark.parametrize("model", ["efficientnet-lite0", "nanodet-m-416", "ppocr-det"])
+def test_bundled_models_tensors_equal_the_plain_recipe_on_real_frames(model: str) -> None:
+    """The channel swap read as a view and the planar arithmetic give the plain recipe's tensor (within float32
+    rounding of x * (1/std) against x / std) on frames of the demo video and the bundled photos."""
+    pre = ModelRepository(MODELS).load(model).manifest
+    preprocessor = Preprocessor(pre.preprocess, pre.input)
+    capture = cv2.VideoCapture(str(MEDIA / "demo.mp4"))
+    frames = [capture.read()[1] for _ in range(3)]
+    capture.release()
+    images = [*frames, cv2.imread(str(MEDIA / "dog.jpg")), cv2.imread(str(MEDIA / "squirrel_cls.jpg"))]
+    for image in images:
+        tensor, _ = preprocessor(image)
+        expected = _reference_tensor(preprocessor, image)
+        assert tensor.shape == expected.shape and tensor.dtype == np.float32
+        np.testing.assert_allclose(tensor, expected, rtol=1e-6, atol=1e-6)

@@ -1,16 +1,20 @@
-"""Capture thread -> inference thread -> consumers.
+"""Capture thread -> inference thread(s) -> consumers.
 
 Files (every frame): the capture thread reads *and* pre-processes into a short queue, so decoding and
-pre-processing overlap with inference. Live sources (and files with every_frame off): the capture thread only
-keeps the newest frame; inference takes it when ready, pre-processes and runs, so results are never stale."""
+pre-processing overlap with inference, and `inference_workers` threads run frames from it at once where the
+engine takes concurrent calls (ONNX Runtime); results reach the consumers in frame order all the same. Live
+sources (and files with every_frame off): the capture thread only keeps the newest frame; one inference thread
+takes it when ready, pre-processes and runs, so results are never stale."""
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -41,6 +45,15 @@ class PipelineOptions:
     # others to the engine, which is what makes the two stages overlap instead of fighting; None keeps
     # OpenCV's default (all cores). OpenCV's setting is process-wide.
     opencv_threads: int | None = 1
+    # Niceness of the capture thread while it reads a file as fast as the engine goes (every frame, not paced):
+    # decoding then fills the time the engine's threads leave idle instead of delaying them (an intra-op thread
+    # that wakes to find its core taken holds up the whole inference). 0 leaves it at the process's priority.
+    # Live and paced sources keep the process's priority: their frames must be read when they come.
+    capture_nice: int = 5
+    # Frames in inference at once when every frame of a file is processed and the engine runs concurrent calls
+    # (ONNX Runtime): a second frame's inference fills the cores while the first one's operators run on fewer
+    # threads than there are cores. Results are published in frame order. Live sources always use one.
+    inference_workers: int = 2
 
 
 @dataclass
@@ -54,12 +67,31 @@ class _Prepared:
     geometry: Geometry | None = None
     preprocess_ms: float = 0.0
     error: EdgeVisionError | None = None
+    ready_at: float = 0.0  # perf_counter() when it was queued for inference
 
     def release(self) -> None:
         """Let go of the model (once)."""
         if self.model is not None:
             self.model.release()
             self.model = None
+
+
+@dataclass
+class _InOrder:
+    """What the inference threads share to publish results in frame order: frames are numbered as they are taken
+    (`take_lock`), and results wait in `finished` until every earlier one is out (`lock`, which also guards the
+    error budget and the count towards max_results)."""
+
+    take_lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    input_ended: threading.Event = field(default_factory=threading.Event)
+    taken: int = 0
+    next_to_publish: int = 0
+    finished: dict[int, tuple[Frame, Any, EdgeVisionError | None]] = field(default_factory=dict)
+    produced: int = 0
+    consecutive_errors: int = 0
+    workers: int = 1  # inference threads started
+    workers_left: int = 0
 
 
 class PipelineRunner:
@@ -125,10 +157,13 @@ class Pipeline(PipelineRunner):
         self._queue: queue.Queue | LatestValue = (
             queue.Queue(maxsize=self.options.queue_size) if self.every_frame else LatestValue()
         )
-        self._threads = [
-            threading.Thread(target=self._capture_loop, name="capture", daemon=True),
-            threading.Thread(target=self._inference_loop, name="inference", daemon=True),
-        ]
+        self._threads = [threading.Thread(target=self._capture_loop, name="capture", daemon=True)]
+        self._order = _InOrder()
+
+    @property
+    def inference_workers(self) -> int:
+        """How many inference threads run (known once started)."""
+        return self._order.workers
 
     @property
     def task(self) -> Task:
@@ -139,12 +174,25 @@ class Pipeline(PipelineRunner):
         return current.task
 
     # -- control ---------------------------------------------------------------------------------------------
+    def _worker_count(self) -> int:
+        """`inference_workers` for every frame of a file on an engine that takes concurrent calls, else 1."""
+        current = self.models.current
+        concurrent = current is not None and bool(getattr(current.task.engine, "concurrent_infer", False))
+        if not self.every_frame or not concurrent:
+            return 1
+        return max(1, self.options.inference_workers)
+
     def start(self) -> None:
         """Open the source (errors raise here) and start the threads."""
         if self.options.opencv_threads is not None:
             cv2.setNumThreads(self.options.opencv_threads)
         self.source.open()
         self._fanout.start()
+        self._order.workers = self._order.workers_left = self._worker_count()
+        self._threads += [
+            threading.Thread(target=self._inference_loop, name=f"inference-{i}" if i else "inference", daemon=True)
+            for i in range(self._order.workers)
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -191,7 +239,21 @@ class Pipeline(PipelineRunner):
                 continue
         return False
 
+    def _lower_capture_priority(self) -> None:
+        """Lower this (the capture) thread's priority by `capture_nice` (added to its niceness, at most 19) when it
+        reads a file unpaced, every frame; the other threads keep theirs."""
+        paced = bool(getattr(self.source.options, "realtime", False))
+        if not self.options.capture_nice or not self.every_frame or self.source.live or paced:
+            return
+        try:
+            thread = threading.get_native_id()
+            niceness = os.getpriority(os.PRIO_PROCESS, thread)
+            os.setpriority(os.PRIO_PROCESS, thread, min(19, niceness + self.options.capture_nice))
+        except (AttributeError, OSError) as e:  # not Linux, or not allowed: run at the process's priority
+            log.debug("capture thread keeps its priority: %s", e)
+
     def _capture_loop(self) -> None:
+        self._lower_capture_priority()
         try:
             while not self._stop.is_set():
                 started = time.perf_counter()
@@ -243,9 +305,10 @@ class Pipeline(PipelineRunner):
         except EdgeVisionError as e:
             model.release()
             return _Prepared(frame, None, error=e)
-        elapsed = (time.perf_counter() - started) * 1000
+        done = time.perf_counter()
+        elapsed = (done - started) * 1000
         self.stats.add_latency("preprocess", elapsed)
-        return _Prepared(frame, model, inputs, geometry, elapsed)
+        return _Prepared(frame, model, inputs, geometry, elapsed, ready_at=done)
 
     def _next_item(self) -> object | None:
         if isinstance(self._queue, LatestValue):
@@ -255,41 +318,86 @@ class Pipeline(PipelineRunner):
         except queue.Empty:
             return None
 
+    def _take(self) -> tuple[object | None, int]:
+        """The next item and its number in frame order; (None, -1) when none came or the input has ended."""
+        with self._order.take_lock:
+            if self._order.input_ended.is_set():
+                return None, -1
+            item = self._next_item()
+            if item is _END:
+                self._order.input_ended.set()
+                return None, -1
+            if item is None:
+                return None, -1
+            number = self._order.taken
+            self._order.taken += 1
+            return item, number
+
     def _inference_loop(self) -> None:
-        consecutive_errors = 0
-        produced = 0
+        idle_since = time.perf_counter()
         try:
-            while not self._stop.is_set():
-                item = self._next_item()
+            while not self._stop.is_set() and not self._order.input_ended.is_set():
+                item, number = self._take()
                 if item is None:
                     continue
-                if item is _END:
-                    break
+                taken = time.perf_counter()
+                self.stats.add_latency("inference_idle", (taken - idle_since) * 1000)
+                if isinstance(item, _Prepared) and item.ready_at:
+                    self.stats.add_latency("queue_wait", (taken - item.ready_at) * 1000)
                 prepared = item if isinstance(item, _Prepared) else self._prepare(item)  # type: ignore[arg-type]
+                frame = prepared.frame
                 try:
-                    result = self._infer(prepared)
+                    result, error = self._infer(prepared), None
                 except EdgeVisionError as e:
-                    consecutive_errors += 1
-                    self.stats.count_error()
-                    log.error("frame %d failed: %s", prepared.frame.index, e)
-                    if consecutive_errors >= self.options.max_consecutive_errors:
-                        self.error = e
-                        break
-                    continue
-                consecutive_errors = 0
-                now = time.monotonic()
-                self.stats.add_latency("inference", result.inference_ms)
-                self.stats.add_latency("postprocess", result.postprocess_ms)
-                self.stats.add_latency("end_to_end", (now - prepared.frame.timestamp) * 1000)
-                self.stats.count_result(now)
-                self._fanout.publish(prepared.frame, result)
-                produced += 1
-                if self.options.max_results and produced >= self.options.max_results:
+                    result, error = None, e
+                if not self._complete(number, frame, result, error):
                     break
+                idle_since = time.perf_counter()
         except BaseException as e:  # pylint: disable=broad-exception-caught
             log.exception("inference thread crashed")
             self.error = e
+            self._stop.set()
         finally:
+            self._worker_done()
+
+    def _complete(self, number: int, frame: Frame, result: Any, error: EdgeVisionError | None) -> bool:
+        """Hand frame `number`'s result (or error) over; publish every result now due, in frame order. False once
+        the pipeline is to stop (max_results reached, the error budget spent)."""
+        with self._order.lock:
+            self._order.finished[number] = (frame, result, error)
+            while self._order.next_to_publish in self._order.finished and not self._stop.is_set():
+                frame, result, error = self._order.finished.pop(self._order.next_to_publish)
+                self._order.next_to_publish += 1
+                self._publish(frame, result, error)
+            return not self._stop.is_set()
+
+    def _publish(self, frame: Frame, result: Any, error: EdgeVisionError | None) -> None:
+        """One frame's outcome, in order (the order lock held)."""
+        if error is not None:
+            self._order.consecutive_errors += 1
+            self.stats.count_error()
+            log.error("frame %d failed: %s", frame.index, error)
+            if self._order.consecutive_errors >= self.options.max_consecutive_errors:
+                self.error = error
+                self._stop.set()
+            return
+        self._order.consecutive_errors = 0
+        now = time.monotonic()
+        self.stats.add_latency("inference", result.inference_ms)
+        self.stats.add_latency("postprocess", result.postprocess_ms)
+        self.stats.add_latency("end_to_end", (now - frame.timestamp) * 1000)
+        self.stats.count_result(now)
+        self._fanout.publish(frame, result)
+        self._order.produced += 1
+        if self.options.max_results and self._order.produced >= self.options.max_results:
+            self._stop.set()
+
+    def _worker_done(self) -> None:
+        """The last inference thread to end stops the pipeline and lets go of what is still queued."""
+        with self._order.lock:
+            self._order.workers_left -= 1
+            last = self._order.workers_left <= 0
+        if last:
             self._stop.set()
             self._release_queued()
             self._done.set()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from edgevision.manager import ModelManager, ServedModel
 from edgevision.pipeline.core import PipelineRunner
 from edgevision.pipeline.fanout import Consumer, Fanout
 from edgevision.pipeline.stats import PipelineStats
-from edgevision.tasks import Task
+from edgevision.tasks import Geometry, Task
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,13 @@ class MultiCameraOptions:
     max_consecutive_errors: int = 50
     max_results: int | None = None
     opencv_threads: int | None = 1
+    # as PipelineOptions.capture_nice: the capture threads of unthrottled files run this much nicer
+    capture_nice: int = 5
+
+
+# A file camera's frame pre-processed by its capture thread: the model that did it (its result is used only if
+# that model is still the one in service), the inputs, the geometry and the milliseconds it took.
+_Prepared = tuple[ServedModel, dict[str, Any], Geometry, float]
 
 
 class Camera:
@@ -59,6 +67,7 @@ class Camera:
         self.state = STARTING
         self.reason = ""
         self.pending: Frame | None = None
+        self.prepared: _Prepared | None = None  # the pending frame pre-processed (file cameras)
         self.thread: threading.Thread | None = None
 
     @property
@@ -171,12 +180,17 @@ class MultiCameraPipeline(PipelineRunner):  # pylint: disable=too-many-instance-
             return
         camera.state = UP
         log.info("camera %s up: %s", camera.name, camera.source.description)
+        file_camera = not camera.source.live
+        if file_camera and not getattr(camera.source.options, "realtime", False):
+            self._lower_priority()
         try:
             while not self._stop.is_set():
                 started = time.perf_counter()
                 frame = dataclasses.replace(camera.source.read(), camera=camera.name)
                 camera.stats.add_latency("capture", (time.perf_counter() - started) * 1000)
-                if not self._hand_over(camera, frame):
+                # a file's frame is always used: pre-process it here, in parallel with the engine
+                prepared = self._prepare(frame) if file_camera else None
+                if not self._hand_over(camera, frame, prepared):
                     break
         except EndOfStreamError:
             log.info("camera %s ended: end of %s", camera.name, camera.source.description)
@@ -189,7 +203,33 @@ class MultiCameraPipeline(PipelineRunner):  # pylint: disable=too-many-instance-
             log.exception("camera %s capture crashed", camera.name)
             self._finish(camera, DOWN, f"capture crashed: {e}")
 
-    def _hand_over(self, camera: Camera, frame: Frame) -> bool:
+    def _lower_priority(self) -> None:
+        """This capture thread's niceness + `capture_nice` (at most 19): decoding a file as fast as the engine
+        goes then takes the engine's idle time rather than delaying its threads."""
+        if not self.options.capture_nice:
+            return
+        try:
+            thread = threading.get_native_id()
+            os.setpriority(
+                os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + self.options.capture_nice)
+            )
+        except (AttributeError, OSError) as e:  # not Linux, or not allowed
+            log.debug("capture thread keeps its priority: %s", e)
+
+    def _prepare(self, frame: Frame) -> _Prepared | None:
+        """The frame pre-processed by the model in service now; None when there is none or it failed (inference
+        then pre-processes it again and reports the error)."""
+        model = self.models.current
+        if model is None:
+            return None
+        started = time.perf_counter()
+        try:
+            inputs, geometry = model.pre_process(frame.image)
+        except EdgeVisionError:
+            return None
+        return model, inputs, geometry, (time.perf_counter() - started) * 1000
+
+    def _hand_over(self, camera: Camera, frame: Frame, prepared: _Prepared | None = None) -> bool:
         """Put the newest frame in the camera's slot; a file waits for inference to take the previous one."""
         with self._cond:
             if not camera.source.live:
@@ -197,14 +237,14 @@ class MultiCameraPipeline(PipelineRunner):  # pylint: disable=too-many-instance-
                 if self._stop.is_set():
                     return False
             skipped = int(camera.pending is not None)
-            camera.pending = frame
+            camera.pending, camera.prepared = frame, prepared
             camera.stats.count_capture(skipped)
             self.stats.count_capture(skipped)
             self._cond.notify_all()
         return True
 
     # -- inference -------------------------------------------------------------------------------------------
-    def _take_round(self) -> list[Frame] | None:
+    def _take_round(self) -> list[tuple[Frame, _Prepared | None]] | None:
         """Up to max_batch newest frames, one per camera, fair by rotation; None when every camera is finished
         and nothing is pending (or on stop)."""
         with self._cond:
@@ -219,12 +259,12 @@ class MultiCameraPipeline(PipelineRunner):  # pylint: disable=too-many-instance-
                 self._cond.wait(0.5)
             count = len(self.cameras)
             order = [self.cameras[(self._next + i) % count] for i in range(count)]
-            taken: list[Frame] = []
+            taken: list[tuple[Frame, _Prepared | None]] = []
             for camera in order:
                 if camera.pending is None:
                     continue
-                taken.append(camera.pending)
-                camera.pending = None
+                taken.append((camera.pending, camera.prepared))
+                camera.pending, camera.prepared = None, None
                 self._next = (self.cameras.index(camera) + 1) % count
                 if len(taken) >= self.options.max_batch:
                     break
@@ -249,11 +289,12 @@ class MultiCameraPipeline(PipelineRunner):  # pylint: disable=too-many-instance-
         produced = 0
         try:
             while True:
-                frames = self._take_round()
-                if frames is None:
+                round_ = self._take_round()
+                if round_ is None:
                     break
+                frames = [frame for frame, _ in round_]
                 try:
-                    results = self._infer_round(frames)
+                    results = self._infer_round(round_)
                 except EdgeVisionError as e:
                     consecutive_errors += 1
                     self.stats.count_error()
@@ -290,12 +331,16 @@ class MultiCameraPipeline(PipelineRunner):  # pylint: disable=too-many-instance-
     def _camera(self, name: str) -> Camera:
         return next(camera for camera in self.cameras if camera.name == name)
 
-    def _infer_round(self, frames: list[Frame]) -> list[Any]:
-        """Pre-process each frame and run them through one model: batched where its batch axis is open."""
+    def _infer_round(self, round_: list[tuple[Frame, _Prepared | None]]) -> list[Any]:
+        """Pre-process each frame (unless its capture thread did, with this model) and run them through one model:
+        batched where its batch axis is open."""
         model: ServedModel = self.models.acquire()
         try:
             items = []
-            for frame in frames:
+            for frame, prepared in round_:
+                if prepared is not None and prepared[0] is model:
+                    items.append(prepared[1:])
+                    continue
                 started = time.perf_counter()
                 inputs, geometry = model.pre_process(frame.image)
                 items.append((inputs, geometry, (time.perf_counter() - started) * 1000))

@@ -6,7 +6,9 @@ import threading
 import time
 from collections import deque
 
-STAGES = ("capture", "preprocess", "inference", "postprocess", "end_to_end")
+# capture: reading (decoding) a frame; queue_wait: a pre-processed frame waiting for the inference thread;
+# inference_idle: the inference thread waiting for a frame (it outran capture).
+STAGES = ("capture", "preprocess", "inference", "postprocess", "end_to_end", "queue_wait", "inference_idle")
 
 
 class PipelineStats:
