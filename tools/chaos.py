@@ -64,8 +64,10 @@ BIN = Path(sys.executable).parent
 MANIFEST = ROOT / "iot-edge-solution" / "deployment.template.json"
 DEVICE = "edge-device"
 MODULES = ("authrequest", "classifier", "alert")
+MODEL = "efficientnet-lite0"  # the classifier's MODEL_NAME in .env_template
 KILL_PARTS = (*MODULES, "frontend", "azurite")
 STOP_PARTS = ("authrequest", "classifier")
+KINDS = (*(("kill", p) for p in KILL_PARTS), *(("stop", p) for p in STOP_PARTS), ("away", "hub"))
 HUB_AWAY_S = 30.0
 FINAL_STATES = {"found", "expired", "rejected", "failed"}
 FRONTEND_URL = "http://127.0.0.1:8000"
@@ -179,7 +181,7 @@ class Fault:
 
 
 @dataclass
-class Run:  # pylint: disable=too-many-instance-attributes  # the run's parts and bookkeeping
+class Run:  # pylint: disable=too-many-instance-attributes,too-many-public-methods  # the run's parts, load, faults
     """The solution under faults; see the module docstring."""
 
     state: Path
@@ -192,6 +194,7 @@ class Run:  # pylint: disable=too-many-instance-attributes  # the run's parts an
 
     def __post_init__(self) -> None:
         self.hub_state = self.state / "hub"
+        self.began = time.monotonic()
         self.log_path = self.state / "solution.log"
         self.webhook = Webhook()
         self.azurite = Azurite(self.state / "azurite")
@@ -202,6 +205,7 @@ class Run:  # pylint: disable=too-many-instance-attributes  # the run's parts an
         self.load_stop = threading.Event()
         self.lock = threading.Lock()
         self.started_pids: set[int] = set()
+        self.update: dict[str, Any] = {}
 
     # -- parts -----------------------------------------------------------------------------------------------
     def env_file(self) -> Path:
@@ -217,6 +221,7 @@ class Run:  # pylint: disable=too-many-instance-attributes  # the run's parts an
             "FRONTEND_RETRY_USER_LIMIT": "1000",
             "FRONTEND_RETRY_SESSION_LIMIT": "1000",
             "PREVIEW_PORT": "0",
+            "MODEL_STORE": str(self.state / "model-store"),
             "LOG_LEVEL": "INFO",
         }
         lines = [ln for ln in text.splitlines() if ln.split("=", 1)[0].strip() not in overrides]
@@ -375,6 +380,90 @@ class Run:  # pylint: disable=too-many-instance-attributes  # the run's parts an
         self.faults.append(fault)
         return fault
 
+    def inject_overlapping(self, plan: list[tuple[str, str]], gap: tuple[float, float], bound: float) -> None:
+        """One lane per part, all at once: a part's faults come one after the other (each after its part is
+        back), in the order of `plan`, with gaps drawn from the seed and the part's name; the parts' faults
+        overlap (a module killed while the hub is away, Azurite killed while the classifier is stopped)."""
+        lanes: dict[str, list[tuple[str, str]]] = {}
+        for kind, part in plan:
+            lanes.setdefault(part, []).append((kind, part))
+
+        def lane(part: str, faults: list[tuple[str, str]]) -> None:
+            rng = random.Random(f"{self.seed}-{part}")
+            for kind, _ in faults:
+                time.sleep(rng.uniform(*gap))
+                self.inject(kind, part, bound)
+
+        threads = [threading.Thread(target=lane, args=item, daemon=True) for item in lanes.items()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    # -- the over-the-air model update ------------------------------------------------------------------------
+    def update_model(self, delay: float) -> None:
+        """After `delay` s, publish version 2 of the classifier's model (`edgevision publish-model`: the package
+        to Azurite, the desired properties through the hub), as an operator would: again every 10 s while Azurite
+        or the hub is away (faults keep coming meanwhile)."""
+        time.sleep(delay)
+        folder = self.state / "models" / "2"
+        shutil.copytree(ROOT / "iot-edge-solution" / "models" / MODEL / "1", folder, dirs_exist_ok=True)
+        manifest = folder / "model.json"
+        manifest.write_text(
+            manifest.read_text(encoding="utf-8").replace('"version": "1"', '"version": "2"'), encoding="utf-8"
+        )
+        self.update["before"] = self.served_model()
+        for _ in range(12):
+            self.update["issued_at"] = round(time.monotonic() - self.began, 1)
+            published = subprocess.run(
+                [str(BIN / "edgevision"), "publish-model", str(folder), "--device", DEVICE, "--module", "classifier",
+                 "--storage-connection-string", self.azurite.connection_string],
+                env=self.frontend_env, capture_output=True, text=True, timeout=120, check=False,
+            )  # fmt: skip
+            if published.returncode == 0:
+                self.update["published"] = True
+                log.info("model update: version 2 published (%.0f s into the run)", self.update["issued_at"])
+                return
+            log.info("model update not published yet (%s); again in 10 s", published.stderr.strip()[-200:])
+            time.sleep(10)
+        self.update["published"] = False
+
+    @staticmethod
+    def served_model() -> str | None:
+        """The version the classifier's scoring API serves (None while it has none)."""
+        try:
+            answer = httpx.get("http://127.0.0.1:8080/readyz", timeout=3)
+        except httpx.HTTPError:
+            return None
+        return str(answer.json().get("model_version")) if answer.status_code == 200 else None
+
+    def check_update(self) -> dict[str, Any]:
+        """The update's end: reported `active` (version 2 serving) or `failed` (version 1 still serving), the
+        reported and the served version the same: never half-swapped."""
+        result: dict[str, Any] = {**self.update, "status": None, "reported_version": None, "served_version": None}
+
+        def settled() -> bool:
+            twin = self.emulator("twin", "get", DEVICE, "classifier", timeout=60)
+            try:
+                reported = json.loads(twin.stdout)["properties"]["reported"].get("model") or {}
+            except (ValueError, KeyError, TypeError):
+                return False
+            result.update(status=reported.get("status"), reported_version=str(reported.get("version")),
+                          error=reported.get("error"), served_version=self.served_model())  # fmt: skip
+            return result["status"] in ("active", "failed") and result["served_version"] is not None
+
+        try:
+            _wait(settled, 180, "the model update to end")
+        except TimeoutError:
+            pass
+        expected = {"active": "2", "failed": result.get("before") or "1"}.get(result["status"] or "")
+        result["ok"] = bool(
+            result.get("published")
+            and expected is not None
+            and result["served_version"] == result["reported_version"] == expected
+        )
+        return result
+
     # -- load ------------------------------------------------------------------------------------------------
     def sign_in_loop(self, name: str, rng: random.Random) -> None:
         """Sign in again and again until the load stops; each attempt is recorded."""
@@ -428,13 +517,20 @@ class Run:  # pylint: disable=too-many-instance-attributes  # the run's parts an
         queue.close()
 
     # -- the whole run ---------------------------------------------------------------------------------------
-    def run(self, faults_per_kind: int, gap: tuple[float, float], bound: float) -> dict[str, Any]:
-        """Start, load, inject the faults in a shuffled order, quiesce, stop, check; the figures."""
+    def run(  # pylint: disable=too-many-arguments,too-many-locals  # the run's options; its steps
+        self,
+        faults_per_kind: int,
+        gap: tuple[float, float],
+        bound: float,
+        counts: dict[tuple[str, str], int] | None = None,
+        overlap: bool = False,
+    ) -> dict[str, Any]:
+        """Start, load, inject the faults in a shuffled order (with `overlap`, each part's faults in their own
+        order at the same time as the other parts'), quiesce, stop, check; the figures."""
         rng = random.Random(self.seed)
-        kinds = [("kill", p) for p in KILL_PARTS] + [("stop", p) for p in STOP_PARTS] + [("away", "hub")]
-        plan = kinds * faults_per_kind
+        plan = [kind for kind in KINDS for _ in range((counts or {}).get(kind, faults_per_kind))]
         rng.shuffle(plan)
-        began = time.monotonic()
+        began = self.began = time.monotonic()
         self.start()
         up_s = time.monotonic() - began
         threads = [
@@ -444,14 +540,22 @@ class Run:  # pylint: disable=too-many-instance-attributes  # the run's parts an
         for thread in threads:
             thread.start()
         self.forge()
-        for kind, part in plan:
-            time.sleep(rng.uniform(*gap))
-            self.inject(kind, part, bound)
+        updater = threading.Thread(target=self.update_model, args=(rng.uniform(5, 60),), daemon=True)
+        updater.start()
+        if overlap:
+            self.inject_overlapping(plan, gap, bound)
+        else:
+            for kind, part in plan:
+                time.sleep(rng.uniform(*gap))
+                self.inject(kind, part, bound)
+        updater.join(200)
         self.load_stop.set()
         for thread in threads:
             thread.join(REQUEST_SECONDS + 10 + ANSWER_MARGIN_S + 30)
         time.sleep(REQUEST_SECONDS + 5)  # requests still pending expire, and the classifier writes `expired`
         figures = self.check(bound)
+        figures["model_update"] = self.check_update()
+        figures["overlap"] = overlap
         figures["startup_s"] = round(up_s, 1)
         figures["duration_s"] = round(time.monotonic() - began, 1)
         return figures
@@ -589,6 +693,9 @@ def violations(figures: dict[str, Any]) -> list[str]:
     for key, what in checks:
         if figures.get(key):
             found.append(f"{what}: {figures[key]}")
+    if not figures.get("model_update", {}).get("ok"):
+        found.append(f"the model update did not end active or failed with the old model serving: "
+                     f"{figures.get('model_update')}")  # fmt: skip
     if figures["sign_ins_unanswered"]:
         found.append(f"{figures['sign_ins_unanswered']} sign-ins whose page never answered")
     if figures["faults_not_recovered"]:
@@ -596,7 +703,7 @@ def violations(figures: dict[str, Any]) -> list[str]:
     return found
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:  # pylint: disable=too-many-locals  # options, run, report
     """Run once; print the figures as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--seed", type=int, help="the faults' order and moments (default: a new one, printed)")
@@ -605,12 +712,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-seconds", type=float, default=65.0, help="how long a stopped module stays stopped")
     parser.add_argument("--gap", type=float, nargs=2, default=(2.0, 8.0), help="seconds between faults (min max)")
     parser.add_argument("--recovery-bound", type=float, default=120.0, help="seconds a part may take to come back")
+    parser.add_argument(
+        "--count",
+        action="append",
+        default=[],
+        metavar="KIND:PART=N",
+        help="N faults of this kind and part instead of --faults-per-kind (e.g. stop:classifier=8); repeatable",
+    )
+    parser.add_argument(
+        "--overlap", action="store_true", help="each part's faults in their own lane, the parts' lanes at once"
+    )
     parser.add_argument("--state", help="the run's folder (default: a temporary one, removed after)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="chaos: %(message)s", stream=sys.stderr)
     for chatty in ("httpx", "azure"):  # a line per request
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    counts: dict[tuple[str, str], int] = {}
+    for item in args.count:
+        name, _, number = item.partition("=")
+        kind = tuple(name.split(":", 1))
+        if kind not in KINDS or not number.isdigit():
+            parser.error(f"--count {item}: expected KIND:PART=N with KIND:PART one of "
+                         f"{', '.join(':'.join(k) for k in KINDS)}")  # fmt: skip
+        counts[(kind[0], kind[1])] = int(number)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     log.info("seed %d (run again with --seed %d)", seed, seed)
     state = Path(args.state) if args.state else Path(tempfile.mkdtemp(prefix="chaos-"))
@@ -618,7 +743,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (a timeout, Ctrl-C's cousin) still stops every part this run started
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        figures = run.run(args.faults_per_kind, tuple(args.gap), args.recovery_bound)
+        figures = run.run(args.faults_per_kind, tuple(args.gap), args.recovery_bound, counts, args.overlap)
     except (TimeoutError, subprocess.CalledProcessError, OSError) as e:
         log.error("the solution did not start or run: %s; log in %s", e, run.log_path)
         run.stop()
