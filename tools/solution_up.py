@@ -105,6 +105,7 @@ LOCAL_STATE_PATHS = {
     "MODEL_STORE": "classifier/model-store",
     "ENGINE_CACHE_DIR": "classifier/engine-cache",
     "ALERT_QUEUE_DIR": "alert/alert-queue",
+    "AUTHREQUEST_STATE_DIR": "authrequest/state",
     "FRONTEND_DATABASE": "frontend/frontend.sqlite3",
 }
 # Names `make run VAR=value` may set that are options of make or of this script, not module settings.

@@ -3,7 +3,8 @@ payload, signs the request with MODULE_KEY and puts it on the REQUEST_QUEUE of S
 the classifier picks it up. Answers: 200 {"requestId", "expiresAt"}; 400 naming the bad field; 409 for a pending
 requestId with another class; 503 when the queue does not answer within ENQUEUE_TIMEOUT_SECONDS. A queued
 request whose result.json (in RESULT_CONTAINER) is still missing 20 s after its expiry is queued again, so that
-every request answered 200 ends with a result even when the queue lost its message.
+every request answered 200 ends with a result even when the queue lost its message; with AUTHREQUEST_STATE_DIR
+the requests to follow up survive a restart.
 SIGTERM (what the IoT Edge runtime sends on stop) or Ctrl-C ends it cleanly."""
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def main() -> int:
         connection_timeout=min(5.0, timeout),
         read_timeout=timeout,
     )
-    intake = RequestIntake(queue, key, settings.request_ttl_seconds, timeout)
+    intake = RequestIntake(queue, key, settings.request_ttl_seconds, timeout, state_dir=settings.authrequest_state_dir)
     try:
         queue.ensure()
     except StorageError as e:

@@ -14,7 +14,7 @@ import pytest
 from edgehub_emulator.azurite import Azurite
 from edgevision.security import ModuleKey, verify_request
 from edgevision.storage import BlobStore, StorageQueue
-from edgevision.twofactor.intake import FOLLOW_UP_S, RequestIntake
+from edgevision.twofactor.intake import FOLLOW_UP_S, UNANSWERED_FILE, RequestIntake
 from solution_testkit import free_port
 
 pytestmark = pytest.mark.integration
@@ -70,3 +70,37 @@ def test_a_request_the_queue_lost_to_a_kill_is_queued_again(tmp_path: Path, azur
         queue.close()
         results.close()
         instance.stop()
+
+
+def test_the_requests_to_follow_up_survive_a_restart(azurite: Azurite, tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    queue = StorageQueue(azurite.connection_string, "restart-requests")
+    results = BlobStore(azurite.connection_string, "restart-results")
+    try:
+        first = RequestIntake(queue, KEY, 30, clock=lambda: now[0], state_dir=tmp_path / "state")
+        first.submit({"CorrelationId": "kept-1", "ClassName": "tabby", "ThresholdPercentage": 50})
+        first.submit({"CorrelationId": "kept-2", "ClassName": "tabby", "ThresholdPercentage": 50})
+        results.create("kept-2/result.json", b"{}", "application/json")
+        queue.client.clear_messages()  # as if the queue had lost them
+        # authrequest restarts: a new intake over the same folder still knows both
+        again = RequestIntake(queue, KEY, 30, clock=lambda: now[0], state_dir=tmp_path / "state")
+        assert again.unanswered == 2
+        now[0] += 30 + FOLLOW_UP_S
+        assert again.follow_up(results) == 1
+        assert [verify_request(KEY, t, check_expiry=False).request_id for t in _contents(queue)] == ["kept-1"]
+        assert RequestIntake(queue, KEY, 30, state_dir=tmp_path / "state").unanswered == 1
+    finally:
+        queue.close()
+        results.close()
+
+
+def test_a_damaged_state_file_is_moved_aside_with_an_error(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / UNANSWERED_FILE).write_text('{"half": {"text": "x", "chec', encoding="utf-8")
+    queue = StorageQueue("UseDevelopmentStorage=true", "never-used")  # nothing is sent here
+    intake = RequestIntake(queue, KEY, 30, state_dir=state)
+    assert intake.unanswered == 0
+    assert (state / (UNANSWERED_FILE + ".damaged")).is_file() and not (state / UNANSWERED_FILE).exists()
+    [error] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "is damaged" in error.getMessage() and "not followed up" in error.getMessage()

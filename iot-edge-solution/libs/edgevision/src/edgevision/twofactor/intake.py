@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable
 
 from edgevision.errors import EdgeVisionError
@@ -35,6 +37,7 @@ MAX_EXPIRES_S = 86400
 FOLLOW_UP_S = 20.0
 FOLLOW_UP_TRIES = 5
 RESULT_BLOB = "result.json"
+UNANSWERED_FILE = "unanswered.json"
 
 
 class PayloadError(EdgeVisionError):
@@ -156,14 +159,16 @@ class RequestIntake:
         default_expires_s: int = 120,
         timeout_s: float = 10.0,
         clock: Callable[[], float] = time.time,
+        state_dir: Path | None = None,
     ) -> None:
         self.queue = queue
+        self.state_file = None if state_dir is None else Path(state_dir) / UNANSWERED_FILE
         self.key = key
         self.default_expires_s = default_expires_s
         self.timeout_s = timeout_s
         self.clock = clock
         self._pending: dict[str, _Pending] = {}
-        self._unanswered: dict[str, _Unanswered] = {}
+        self._unanswered: dict[str, _Unanswered] = self._load()
         self._lock = threading.Lock()
 
     def submit(self, payload: Any) -> dict[str, Any]:
@@ -200,6 +205,7 @@ class RequestIntake:
             answer = {"requestId": request.request_id, "expiresAt": iso_utc(request.expires_at)}
             self._pending[request.request_id] = _Pending(checked, request.expires_at, answer)
             self._unanswered[request.request_id] = _Unanswered(text, request.expires_at + FOLLOW_UP_S)
+            self._save()
         log.info(
             "request %s queued: %r at %g%% until %s%s",
             request.request_id,
@@ -209,6 +215,39 @@ class RequestIntake:
             f" on camera {request.camera}" if request.camera else "",
         )
         return dict(answer)
+
+    def _load(self) -> dict[str, _Unanswered]:
+        """The requests still to follow up that an earlier run left in the state file (none without one). A
+        damaged file is moved aside with an error naming it: its requests are not followed up, the rest works."""
+        if self.state_file is None or not self.state_file.is_file():
+            return {}
+        try:
+            data = json.loads(self.state_file.read_text(encoding="utf-8"))
+            found = {str(k): _Unanswered(str(v["text"]), float(v["checkAt"]), int(v["sent"])) for k, v in data.items()}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+            aside = self.state_file.with_name(self.state_file.name + ".damaged")
+            os.replace(self.state_file, aside)
+            log.error(
+                "%s is damaged (%s): moved to %s; the requests in it are not followed up", self.state_file, e, aside
+            )
+            return {}
+        if found:
+            log.info("following up %d queued requests of the previous run (%s)", len(found), self.state_file)
+        return found
+
+    def _save(self) -> None:
+        """Write the requests to follow up to the state file (a new file renamed over the old: never half one);
+        the caller holds the lock."""
+        if self.state_file is None:
+            return
+        data = {k: {"text": u.text, "checkAt": u.check_at, "sent": u.sent} for k, u in self._unanswered.items()}
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.state_file.with_name(self.state_file.name + ".partial")
+        with partial.open("w", encoding="utf-8") as out:
+            json.dump(data, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, self.state_file)
 
     @property
     def unanswered(self) -> int:
@@ -231,6 +270,7 @@ class RequestIntake:
             if results.metadata(f"{request_id}/{RESULT_BLOB}") is not None:
                 with self._lock:
                     self._unanswered.pop(request_id, None)
+                    self._save()
                 continue
             if unanswered.sent > FOLLOW_UP_TRIES:
                 log.warning(
@@ -240,10 +280,13 @@ class RequestIntake:
                 )
                 with self._lock:
                     self._unanswered.pop(request_id, None)
+                    self._save()
                 continue
             self.queue.send(unanswered.text)
-            unanswered.sent += 1
-            unanswered.check_at = now + FOLLOW_UP_S
+            with self._lock:
+                unanswered.sent += 1
+                unanswered.check_at = now + FOLLOW_UP_S
+                self._save()
             sent += 1
             log.warning("request %s: no result %.0f s after its expiry; queued it again", request_id, FOLLOW_UP_S)
         return sent
