@@ -6,7 +6,10 @@ reproducible moments (the seed is printed and accepted by --seed):
 - kill: SIGKILL of authrequest, the classifier, alert (restarted by the emulator's agent per their restartPolicy),
   the front-end and Azurite (restarted by this harness, as a service manager would);
 - stop: SIGSTOP of authrequest or the classifier for --stop-seconds, then SIGCONT (a hung peer);
-- away: the hub (the emulator's process) stopped for 30 s while the modules keep working, then SIGCONT.
+- away: the hub (the emulator's process) stopped for 30 s while the modules keep working, then SIGCONT;
+- kill hub: SIGKILL of the emulator (the hub and its agent), started again by this harness; its modules run on
+  until the new agent stops them and starts its own;
+- an over-the-air model update (`edgevision publish-model`, version 2) published once among the faults.
 
 After the last fault the load stops, the requests still pending run out, and the invariants are checked:
 
@@ -65,7 +68,7 @@ MANIFEST = ROOT / "iot-edge-solution" / "deployment.template.json"
 DEVICE = "edge-device"
 MODULES = ("authrequest", "classifier", "alert")
 MODEL = "efficientnet-lite0"  # the classifier's MODEL_NAME in .env_template
-KILL_PARTS = (*MODULES, "frontend", "azurite")
+KILL_PARTS = (*MODULES, "frontend", "azurite", "hub")
 STOP_PARTS = ("authrequest", "classifier")
 KINDS = (*(("kill", p) for p in KILL_PARTS), *(("stop", p) for p in STOP_PARTS), ("away", "hub"))
 HUB_AWAY_S = 30.0
@@ -188,6 +191,8 @@ class Run:  # pylint: disable=too-many-instance-attributes,too-many-public-metho
     seed: int
     users: int = 10
     stop_seconds: float = 65.0
+    backoff_unit: float = 10.0  # the agent's restart back-off unit (IoT Edge's: 10 s)
+    span: float = 0.0  # with overlap: each part's faults spread over about this many seconds
     log_path: Path = field(init=False)
     attempts: list[Attempt] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
@@ -206,6 +211,7 @@ class Run:  # pylint: disable=too-many-instance-attributes,too-many-public-metho
         self.lock = threading.Lock()
         self.started_pids: set[int] = set()
         self.update: dict[str, Any] = {}
+        self.orphans: set[int] = set()  # modules of a killed hub: its next agent must stop them
 
     # -- parts -----------------------------------------------------------------------------------------------
     def env_file(self) -> Path:
@@ -246,13 +252,7 @@ class Run:  # pylint: disable=too-many-instance-attributes,too-many-public-metho
         threading.Thread(target=self.webhook.serve_forever, daemon=True).start()
         env_file = self.env_file()
         self.azurite.start()
-        with self.log_path.open("ab") as out:
-            self.hub = subprocess.Popen(  # pylint: disable=consider-using-with
-                [sys.executable, str(ROOT / "tools" / "solution_up.py"), "--state", str(self.hub_state),
-                 "--env-source", str(env_file), "--", str(BIN / "edgehub-emulator"), "up", str(MANIFEST),
-                 "--state", str(self.hub_state)],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
-            )  # fmt: skip
+        self.start_hub()
         _wait(self.authrequest_answers, 300, "authrequest to answer ProcessRequest")
         service = json.loads(self.emulator("env", "authrequest", "--format", "json").stdout)
         values = dict(line.split("=", 1) for line in env_file.read_text(encoding="utf-8").splitlines() if "=" in line)
@@ -277,6 +277,32 @@ class Run:  # pylint: disable=too-many-instance-attributes,too-many-public-metho
             list(pool.map(add, range(self.users)))
         self.start_frontend()
         _wait(lambda: self.module_pid("classifier") is not None and self.classifier_ready(), 300, "the classifier")
+
+    def start_hub(self) -> None:
+        """tools/solution_up.py with the emulator's `up` (as `make run`); Azurite is this run's."""
+        with self.log_path.open("ab") as out:
+            self.hub = subprocess.Popen(  # pylint: disable=consider-using-with
+                [sys.executable, str(ROOT / "tools" / "solution_up.py"), "--state", str(self.hub_state),
+                 "--env-source", str(self.state / "chaos.env"), "--", str(BIN / "edgehub-emulator"), "up",
+                 str(MANIFEST), "--state", str(self.hub_state), "--backoff-unit", str(self.backoff_unit)],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
+            )  # fmt: skip
+
+    def kill_hub(self) -> None:
+        """SIGKILL of the emulator (the hub and its agent): its modules run on without it; solution_up ends with
+        it and is started again (as a service manager would), and the new agent stops the old modules before it
+        starts its own."""
+        assert self.hub is not None
+        pid = self.hub_pid()
+        self.orphans |= {p for p in (self.module_pid(m) for m in MODULES) if p is not None}
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+        try:
+            self.hub.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.hub.pid, signal.SIGKILL)
+            self.hub.wait()
+        self.start_hub()
 
     def start_frontend(self) -> None:
         """`frontend serve` (again), and wait for its health."""
@@ -341,8 +367,8 @@ class Run:  # pylint: disable=too-many-instance-attributes,too-many-public-metho
             return True
         if part == "frontend":
             return self.frontend_healthy()
-        if part == "hub":
-            return self.authrequest_answers()
+        if part == "hub":  # a new authrequest under a new hub after a kill (the killed hub's is stopped)
+            return self.module_pid("authrequest") is not None and self.authrequest_answers()
         return _listening(self.azurite.blob_port) and _listening(self.azurite.queue_port)
 
     # -- faults ----------------------------------------------------------------------------------------------
@@ -360,6 +386,8 @@ class Run:  # pylint: disable=too-many-instance-attributes,too-many-public-metho
                 os.killpg(self.frontend.pid, signal.SIGKILL)
                 self.frontend.wait()
                 self.start_frontend()
+            elif part == "hub":
+                self.kill_hub()
             elif part == "azurite" and self.azurite.process is not None:
                 os.killpg(self.azurite.process.pid, signal.SIGKILL)
                 self.azurite.process.wait()
@@ -390,8 +418,11 @@ class Run:  # pylint: disable=too-many-instance-attributes,too-many-public-metho
 
         def lane(part: str, faults: list[tuple[str, str]]) -> None:
             rng = random.Random(f"{self.seed}-{part}")
-            for kind, _ in faults:
-                time.sleep(rng.uniform(*gap))
+            start, slot = time.monotonic(), self.span / len(faults)
+            for index, (kind, _) in enumerate(faults):
+                # at a random moment in the fault's slot of the span, or after the gap when the last one ran late
+                due = start + slot * (index + rng.random())
+                time.sleep(max(rng.uniform(*gap), due - time.monotonic()))
                 self.inject(kind, part, bound)
 
         threads = [threading.Thread(target=lane, args=item, daemon=True) for item in lanes.items()]
@@ -415,11 +446,14 @@ class Run:  # pylint: disable=too-many-instance-attributes,too-many-public-metho
         self.update["before"] = self.served_model()
         for _ in range(12):
             self.update["issued_at"] = round(time.monotonic() - self.began, 1)
-            published = subprocess.run(
-                [str(BIN / "edgevision"), "publish-model", str(folder), "--device", DEVICE, "--module", "classifier",
-                 "--storage-connection-string", self.azurite.connection_string],
-                env=self.frontend_env, capture_output=True, text=True, timeout=120, check=False,
-            )  # fmt: skip
+            try:
+                published = subprocess.run(
+                    [str(BIN / "edgevision"), "publish-model", str(folder), "--device", DEVICE, "--module",
+                     "classifier", "--storage-connection-string", self.azurite.connection_string],
+                    env=self.frontend_env, capture_output=True, text=True, timeout=120, check=False,
+                )  # fmt: skip
+            except subprocess.TimeoutExpired:  # Azurite killed under the upload: publish again
+                published = subprocess.CompletedProcess([], 124, "", "publish-model timed out after 120 s")
             if published.returncode == 0:
                 self.update["published"] = True
                 log.info("model update: version 2 published (%.0f s into the run)", self.update["issued_at"])
@@ -556,6 +590,8 @@ class Run:  # pylint: disable=too-many-instance-attributes,too-many-public-metho
         figures = self.check(bound)
         figures["model_update"] = self.check_update()
         figures["overlap"] = overlap
+        figures["span_s"] = self.span
+        figures["backoff_unit_s"] = self.backoff_unit
         figures["startup_s"] = round(up_s, 1)
         figures["duration_s"] = round(time.monotonic() - began, 1)
         return figures
@@ -670,7 +706,9 @@ class Run:  # pylint: disable=too-many-instance-attributes,too-many-public-metho
         self.azurite.stop()
         self.webhook.shutdown()
         time.sleep(1)
-        return [f"{pid} {_cmdline(pid)}" for pid in sorted(members) if _cmdline(pid)]
+        members |= self.orphans
+        return [f"{pid} {_cmdline(pid)}" for pid in sorted(members) if "modules/" in _cmdline(pid) or pid not in
+                self.orphans and _cmdline(pid)]  # fmt: skip
 
 
 def _p95(values: list[float]) -> float:
@@ -722,6 +760,12 @@ def main(argv: list[str] | None = None) -> int:  # pylint: disable=too-many-loca
     parser.add_argument(
         "--overlap", action="store_true", help="each part's faults in their own lane, the parts' lanes at once"
     )
+    parser.add_argument(
+        "--span", type=float, default=0.0, help="with --overlap: spread each part's faults over about this many s"
+    )
+    parser.add_argument(
+        "--backoff-unit", type=float, default=10.0, help="the agent's restart back-off unit (IoT Edge's: 10 s)"
+    )
     parser.add_argument("--state", help="the run's folder (default: a temporary one, removed after)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
@@ -739,7 +783,8 @@ def main(argv: list[str] | None = None) -> int:  # pylint: disable=too-many-loca
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     log.info("seed %d (run again with --seed %d)", seed, seed)
     state = Path(args.state) if args.state else Path(tempfile.mkdtemp(prefix="chaos-"))
-    run = Run(state, seed, users=args.users, stop_seconds=args.stop_seconds)
+    run = Run(state, seed, users=args.users, stop_seconds=args.stop_seconds, backoff_unit=args.backoff_unit,
+              span=args.span)  # fmt: skip
     # SIGTERM (a timeout, Ctrl-C's cousin) still stops every part this run started
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:

@@ -48,7 +48,7 @@ def test_one_fault_of_each_kind_under_load_loses_nothing(tmp_path: Path) -> None
     # the harness did what it says: every fault of every kind, under real load
     assert figures["faults_by_kind"] == {
         f"{kind}:{part}": 1
-        for kind, parts in (("kill", ("authrequest", "classifier", "alert", "frontend", "azurite")),
+        for kind, parts in (("kill", ("authrequest", "classifier", "alert", "frontend", "azurite", "hub")),
                             ("stop", ("authrequest", "classifier")), ("away", ("hub",)))
         for part in parts
     }  # fmt: skip
