@@ -3,10 +3,11 @@ through the front-end and alerts flow to a webhook, and an over-the-air model up
 then the invariants. The version in `make test`: each part's fault in its own lane at a moment of the first two
 minutes, the lanes at once (--overlap), a module stopped for 20 s (bench/chaos_bench.py stops it for longer
 than the SDK's 60 s keep-alive and injects hundreds of faults). The seed is CHAOS_SEED when set, else SEED
-(fixed, so `make test` is reproducible); it is printed and in the failure message, so a run can be replayed with `tools/chaos.py --seed N`.
+(fixed, so `make test` is reproducible); it is printed and in the failure message, so a run can be replayed
+with `tools/chaos.py --seed N`.
 
-Needs the fixed ports of `make run`: run it inside `unshare --net` (locally it skips when they are taken, in CI it
-fails)."""
+Needs the fixed ports of `make run`: run it inside `unshare --net` (locally it skips when they are taken, in CI
+it fails)."""
 
 from __future__ import annotations
 
