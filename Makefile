@@ -76,7 +76,7 @@ help:
 	@echo "               module settings on the command line: make run CAMERA_PATH=/dev/video0 MODEL_NAME=nanodet-m-416;"
 	@echo "               VERBOSE=1: a line per frame and the Azure SDKs' logs"
 	@echo "make run-classifier  set up, then only the classifier on the demo video (CAMERA_PATH=, MODEL_NAME=, ...)"
-	@echo "make test      set up, then run every test (but tests/chaos: make chaos)"
+	@echo "make test      set up, then run every test (tests/chaos too)"
 	@echo "make chaos     the whole solution under injected faults (tests/chaos; run it inside unshare --net)"
 	@echo "make lint      pylint on all Python code, hadolint on the Dockerfiles, ruff format --check"
 	@echo "make coverage  tests with coverage, subprocesses included: terminal, htmlcov/ and coverage.xml"
@@ -177,7 +177,8 @@ genconfig: iotedgedev-setup
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The whole solution under injected faults (tests/chaos, about 5 minutes; CHAOS_SEED=N replays a run). Needs the
+# The whole solution under injected faults alone (tests/chaos, part of make test too; a few minutes; CHAOS_SEED=N
+# replays a run, the default is a fixed seed). Needs the
 # fixed ports of `make run`: as root, `unshare --net bash -c 'ip link set lo up; make chaos'`.
 chaos: setup
 	$(PY) -m pytest -m chaos tests/chaos $(PYTEST_ARGS)

@@ -6,7 +6,10 @@ reproducible moments (the seed is printed and accepted by --seed):
 - kill: SIGKILL of authrequest, the classifier, alert (restarted by the emulator's agent per their restartPolicy),
   the front-end and Azurite (restarted by this harness, as a service manager would);
 - stop: SIGSTOP of authrequest or the classifier for --stop-seconds, then SIGCONT (a hung peer);
-- away: the hub (the emulator's process) stopped for 30 s while the modules keep working, then SIGCONT.
+- away: the hub (the emulator's process) stopped for 30 s while the modules keep working, then SIGCONT;
+- kill hub: SIGKILL of the emulator (the hub and its agent), started again by this harness; its modules run on
+  until the new agent stops them and starts its own;
+- an over-the-air model update (`edgevision publish-model`, version 2) published once among the faults.
 
 After the last fault the load stops, the requests still pending run out, and the invariants are checked:
 
@@ -64,8 +67,10 @@ BIN = Path(sys.executable).parent
 MANIFEST = ROOT / "iot-edge-solution" / "deployment.template.json"
 DEVICE = "edge-device"
 MODULES = ("authrequest", "classifier", "alert")
-KILL_PARTS = (*MODULES, "frontend", "azurite")
+MODEL = "efficientnet-lite0"  # the classifier's MODEL_NAME in .env_template
+KILL_PARTS = (*MODULES, "frontend", "azurite", "hub")
 STOP_PARTS = ("authrequest", "classifier")
+KINDS = (*(("kill", p) for p in KILL_PARTS), *(("stop", p) for p in STOP_PARTS), ("away", "hub"))
 HUB_AWAY_S = 30.0
 FINAL_STATES = {"found", "expired", "rejected", "failed"}
 FRONTEND_URL = "http://127.0.0.1:8000"
@@ -179,19 +184,22 @@ class Fault:
 
 
 @dataclass
-class Run:  # pylint: disable=too-many-instance-attributes  # the run's parts and bookkeeping
+class Run:  # pylint: disable=too-many-instance-attributes,too-many-public-methods  # the run's parts, load, faults
     """The solution under faults; see the module docstring."""
 
     state: Path
     seed: int
     users: int = 10
     stop_seconds: float = 65.0
+    backoff_unit: float = 10.0  # the agent's restart back-off unit (IoT Edge's: 10 s)
+    span: float = 0.0  # with overlap: each part's faults spread over about this many seconds
     log_path: Path = field(init=False)
     attempts: list[Attempt] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.hub_state = self.state / "hub"
+        self.began = time.monotonic()
         self.log_path = self.state / "solution.log"
         self.webhook = Webhook()
         self.azurite = Azurite(self.state / "azurite")
@@ -202,6 +210,8 @@ class Run:  # pylint: disable=too-many-instance-attributes  # the run's parts an
         self.load_stop = threading.Event()
         self.lock = threading.Lock()
         self.started_pids: set[int] = set()
+        self.update: dict[str, Any] = {}
+        self.orphans: set[int] = set()  # modules of a killed hub: its next agent must stop them
 
     # -- parts -----------------------------------------------------------------------------------------------
     def env_file(self) -> Path:
@@ -217,6 +227,7 @@ class Run:  # pylint: disable=too-many-instance-attributes  # the run's parts an
             "FRONTEND_RETRY_USER_LIMIT": "1000",
             "FRONTEND_RETRY_SESSION_LIMIT": "1000",
             "PREVIEW_PORT": "0",
+            "MODEL_STORE": str(self.state / "model-store"),
             "LOG_LEVEL": "INFO",
         }
         lines = [ln for ln in text.splitlines() if ln.split("=", 1)[0].strip() not in overrides]
@@ -241,13 +252,7 @@ class Run:  # pylint: disable=too-many-instance-attributes  # the run's parts an
         threading.Thread(target=self.webhook.serve_forever, daemon=True).start()
         env_file = self.env_file()
         self.azurite.start()
-        with self.log_path.open("ab") as out:
-            self.hub = subprocess.Popen(  # pylint: disable=consider-using-with
-                [sys.executable, str(ROOT / "tools" / "solution_up.py"), "--state", str(self.hub_state),
-                 "--env-source", str(env_file), "--", str(BIN / "edgehub-emulator"), "up", str(MANIFEST),
-                 "--state", str(self.hub_state)],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
-            )  # fmt: skip
+        self.start_hub()
         _wait(self.authrequest_answers, 300, "authrequest to answer ProcessRequest")
         service = json.loads(self.emulator("env", "authrequest", "--format", "json").stdout)
         values = dict(line.split("=", 1) for line in env_file.read_text(encoding="utf-8").splitlines() if "=" in line)
@@ -272,6 +277,32 @@ class Run:  # pylint: disable=too-many-instance-attributes  # the run's parts an
             list(pool.map(add, range(self.users)))
         self.start_frontend()
         _wait(lambda: self.module_pid("classifier") is not None and self.classifier_ready(), 300, "the classifier")
+
+    def start_hub(self) -> None:
+        """tools/solution_up.py with the emulator's `up` (as `make run`); Azurite is this run's."""
+        with self.log_path.open("ab") as out:
+            self.hub = subprocess.Popen(  # pylint: disable=consider-using-with
+                [sys.executable, str(ROOT / "tools" / "solution_up.py"), "--state", str(self.hub_state),
+                 "--env-source", str(self.state / "chaos.env"), "--", str(BIN / "edgehub-emulator"), "up",
+                 str(MANIFEST), "--state", str(self.hub_state), "--backoff-unit", str(self.backoff_unit)],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
+            )  # fmt: skip
+
+    def kill_hub(self) -> None:
+        """SIGKILL of the emulator (the hub and its agent): its modules run on without it; solution_up ends with
+        it and is started again (as a service manager would), and the new agent stops the old modules before it
+        starts its own."""
+        assert self.hub is not None
+        pid = self.hub_pid()
+        self.orphans |= {p for p in (self.module_pid(m) for m in MODULES) if p is not None}
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+        try:
+            self.hub.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.hub.pid, signal.SIGKILL)
+            self.hub.wait()
+        self.start_hub()
 
     def start_frontend(self) -> None:
         """`frontend serve` (again), and wait for its health."""
@@ -336,8 +367,8 @@ class Run:  # pylint: disable=too-many-instance-attributes  # the run's parts an
             return True
         if part == "frontend":
             return self.frontend_healthy()
-        if part == "hub":
-            return self.authrequest_answers()
+        if part == "hub":  # a new authrequest under a new hub after a kill (the killed hub's is stopped)
+            return self.module_pid("authrequest") is not None and self.authrequest_answers()
         return _listening(self.azurite.blob_port) and _listening(self.azurite.queue_port)
 
     # -- faults ----------------------------------------------------------------------------------------------
@@ -355,6 +386,8 @@ class Run:  # pylint: disable=too-many-instance-attributes  # the run's parts an
                 os.killpg(self.frontend.pid, signal.SIGKILL)
                 self.frontend.wait()
                 self.start_frontend()
+            elif part == "hub":
+                self.kill_hub()
             elif part == "azurite" and self.azurite.process is not None:
                 os.killpg(self.azurite.process.pid, signal.SIGKILL)
                 self.azurite.process.wait()
@@ -374,6 +407,96 @@ class Run:  # pylint: disable=too-many-instance-attributes  # the run's parts an
             log.error("%s", e)
         self.faults.append(fault)
         return fault
+
+    def inject_overlapping(self, plan: list[tuple[str, str]], gap: tuple[float, float], bound: float) -> None:
+        """One lane per part, all at once: a part's faults come one after the other (each after its part is
+        back), in the order of `plan`, with gaps drawn from the seed and the part's name; the parts' faults
+        overlap (a module killed while the hub is away, Azurite killed while the classifier is stopped)."""
+        lanes: dict[str, list[tuple[str, str]]] = {}
+        for kind, part in plan:
+            lanes.setdefault(part, []).append((kind, part))
+
+        def lane(part: str, faults: list[tuple[str, str]]) -> None:
+            rng = random.Random(f"{self.seed}-{part}")
+            start, slot = time.monotonic(), self.span / len(faults)
+            for index, (kind, _) in enumerate(faults):
+                # at a random moment in the fault's slot of the span, or after the gap when the last one ran late
+                due = start + slot * (index + rng.random())
+                time.sleep(max(rng.uniform(*gap), due - time.monotonic()))
+                self.inject(kind, part, bound)
+
+        threads = [threading.Thread(target=lane, args=item, daemon=True) for item in lanes.items()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    # -- the over-the-air model update ------------------------------------------------------------------------
+    def update_model(self, delay: float) -> None:
+        """After `delay` s, publish version 2 of the classifier's model (`edgevision publish-model`: the package
+        to Azurite, the desired properties through the hub), as an operator would: again every 10 s while Azurite
+        or the hub is away (faults keep coming meanwhile)."""
+        time.sleep(delay)
+        folder = self.state / "models" / "2"
+        shutil.copytree(ROOT / "iot-edge-solution" / "models" / MODEL / "1", folder, dirs_exist_ok=True)
+        manifest = folder / "model.json"
+        manifest.write_text(
+            manifest.read_text(encoding="utf-8").replace('"version": "1"', '"version": "2"'), encoding="utf-8"
+        )
+        self.update["before"] = self.served_model()
+        for _ in range(12):
+            self.update["issued_at"] = round(time.monotonic() - self.began, 1)
+            try:
+                published = subprocess.run(
+                    [str(BIN / "edgevision"), "publish-model", str(folder), "--device", DEVICE, "--module",
+                     "classifier", "--storage-connection-string", self.azurite.connection_string],
+                    env=self.frontend_env, capture_output=True, text=True, timeout=120, check=False,
+                )  # fmt: skip
+            except subprocess.TimeoutExpired:  # Azurite killed under the upload: publish again
+                published = subprocess.CompletedProcess([], 124, "", "publish-model timed out after 120 s")
+            if published.returncode == 0:
+                self.update["published"] = True
+                log.info("model update: version 2 published (%.0f s into the run)", self.update["issued_at"])
+                return
+            log.info("model update not published yet (%s); again in 10 s", published.stderr.strip()[-200:])
+            time.sleep(10)
+        self.update["published"] = False
+
+    @staticmethod
+    def served_model() -> str | None:
+        """The version the classifier's scoring API serves (None while it has none)."""
+        try:
+            answer = httpx.get("http://127.0.0.1:8080/readyz", timeout=3)
+        except httpx.HTTPError:
+            return None
+        return str(answer.json().get("model_version")) if answer.status_code == 200 else None
+
+    def check_update(self) -> dict[str, Any]:
+        """The update's end: reported `active` (version 2 serving) or `failed` (version 1 still serving), the
+        reported and the served version the same: never half-swapped."""
+        result: dict[str, Any] = {**self.update, "status": None, "reported_version": None, "served_version": None}
+
+        def settled() -> bool:
+            twin = self.emulator("twin", "get", DEVICE, "classifier", timeout=60)
+            try:
+                reported = json.loads(twin.stdout)["properties"]["reported"].get("model") or {}
+            except (ValueError, KeyError, TypeError):
+                return False
+            result.update(status=reported.get("status"), reported_version=str(reported.get("version")),
+                          error=reported.get("error"), served_version=self.served_model())  # fmt: skip
+            return result["status"] in ("active", "failed") and result["served_version"] is not None
+
+        try:
+            _wait(settled, 180, "the model update to end")
+        except TimeoutError:
+            pass
+        expected = {"active": "2", "failed": result.get("before") or "1"}.get(result["status"] or "")
+        result["ok"] = bool(
+            result.get("published")
+            and expected is not None
+            and result["served_version"] == result["reported_version"] == expected
+        )
+        return result
 
     # -- load ------------------------------------------------------------------------------------------------
     def sign_in_loop(self, name: str, rng: random.Random) -> None:
@@ -428,13 +551,20 @@ class Run:  # pylint: disable=too-many-instance-attributes  # the run's parts an
         queue.close()
 
     # -- the whole run ---------------------------------------------------------------------------------------
-    def run(self, faults_per_kind: int, gap: tuple[float, float], bound: float) -> dict[str, Any]:
-        """Start, load, inject the faults in a shuffled order, quiesce, stop, check; the figures."""
+    def run(  # pylint: disable=too-many-arguments,too-many-locals  # the run's options; its steps
+        self,
+        faults_per_kind: int,
+        gap: tuple[float, float],
+        bound: float,
+        counts: dict[tuple[str, str], int] | None = None,
+        overlap: bool = False,
+    ) -> dict[str, Any]:
+        """Start, load, inject the faults in a shuffled order (with `overlap`, each part's faults in their own
+        order at the same time as the other parts'), quiesce, stop, check; the figures."""
         rng = random.Random(self.seed)
-        kinds = [("kill", p) for p in KILL_PARTS] + [("stop", p) for p in STOP_PARTS] + [("away", "hub")]
-        plan = kinds * faults_per_kind
+        plan = [kind for kind in KINDS for _ in range((counts or {}).get(kind, faults_per_kind))]
         rng.shuffle(plan)
-        began = time.monotonic()
+        began = self.began = time.monotonic()
         self.start()
         up_s = time.monotonic() - began
         threads = [
@@ -444,14 +574,24 @@ class Run:  # pylint: disable=too-many-instance-attributes  # the run's parts an
         for thread in threads:
             thread.start()
         self.forge()
-        for kind, part in plan:
-            time.sleep(rng.uniform(*gap))
-            self.inject(kind, part, bound)
+        updater = threading.Thread(target=self.update_model, args=(rng.uniform(5, 60),), daemon=True)
+        updater.start()
+        if overlap:
+            self.inject_overlapping(plan, gap, bound)
+        else:
+            for kind, part in plan:
+                time.sleep(rng.uniform(*gap))
+                self.inject(kind, part, bound)
+        updater.join(200)
         self.load_stop.set()
         for thread in threads:
             thread.join(REQUEST_SECONDS + 10 + ANSWER_MARGIN_S + 30)
         time.sleep(REQUEST_SECONDS + 5)  # requests still pending expire, and the classifier writes `expired`
         figures = self.check(bound)
+        figures["model_update"] = self.check_update()
+        figures["overlap"] = overlap
+        figures["span_s"] = self.span
+        figures["backoff_unit_s"] = self.backoff_unit
         figures["startup_s"] = round(up_s, 1)
         figures["duration_s"] = round(time.monotonic() - began, 1)
         return figures
@@ -566,7 +706,9 @@ class Run:  # pylint: disable=too-many-instance-attributes  # the run's parts an
         self.azurite.stop()
         self.webhook.shutdown()
         time.sleep(1)
-        return [f"{pid} {_cmdline(pid)}" for pid in sorted(members) if _cmdline(pid)]
+        members |= self.orphans
+        return [f"{pid} {_cmdline(pid)}" for pid in sorted(members) if "modules/" in _cmdline(pid) or pid not in
+                self.orphans and _cmdline(pid)]  # fmt: skip
 
 
 def _p95(values: list[float]) -> float:
@@ -589,6 +731,9 @@ def violations(figures: dict[str, Any]) -> list[str]:
     for key, what in checks:
         if figures.get(key):
             found.append(f"{what}: {figures[key]}")
+    if not figures.get("model_update", {}).get("ok"):
+        found.append(f"the model update did not end active or failed with the old model serving: "
+                     f"{figures.get('model_update')}")  # fmt: skip
     if figures["sign_ins_unanswered"]:
         found.append(f"{figures['sign_ins_unanswered']} sign-ins whose page never answered")
     if figures["faults_not_recovered"]:
@@ -596,7 +741,7 @@ def violations(figures: dict[str, Any]) -> list[str]:
     return found
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:  # pylint: disable=too-many-locals  # options, run, report
     """Run once; print the figures as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--seed", type=int, help="the faults' order and moments (default: a new one, printed)")
@@ -605,20 +750,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-seconds", type=float, default=65.0, help="how long a stopped module stays stopped")
     parser.add_argument("--gap", type=float, nargs=2, default=(2.0, 8.0), help="seconds between faults (min max)")
     parser.add_argument("--recovery-bound", type=float, default=120.0, help="seconds a part may take to come back")
+    parser.add_argument(
+        "--count",
+        action="append",
+        default=[],
+        metavar="KIND:PART=N",
+        help="N faults of this kind and part instead of --faults-per-kind (e.g. stop:classifier=8); repeatable",
+    )
+    parser.add_argument(
+        "--overlap", action="store_true", help="each part's faults in their own lane, the parts' lanes at once"
+    )
+    parser.add_argument(
+        "--span", type=float, default=0.0, help="with --overlap: spread each part's faults over about this many s"
+    )
+    parser.add_argument(
+        "--backoff-unit", type=float, default=10.0, help="the agent's restart back-off unit (IoT Edge's: 10 s)"
+    )
     parser.add_argument("--state", help="the run's folder (default: a temporary one, removed after)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="chaos: %(message)s", stream=sys.stderr)
     for chatty in ("httpx", "azure"):  # a line per request
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    counts: dict[tuple[str, str], int] = {}
+    for item in args.count:
+        name, _, number = item.partition("=")
+        kind = tuple(name.split(":", 1))
+        if kind not in KINDS or not number.isdigit():
+            parser.error(f"--count {item}: expected KIND:PART=N with KIND:PART one of "
+                         f"{', '.join(':'.join(k) for k in KINDS)}")  # fmt: skip
+        counts[(kind[0], kind[1])] = int(number)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     log.info("seed %d (run again with --seed %d)", seed, seed)
     state = Path(args.state) if args.state else Path(tempfile.mkdtemp(prefix="chaos-"))
-    run = Run(state, seed, users=args.users, stop_seconds=args.stop_seconds)
+    run = Run(state, seed, users=args.users, stop_seconds=args.stop_seconds, backoff_unit=args.backoff_unit,
+              span=args.span)  # fmt: skip
     # SIGTERM (a timeout, Ctrl-C's cousin) still stops every part this run started
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        figures = run.run(args.faults_per_kind, tuple(args.gap), args.recovery_bound)
+        figures = run.run(args.faults_per_kind, tuple(args.gap), args.recovery_bound, counts, args.overlap)
     except (TimeoutError, subprocess.CalledProcessError, OSError) as e:
         log.error("the solution did not start or run: %s; log in %s", e, run.log_path)
         run.stop()

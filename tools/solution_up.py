@@ -105,6 +105,7 @@ LOCAL_STATE_PATHS = {
     "MODEL_STORE": "classifier/model-store",
     "ENGINE_CACHE_DIR": "classifier/engine-cache",
     "ALERT_QUEUE_DIR": "alert/alert-queue",
+    "AUTHREQUEST_STATE_DIR": "authrequest/state",
     "FRONTEND_DATABASE": "frontend/frontend.sqlite3",
 }
 # Of those, the ones a device's modules keep (the front-end is not on a device): in a fleet (`--device`, `--fleet`)

@@ -1,17 +1,18 @@
 """The whole solution under faults (tools/chaos.py): one fault of each kind and part while ten users sign in
-through the front-end and alerts flow to a webhook, then the invariants. A short version for `make test`: a
-module is stopped for 20 s (bench/chaos_bench.py stops it for longer than the SDK's 60 s keep-alive and injects
-hundreds of faults). The seed is CHAOS_SEED when set, else a new one, printed (and in the failure message) so a
-failing run can be replayed with `tools/chaos.py --seed N`.
+through the front-end and alerts flow to a webhook, and an over-the-air model update is published meanwhile;
+then the invariants. The version in `make test`: each part's fault in its own lane at a moment of the first two
+minutes, the lanes at once (--overlap), a module stopped for 20 s (bench/chaos_bench.py stops it for longer
+than the SDK's 60 s keep-alive and injects hundreds of faults). The seed is CHAOS_SEED when set, else SEED
+(fixed, so `make test` is reproducible); it is printed and in the failure message, so a run can be replayed
+with `tools/chaos.py --seed N`.
 
-Needs the fixed ports of `make run`: run it inside `unshare --net` (locally it skips when they are taken, in CI it
-fails)."""
+Needs the fixed ports of `make run`: run it inside `unshare --net` (locally it skips when they are taken, in CI
+it fails)."""
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.e2e, pytest.mark.integration, pytes
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXED_PORTS = (8883, 10000, 10001, 10002, 8443, 8000, 8080)
+SEED = 19  # the seed that found the lost request (see authrequest's follow-up)
 
 
 def test_one_fault_of_each_kind_under_load_loses_nothing(tmp_path: Path) -> None:
@@ -33,12 +35,13 @@ def test_one_fault_of_each_kind_under_load_loses_nothing(tmp_path: Path) -> None
         pass
     taken = [port for port in FIXED_PORTS if not port_free(port)]
     require_part(not taken, f"ports {taken} are taken: run this inside `unshare --net`")
-    seed = int(os.environ.get("CHAOS_SEED") or secrets.randbelow(2**31))
+    seed = int(os.environ.get("CHAOS_SEED") or SEED)
     print(f"chaos seed {seed}")
     figures_path = tmp_path / "figures.json"
     run = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "chaos.py"), "--seed", str(seed), "--faults-per-kind", "1",
-         "--stop-seconds", "20", "--state", str(tmp_path / "run"), "--json", str(figures_path)],
+         "--overlap", "--span", "120", "--stop-seconds", "20", "--state", str(tmp_path / "run"),
+         "--json", str(figures_path)],
         capture_output=True, text=True, timeout=1400, check=False, cwd=ROOT,
     )  # fmt: skip
     assert run.returncode in (0, 1), f"seed {seed}: the solution did not run:\n{run.stderr[-4000:]}"
@@ -47,7 +50,7 @@ def test_one_fault_of_each_kind_under_load_loses_nothing(tmp_path: Path) -> None
     # the harness did what it says: every fault of every kind, under real load
     assert figures["faults_by_kind"] == {
         f"{kind}:{part}": 1
-        for kind, parts in (("kill", ("authrequest", "classifier", "alert", "frontend", "azurite")),
+        for kind, parts in (("kill", ("authrequest", "classifier", "alert", "frontend", "azurite", "hub")),
                             ("stop", ("authrequest", "classifier")), ("away", ("hub",)))
         for part in parts
     }  # fmt: skip
@@ -59,4 +62,7 @@ def test_one_fault_of_each_kind_under_load_loses_nothing(tmp_path: Path) -> None
     assert figures["sign_ins_unanswered"] == 0 and figures["faults_not_recovered"] == 0
     assert figures["alerts_accepted"] >= 1 and figures["alerts_lost"] == []
     assert figures["left_over"] == []
+    update = figures["model_update"]  # published during the faults; never half-swapped
+    assert update["published"] and update["ok"], update
+    assert update["status"] in ("active", "failed") and update["served_version"] == update["reported_version"]
     assert run.returncode == 0

@@ -1,19 +1,23 @@
 """authrequest module: the device's door for the second factor. Its direct method `ProcessRequest` checks the
 payload, signs the request with MODULE_KEY and puts it on the REQUEST_QUEUE of STORAGE_CONNECTION_STRING, where
 the classifier picks it up. Answers: 200 {"requestId", "expiresAt"}; 400 naming the bad field; 409 for a pending
-requestId with another class; 503 when the queue does not answer within ENQUEUE_TIMEOUT_SECONDS.
+requestId with another class; 503 when the queue does not answer within ENQUEUE_TIMEOUT_SECONDS. A queued
+request whose result.json (in RESULT_CONTAINER) is still missing 20 s after its expiry is queued again, so that
+every request answered 200 ends with a result even when the queue lost its message; with AUTHREQUEST_STATE_DIR
+the requests to follow up survive a restart.
 SIGTERM (what the IoT Edge runtime sends on stop) or Ctrl-C ends it cleanly."""
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
 from typing import Any
 
 from edgevision.config import module_settings
 from edgevision.errors import EdgeVisionError
 from edgevision.iot import MethodError, ShutdownSignal, connect_module
-from edgevision.storage import StorageError, StorageQueue, StorageUnavailableError
+from edgevision.storage import BlobStore, StorageError, StorageQueue, StorageUnavailableError
 from edgevision.twofactor import AuthRequestSettings, ConflictError, PayloadError, RequestIntake
 
 log = logging.getLogger("authrequest")
@@ -62,7 +66,7 @@ def main() -> int:
         connection_timeout=min(5.0, timeout),
         read_timeout=timeout,
     )
-    intake = RequestIntake(queue, key, settings.request_ttl_seconds, timeout)
+    intake = RequestIntake(queue, key, settings.request_ttl_seconds, timeout, state_dir=settings.authrequest_state_dir)
     try:
         queue.ensure()
     except StorageError as e:
@@ -75,12 +79,21 @@ def main() -> int:
         log.error("cannot start: %s", e)
         queue.close()
         return EXIT_RUNTIME
+    results = BlobStore(connection_string, settings.result_container)
+    stop_follow_up = threading.Event()
+    follow_up = threading.Thread(
+        target=intake.follow_up_forever, args=(results, stop_follow_up), name="follow-up", daemon=True
+    )
+    follow_up.start()
     log.info("serving %s: requests go to queue %s", METHOD, queue.name)
     try:
         shutdown.wait()
     finally:
+        stop_follow_up.set()
+        follow_up.join(10)
         connection.close()
         queue.close()
+        results.close()
     log.info("stopped")
     return 0
 

@@ -167,6 +167,36 @@ def _kill_group(process: subprocess.Popen[str]) -> None:
         pass  # the group is gone: the module left nothing behind
 
 
+def process_start(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, /proc/PID/stat's field 22): with the pid, a process's
+    identity (a pid alone may be reused). None where the process or /proc is missing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def stop_leftover(pid: int, started: str, grace: float = STOP_GRACE_SECS) -> bool:
+    """SIGTERM the process group of `pid` when `pid` is still the process that started at `started`, SIGKILL
+    after `grace` seconds; True when there was one to stop."""
+    if process_start(pid) != started:
+        return False
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return False
+    deadline = time.monotonic() + grace
+    while process_start(pid) == started and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)  # what is left in the group, the module too when it ignored SIGTERM
+    except (ProcessLookupError, PermissionError):
+        pass
+    return True
+
+
 def module_script(solution_dir: Path, name: str, image: str) -> Path:
     """Where a module's code is: `modules/<name>/main.py`, else the folder its image names (`${MODULES.x}`,
     `registry/x:tag`), as the image would be built from that folder."""
@@ -225,7 +255,42 @@ class LocalEdgeAgent:  # pylint: disable=too-many-instance-attributes  # the age
         self.desired_version: int | None = None
         self._report_due = True
         self._width = 0
+        self.pid_dir = config.state_dir / "agent" / self.device_id
+        self.stop_leftovers()
         self.reconcile()
+
+    # modules of an agent that did not stop
+    def stop_leftovers(self) -> list[str]:
+        """Stop the modules an earlier agent of this device started and left running because it was killed
+        (SIGKILL, a crash: it could not stop them): they would run twice beside the ones this agent starts. Each
+        running module is recorded with its pid and start time under STATE/agent/DEVICE/. Returns their names."""
+        stopped = []
+        for record in sorted(self.pid_dir.glob("*.json")) if self.pid_dir.is_dir() else []:
+            try:
+                data = json.loads(record.read_text(encoding="utf-8"))
+                pid, started = int(data["pid"]), str(data["started"])
+            except (OSError, ValueError, KeyError, TypeError):
+                logger.warning("ignoring %s: not a module record", record)
+                record.unlink(missing_ok=True)
+                continue
+            if stop_leftover(pid, started):
+                logger.warning(
+                    "module %s (pid %d) was left running by an agent that did not stop; stopped it",
+                    self._prefix(record.stem),
+                    pid,
+                )
+                stopped.append(record.stem)
+            record.unlink(missing_ok=True)
+        return stopped
+
+    def _record(self, name: str, pid: int) -> None:
+        started = process_start(pid)
+        if started is None:
+            return
+        self.pid_dir.mkdir(parents=True, exist_ok=True)
+        partial = self.pid_dir / f"{name}.json.partial"
+        partial.write_text(json.dumps({"pid": pid, "started": started}), encoding="utf-8")
+        os.replace(partial, self.pid_dir / f"{name}.json")
 
     # output
     def _prefix(self, name: str) -> str:
@@ -351,6 +416,7 @@ class LocalEdgeAgent:  # pylint: disable=too-many-instance-attributes  # the age
             bufsize=1,
             start_new_session=os.name == "posix",
         )
+        self._record(module.spec.name, module.process.pid)
         reader = threading.Thread(target=self._pump, args=(module.spec.name, module.process.stdout), daemon=True)
         reader.start()
         module.readers = [reader]
@@ -475,6 +541,7 @@ class LocalEdgeAgent:  # pylint: disable=too-many-instance-attributes  # the age
         for module in self.modules.values():
             for reader in module.readers:
                 reader.join(1)
+            (self.pid_dir / f"{module.spec.name}.json").unlink(missing_ok=True)
 
 
 def hub_caller(loop: Any) -> Callable[[Callable[[], Any]], Any]:

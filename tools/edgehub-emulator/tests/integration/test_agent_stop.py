@@ -61,3 +61,19 @@ def test_signal_stops_every_module_and_the_hub(agent_up: UpProcess, stop: Callab
     log = agent_up.stderr()
     assert f"stopping module echo (pid {echo_pid})" in log
     assert "ignored SIGTERM" not in log
+
+
+def test_an_agent_started_after_a_kill_stops_the_modules_the_killed_one_left(agent_up: UpProcess) -> None:
+    """SIGKILL of `up` cannot stop its modules: they run on without a hub. The next `up` on the same state stops
+    them before it starts its own, so no module runs twice."""
+    old_echo = int(agent_up.line("echo", "ready pid "))
+    assert agent_up.process is not None
+    agent_up.process.kill()
+    agent_up.process.wait(10)
+    assert old_echo in processes_in(agent_up.solution), "the killed agent's module runs on"
+    agent_up.start()  # a service manager restarts it
+    new_echo = int(agent_up.line("echo", "ready pid "))
+    assert new_echo != old_echo
+    assert wait_for(lambda: old_echo not in processes_in(agent_up.solution), 30)
+    assert "was left running by an agent that did not stop; stopped it" in agent_up.stderr()
+    assert new_echo in processes_in(agent_up.solution)

@@ -12,24 +12,32 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable
 
 from edgevision.errors import EdgeVisionError
 from edgevision.security import ModuleKey, SignedRequest, sign_request
 from edgevision.security.signing import CAMERA_NAME, MAX_CLASS_NAME
-from edgevision.storage import StorageQueue, StorageUnavailableError
+from edgevision.storage import BlobStore, StorageError, StorageQueue, StorageUnavailableError
 
 log = logging.getLogger(__name__)
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MIN_EXPIRES_S = 5
 MAX_EXPIRES_S = 86400
+# A request without result.json this long after its expiry is put on the queue again (the classifier writes
+# `expired` within a second of the expiry while it runs), up to FOLLOW_UP_TRIES times, FOLLOW_UP_S apart.
+FOLLOW_UP_S = 20.0
+FOLLOW_UP_TRIES = 5
+RESULT_BLOB = "result.json"
+UNANSWERED_FILE = "unanswered.json"
 
 
 class PayloadError(EdgeVisionError):
@@ -131,6 +139,15 @@ class _Pending:
     answer: dict[str, Any]
 
 
+@dataclass
+class _Unanswered:
+    """A queued request whose result.json has not been seen yet: its signed message, sent again when due."""
+
+    text: str
+    check_at: float
+    sent: int = 1
+
+
 class RequestIntake:
     """Signs checked requests and enqueues each requestId once while it is pending: the same requestId again
     gets the first answer (a retry of a call whose answer was lost must not start a second request)."""
@@ -142,13 +159,16 @@ class RequestIntake:
         default_expires_s: int = 120,
         timeout_s: float = 10.0,
         clock: Callable[[], float] = time.time,
+        state_dir: Path | None = None,
     ) -> None:
         self.queue = queue
+        self.state_file = None if state_dir is None else Path(state_dir) / UNANSWERED_FILE
         self.key = key
         self.default_expires_s = default_expires_s
         self.timeout_s = timeout_s
         self.clock = clock
         self._pending: dict[str, _Pending] = {}
+        self._unanswered: dict[str, _Unanswered] = self._load()
         self._lock = threading.Lock()
 
     def submit(self, payload: Any) -> dict[str, Any]:
@@ -180,9 +200,12 @@ class RequestIntake:
                 round(now + checked.expires_in_s, 3),
                 camera=checked.camera,
             )
-            self._send(sign_request(self.key, request))
+            text = sign_request(self.key, request)
+            self._send(text)
             answer = {"requestId": request.request_id, "expiresAt": iso_utc(request.expires_at)}
             self._pending[request.request_id] = _Pending(checked, request.expires_at, answer)
+            self._unanswered[request.request_id] = _Unanswered(text, request.expires_at + FOLLOW_UP_S)
+            self._save()
         log.info(
             "request %s queued: %r at %g%% until %s%s",
             request.request_id,
@@ -192,6 +215,94 @@ class RequestIntake:
             f" on camera {request.camera}" if request.camera else "",
         )
         return dict(answer)
+
+    def _load(self) -> dict[str, _Unanswered]:
+        """The requests still to follow up that an earlier run left in the state file (none without one). A
+        damaged file is moved aside with an error naming it: its requests are not followed up, the rest works."""
+        if self.state_file is None or not self.state_file.is_file():
+            return {}
+        try:
+            data = json.loads(self.state_file.read_text(encoding="utf-8"))
+            found = {str(k): _Unanswered(str(v["text"]), float(v["checkAt"]), int(v["sent"])) for k, v in data.items()}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+            aside = self.state_file.with_name(self.state_file.name + ".damaged")
+            os.replace(self.state_file, aside)
+            log.error(
+                "%s is damaged (%s): moved to %s; the requests in it are not followed up", self.state_file, e, aside
+            )
+            return {}
+        if found:
+            log.info("following up %d queued requests of the previous run (%s)", len(found), self.state_file)
+        return found
+
+    def _save(self) -> None:
+        """Write the requests to follow up to the state file (a new file renamed over the old: never half one);
+        the caller holds the lock."""
+        if self.state_file is None:
+            return
+        data = {k: {"text": u.text, "checkAt": u.check_at, "sent": u.sent} for k, u in self._unanswered.items()}
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.state_file.with_name(self.state_file.name + ".partial")
+        with partial.open("w", encoding="utf-8") as out:
+            json.dump(data, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, self.state_file)
+
+    @property
+    def unanswered(self) -> int:
+        """Queued requests whose result.json has not been seen yet."""
+        with self._lock:
+            return len(self._unanswered)
+
+    def follow_up(self, results: BlobStore) -> int:
+        """Make sure every queued request ends with a result: a request whose result.json is still missing
+        FOLLOW_UP_S after its expiry goes on the queue again, the same signed message (the classifier writes each
+        result once and only deletes a message whose result exists, so a second copy is harmless). This covers a
+        queue that lost an acknowledged message (Azurite keeps its queue in memory and saves it every 5 s: a
+        message sent just before it is killed is gone after its restart) and a result blob lost the same way.
+        Returns how many were sent again; StorageError when Storage does not answer (tried again next time)."""
+        now = self.clock()
+        with self._lock:
+            due = [(k, u) for k, u in self._unanswered.items() if u.check_at <= now]
+        sent = 0
+        for request_id, unanswered in due:
+            if results.metadata(f"{request_id}/{RESULT_BLOB}") is not None:
+                with self._lock:
+                    self._unanswered.pop(request_id, None)
+                    self._save()
+                continue
+            if unanswered.sent > FOLLOW_UP_TRIES:
+                log.warning(
+                    "request %s: no result after %d sends; is the classifier running with this MODULE_KEY?",
+                    request_id,
+                    unanswered.sent,
+                )
+                with self._lock:
+                    self._unanswered.pop(request_id, None)
+                    self._save()
+                continue
+            self.queue.send(unanswered.text)
+            with self._lock:
+                unanswered.sent += 1
+                unanswered.check_at = now + FOLLOW_UP_S
+                self._save()
+            sent += 1
+            log.warning("request %s: no result %.0f s after its expiry; queued it again", request_id, FOLLOW_UP_S)
+        return sent
+
+    def follow_up_forever(self, results: BlobStore, stop: threading.Event, every_s: float = 5.0) -> None:
+        """follow_up() every `every_s` seconds until `stop` is set; a Storage outage is logged once and waited
+        out."""
+        failing = False
+        while not stop.wait(every_s):
+            try:
+                self.follow_up(results)
+                failing = False
+            except StorageError as e:
+                if not failing:
+                    log.warning("cannot check the requests' results yet (%s); trying again", e)
+                failing = True
 
     def _send(self, text: str) -> None:
         deadline = time.monotonic() + self.timeout_s

@@ -4,6 +4,7 @@ classifier's request service (which serves them). Each module adds the class as 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -115,6 +116,11 @@ class AuthRequestSettings(TwoFactorSettings):
         description="MODULE_KEY: base64 key, at least 32 bytes, shared with the classifier (required). Secret."
     )
 
+    authrequest_state_dir: Path | None = Field(
+        None,
+        description="AUTHREQUEST_STATE_DIR: folder where authrequest keeps the queued requests whose result it has "
+        "not seen yet, so that it still follows them up after a restart (empty: in memory only).",
+    )
     enqueue_timeout_seconds: float = Field(
         10.0,
         gt=0,
