@@ -279,11 +279,14 @@ class Run:  # pylint: disable=too-many-instance-attributes,too-many-public-metho
         _wait(lambda: self.module_pid("classifier") is not None and self.classifier_ready(), 300, "the classifier")
 
     def start_hub(self) -> None:
-        """tools/solution_up.py with the emulator's `up` (as `make run`); Azurite is this run's."""
+        """tools/solution_up.py with the emulator's `up` (as `make run`); Azurite is this run's, so solution_up
+        never starts one of its own (--no-azurite): restarted while this run's Azurite is killed, it would start a
+        second Azurite with another data folder, and the results written there would look lost."""
         with self.log_path.open("ab") as out:
             self.hub = subprocess.Popen(  # pylint: disable=consider-using-with
                 [sys.executable, str(ROOT / "tools" / "solution_up.py"), "--state", str(self.hub_state),
-                 "--env-source", str(self.state / "chaos.env"), "--", str(BIN / "edgehub-emulator"), "up",
+                 "--env-source", str(self.state / "chaos.env"), "--no-azurite", "--",
+                 str(BIN / "edgehub-emulator"), "up",
                  str(MANIFEST), "--state", str(self.hub_state), "--backoff-unit", str(self.backoff_unit)],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
             )  # fmt: skip
@@ -398,7 +401,10 @@ class Run:  # pylint: disable=too-many-instance-attributes,too-many-public-metho
             if pid is not None:
                 os.kill(pid, signal.SIGSTOP)
                 time.sleep(HUB_AWAY_S if part == "hub" else self.stop_seconds)
-                os.kill(pid, signal.SIGCONT)
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:  # another lane killed it while it was stopped: its restart is awaited
+                    log.info("%s ended while stopped", part)
         start = fault.at
         try:
             _wait(lambda: self.healthy(part, old_pid), bound, f"{part} after {kind}")

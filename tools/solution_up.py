@@ -609,6 +609,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--verbose", action="store_true", help="a line per frame from the classifier (LOG_EVERY_FRAME) and SDK logs"
     )
+    parser.add_argument(
+        "--no-azurite",
+        action="store_true",
+        help="never start Azurite: Storage is run by someone else (while it is down the modules wait for it)",
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -625,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, children.forward)
     watch_parent(children)
     try:
-        azurite = start_azurite(state)
+        azurite = None if args.no_azurite else start_azurite(state)
     except AzuriteError as e:
         print(f"solution-up: {e}", file=sys.stderr)
         return 1

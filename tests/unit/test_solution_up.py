@@ -357,3 +357,33 @@ def test_a_fleet_gives_each_device_its_own_module_state(tmp_path: Path, command:
         "ALERT_QUEUE_DIR": "alert/alert-queue",
     }
     assert "FRONTEND_DATABASE" not in paths  # the front-end is not on a device
+
+
+def test_no_azurite_never_starts_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A harness that runs Storage itself (tools/chaos.py) starts solution_up again while its own Azurite may be
+    down: with --no-azurite solution_up must not start a second Azurite over another data folder (the results
+    written there looked lost); without it, it does."""
+    script = load()
+    asked: list[Path] = []
+    monkeypatch.setattr(script, "start_azurite", lambda state: asked.append(state))
+    monkeypatch.setattr(script, "watch_parent", lambda children: None)
+    (tmp_path / "manifest.json").write_text(json.dumps(MANIFEST), encoding="utf-8")
+    (tmp_path / ".env").write_text("", encoding="utf-8")
+    mark = tmp_path / "ran"
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+
+        def run(*options: str) -> int:
+            return script.main(
+                ["--state", str(tmp_path / "state"), "--env-source", str(tmp_path / ".env"),
+                 "--manifest", str(tmp_path / "manifest.json"), *options,
+                 "--", sys.executable, "-c", f"open({str(mark)!r}, 'a').write('x')"]
+            )  # fmt: skip
+
+        assert run("--no-azurite") == 0
+        assert mark.read_text(encoding="utf-8") == "x" and asked == []
+        assert run() == 0
+        assert mark.read_text(encoding="utf-8") == "xx" and asked == [(tmp_path / "state").resolve()]
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
