@@ -15,7 +15,9 @@ After the last fault the load stops, the requests still pending run out, and the
 
 - lost requests: every ProcessRequest that authrequest queued (answered 200) has its result.json; a result the
   classifier wrote that Azurite lost when it was SIGKILLed is counted apart (results_lost_by_azurite_kill);
-- stray results: no result for a request authrequest never queued (two forged ones are put on the queue);
+- stray results: no result for a request that neither authrequest queued nor the front-end asked for (two forged
+  ones are put on the queue); a request whose answer was lost when authrequest or the hub was killed just after
+  it queued it may still be served (counted: results_for_requests_whose_answer_was_lost);
 - duplicates upstream: `verification` messages beyond one per request, each carrying the request id as $.mid;
 - users waiting forever: a sign-in whose page neither answered nor said "try again" in time;
 - lost alerts: alerts the alert module accepted that never reached the webhook (duplicates share an id);
@@ -79,6 +81,9 @@ REQUEST_SECONDS = 30
 # A sign-in page must have answered by the request's expiry plus the front-end's grace (10 s) plus this margin.
 ANSWER_MARGIN_S = 30
 QUEUED = re.compile(r"authrequest\s*\|.*request ([\w.:-]+) queued")
+# every request the front-end asked authrequest to sign and queue: one whose answer was lost (authrequest or the hub
+# killed between the queue's send and the reply, so neither the 200 nor the "queued" line came) may still be served
+INVOKED = re.compile(r"invoking ProcessRequest on \S+ for request ([\w.:-]+)")
 ANSWERED = re.compile(r"classifier\s*\|.*request ([\w.:-]+) (?:found|expired|rejected): ")
 ALERTED = re.compile(r"alert\s*\|.*alert: .*, id ([0-9a-f-]+)\)")
 
@@ -606,6 +611,7 @@ class Run:  # pylint: disable=too-many-instance-attributes,too-many-public-metho
         """The invariants over what the run left (the solution still up)."""
         text = self.log_path.read_text(encoding="utf-8", errors="replace")
         queued = set(QUEUED.findall(text))
+        invoked = set(INVOKED.findall(text))
         written = set(ANSWERED.findall(text))  # the classifier logs once result.json is written
         container = ContainerClient.from_connection_string(
             self.azurite.connection_string, "iot-edge-object-classification-responses"
@@ -675,7 +681,9 @@ class Run:  # pylint: disable=too-many-instance-attributes,too-many-public-metho
             # written and acknowledged by Azurite, then gone after Azurite was SIGKILLed: the stand-in keeps its
             # metadata in memory and saves it every few seconds (Azure Storage's acknowledged writes are durable)
             "results_lost_by_azurite_kill": sorted((queued - results) & written),
-            "results_without_request": sorted(results - queued),
+            # a result for neither a queued request nor one the front-end asked for: a forged or unsigned one
+            "results_without_request": sorted(results - queued - invoked),
+            "results_for_requests_whose_answer_was_lost": len((results & invoked) - queued),
             "requests_with_more_than_one_image": sorted(k for k, n in images.items() if n > 1),
             "verifications_upstream": sum(len(v) for v in verifications.values()),
             "verification_duplicates": sum(len(v) - 1 for v in verifications.values()),
@@ -729,7 +737,7 @@ def violations(figures: dict[str, Any]) -> list[str]:
     checks = (
         ("requests_lost", "requests answered 200 without a result"),
         ("alerts_lost", "alerts accepted and never delivered"),
-        ("results_without_request", "results for requests never queued"),
+        ("results_without_request", "results for requests nobody asked for (forged or unsigned)"),
         ("requests_with_more_than_one_image", "requests with more than one image"),
         ("verifications_without_request_id_as_message_id", "verification messages without the request id as $.mid"),
         ("left_over", "processes left over after the stop"),

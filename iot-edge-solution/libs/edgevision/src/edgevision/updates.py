@@ -329,7 +329,7 @@ class ModelUpdater:
 
     def _activate(self, served: ServedModel, file_name: str | None) -> None:
         self.manager.swap(served)
-        self.store.save(name=served.name, version=served.version, fileName=file_name)
+        self.store.save(name=served.name, version=served.version, fileName=file_name, lastError=None)
         patch: dict[str, Any] = {"model": self._model_report("active", None)}
         if file_name:
             patch["LatestAIModelFileName"] = file_name
@@ -361,8 +361,14 @@ class ModelUpdater:
         }
 
     def report_active(self) -> None:
-        """Report the model in service and its engine (at start, once the module reaches its twin)."""
-        self._report_status("active")
+        """Report the model in service and its engine (at start, once the module reaches its twin). When the last
+        request failed, that failure is reported again with the model serving since: a restart must not turn an
+        update that failed into an `active` that hides it (the request is not tried again by itself)."""
+        error = self.store.state().get("lastError")
+        if isinstance(error, str) and error:
+            self._report({"model": self._model_report("failed", error)})
+        else:
+            self._report_status("active")
 
     def _report_status(self, status: str) -> None:
         self._report({"model": self._model_report(status, None)})
@@ -371,6 +377,7 @@ class ModelUpdater:
         step = getattr(error, "step", "loading")
         reason = f"{step}: {error}"
         log.error("model update failed (the current model stays active): %s", reason)
+        self.store.save(lastError=reason)
         self._report({"model": self._model_report("failed", reason)})
 
     def _report(self, patch: dict[str, Any]) -> None:
