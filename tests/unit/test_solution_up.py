@@ -365,7 +365,7 @@ def test_no_azurite_never_starts_one(tmp_path: Path, monkeypatch: pytest.MonkeyP
     written there looked lost); without it, it does."""
     script = load()
     asked: list[Path] = []
-    monkeypatch.setattr(script, "start_azurite", lambda state: asked.append(state))
+    monkeypatch.setattr(script, "start_azurite", asked.append)
     monkeypatch.setattr(script, "watch_parent", lambda children: None)
     (tmp_path / "manifest.json").write_text(json.dumps(MANIFEST), encoding="utf-8")
     (tmp_path / ".env").write_text("", encoding="utf-8")
@@ -381,7 +381,7 @@ def test_no_azurite_never_starts_one(tmp_path: Path, monkeypatch: pytest.MonkeyP
             )  # fmt: skip
 
         assert run("--no-azurite") == 0
-        assert mark.read_text(encoding="utf-8") == "x" and asked == []
+        assert mark.read_text(encoding="utf-8") == "x" and not asked
         assert run() == 0
         assert mark.read_text(encoding="utf-8") == "xx" and asked == [(tmp_path / "state").resolve()]
     finally:
