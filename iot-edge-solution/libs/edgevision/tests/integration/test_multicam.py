@@ -108,13 +108,20 @@ def test_batched_results_equal_frame_by_frame_results(task, media, tmp_path: Pat
         "c": clip(media.path("vtest.avi"), tmp_path / "c.avi", 12, size=(1280, 720)),
     }
 
-    def run(max_batch: int) -> dict[tuple[str, int], TaskResult]:
+    def run(max_batch: int, workers: int) -> dict[tuple[str, int], TaskResult]:
         recorder = Recorder()
         cameras = [(name, open_source(str(path), SourceOptions(loop=False))) for name, path in videos.items()]
-        MultiCameraPipeline(cameras, task, [recorder], MultiCameraOptions(max_batch=max_batch)).run()
+        pipeline = MultiCameraPipeline(
+            cameras, task, [recorder], MultiCameraOptions(max_batch=max_batch, inference_workers=workers)
+        )
+        pipeline.run()
+        assert pipeline.inference_workers == workers
+        # two rounds in inference at once still hand each camera's results over in frame order
+        for name, results in recorder.by_camera().items():
+            assert [index for index, _ in results] == list(range(12)), name
         return {(camera, index): result for camera, index, result in recorder.seen}
 
-    batched, single = run(4), run(1)
+    batched, single = run(4, 2), run(1, 1)
     assert sorted(batched) == sorted(single) == sorted((name, i) for name in videos for i in range(12))
     for key, result in batched.items():
         expected = single[key]
@@ -169,3 +176,17 @@ def test_camera_names_must_be_unique(task, media) -> None:
     source = open_source(str(media.path("demo.mp4")))
     with pytest.raises(ValueError, match="unique"):
         MultiCameraPipeline([("a", source), ("a", source)], task)
+
+
+def test_two_inference_threads_only_for_unpaced_files(task, media) -> None:
+    """Rounds overlap only where every frame of every camera is used (files read unpaced): a paced file keeps one
+    inference thread, as a live camera does."""
+    demo = str(media.path("demo.mp4"))
+    for realtime, expected in ((False, 2), (True, 1)):
+        cameras = [
+            ("a", open_source(demo, SourceOptions(loop=True))),
+            ("b", open_source(demo, SourceOptions(loop=True, realtime=realtime))),
+        ]
+        pipeline = MultiCameraPipeline(cameras, task, [], MultiCameraOptions(max_batch=2, max_results=6))
+        pipeline.run()
+        assert pipeline.inference_workers == expected and pipeline.error is None

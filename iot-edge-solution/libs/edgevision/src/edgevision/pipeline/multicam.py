@@ -2,9 +2,12 @@
 of each camera into one engine run.
 
 Each camera keeps one slot holding its newest frame (never a backlog): a live camera overwrites it, a video file
-waits until inference took it (every frame, at the engine's pace). The inference thread takes at most
+waits until inference took it (every frame, at the engine's pace). An inference thread takes at most
 `max_batch` frames per round, one per camera, starting after the last camera it served, so a fast camera cannot
-starve a slow one. A camera that cannot open, fails or ends is marked (`down` or `ended`, with the reason) and
+starve a slow one. When every camera is a file read unpaced and the engine takes concurrent calls (ONNX
+Runtime), two inference threads run rounds at once (`inference_workers`), as the one-camera pipeline runs two
+frames; rounds are numbered as they are taken and their results published in that order, so each camera's
+results stay in frame order. A camera that cannot open, fails or ends is marked (`down` or `ended`, with the reason) and
 the others run on; the pipeline ends when every camera has ended or failed, or on `stop()`."""
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ class MultiCameraOptions:
     opencv_threads: int | None = 1
     # as PipelineOptions.capture_nice: the capture threads of unthrottled files run this much nicer
     capture_nice: int = 5
+    # as PipelineOptions.inference_workers: rounds in inference at once when every camera is a file read
+    # unpaced and the engine takes concurrent calls; otherwise one
+    inference_workers: int = 2
 
 
 # A file camera's frame pre-processed by its capture thread: the model that did it (its result is used only if
@@ -119,11 +125,30 @@ class MultiCameraPipeline(PipelineRunner):  # pylint: disable=too-many-instance-
         self._stop = threading.Event()
         self._done = threading.Event()
         self._next = 0  # the camera served first in the next round
-        self._inference = threading.Thread(target=self._inference_loop, name="inference", daemon=True)
+        self._rounds_taken = 0  # rounds are numbered as they are taken (under _cond) ...
+        self._order_lock = threading.Lock()  # ... and published in that order (under this lock)
+        self._next_to_publish = 0
+        self._finished: dict[int, tuple[list[Frame], list[Any] | None, EdgeVisionError | None]] = {}
+        self._produced = 0
+        self._consecutive_errors = 0
+        self._workers_left = 0
+        self._inference: list[threading.Thread] = []
 
     # -- control ---------------------------------------------------------------------------------------------
+    @property
+    def inference_workers(self) -> int:
+        """How many inference threads run (known once started)."""
+        return len(self._inference)
+
+    def _worker_count(self) -> int:
+        """`inference_workers` when every camera is a file read unpaced and the engine takes concurrent calls."""
+        current = self.models.current
+        concurrent = current is not None and bool(getattr(current.task.engine, "concurrent_infer", False))
+        unpaced = all(not c.source.live and not getattr(c.source.options, "realtime", False) for c in self.cameras)
+        return max(1, self.options.inference_workers) if concurrent and unpaced else 1
+
     def start(self) -> None:
-        """Start a capture thread per camera (each opens its own source) and the inference thread."""
+        """Start a capture thread per camera (each opens its own source) and the inference threads."""
         if self.options.opencv_threads is not None:
             cv2.setNumThreads(self.options.opencv_threads)
         self._fanout.start()
@@ -132,7 +157,14 @@ class MultiCameraPipeline(PipelineRunner):  # pylint: disable=too-many-instance-
                 target=self._capture_loop, args=(camera,), name=f"capture-{camera.name}", daemon=True
             )
             camera.thread.start()
-        self._inference.start()
+        workers = self._worker_count()
+        self._workers_left = workers
+        self._inference = [
+            threading.Thread(target=self._inference_loop, name=f"inference-{i}" if i else "inference", daemon=True)
+            for i in range(workers)
+        ]
+        for thread in self._inference:
+            thread.start()
 
     def stop(self) -> None:
         """Ask every thread to finish; safe from any thread or a signal handler."""
@@ -152,8 +184,9 @@ class MultiCameraPipeline(PipelineRunner):  # pylint: disable=too-many-instance-
         for camera in self.cameras:
             if camera.thread is not None and camera.thread.is_alive():
                 camera.thread.join(10)
-        if self._inference.is_alive():
-            self._inference.join(10)
+        for thread in self._inference:
+            if thread.is_alive():
+                thread.join(10)
         self._fanout.close()
 
     def camera_status(self) -> dict[str, dict[str, Any]]:
@@ -244,9 +277,9 @@ class MultiCameraPipeline(PipelineRunner):  # pylint: disable=too-many-instance-
         return True
 
     # -- inference -------------------------------------------------------------------------------------------
-    def _take_round(self) -> list[tuple[Frame, _Prepared | None]] | None:
-        """Up to max_batch newest frames, one per camera, fair by rotation; None when every camera is finished
-        and nothing is pending (or on stop)."""
+    def _take_round(self) -> tuple[int, list[tuple[Frame, _Prepared | None]]] | None:
+        """The round's number and up to max_batch newest frames, one per camera, fair by rotation; None when
+        every camera is finished and nothing is pending (or on stop)."""
         with self._cond:
             while True:
                 if self._stop.is_set():
@@ -268,8 +301,10 @@ class MultiCameraPipeline(PipelineRunner):  # pylint: disable=too-many-instance-
                 self._next = (self.cameras.index(camera) + 1) % count
                 if len(taken) >= self.options.max_batch:
                     break
+            number = self._rounds_taken
+            self._rounds_taken += 1
             self._cond.notify_all()
-            return taken
+            return number, taken
 
     def _gather(self) -> None:
         """With the lock held and one frame ready: wait up to batch_wait_s for every running camera's frame."""
@@ -285,48 +320,78 @@ class MultiCameraPipeline(PipelineRunner):  # pylint: disable=too-many-instance-
             wanted = min(self.options.max_batch, sum(1 for c in self.cameras if not c.finished or c.pending))
 
     def _inference_loop(self) -> None:
-        consecutive_errors = 0
-        produced = 0
         try:
-            while True:
-                round_ = self._take_round()
-                if round_ is None:
+            while not self._stop.is_set():
+                taken = self._take_round()
+                if taken is None:
+                    self._note_all_down()
                     break
-                frames = [frame for frame, _ in round_]
+                number, round_ = taken
                 try:
-                    results = self._infer_round(round_)
+                    results, error = self._infer_round(round_), None
                 except EdgeVisionError as e:
-                    consecutive_errors += 1
-                    self.stats.count_error()
-                    log.error("frames of %s failed: %s", ", ".join(f.camera for f in frames), e)
-                    if consecutive_errors >= self.options.max_consecutive_errors:
-                        self.error = e
-                        break
-                    continue
-                consecutive_errors = 0
-                now = time.monotonic()
-                for frame, result in zip(frames, results):
-                    camera = self._camera(frame.camera)
-                    for stats in (self.stats, camera.stats):
-                        stats.add_latency("preprocess", result.preprocess_ms)
-                        stats.add_latency("inference", result.inference_ms)
-                        stats.add_latency("postprocess", result.postprocess_ms)
-                        stats.add_latency("end_to_end", (now - frame.timestamp) * 1000)
-                        stats.count_result(now)
-                    self._fanout.publish(frame, result)
-                    produced += 1
-                if self.options.max_results and produced >= self.options.max_results:
-                    break
-            if self.error is None and all(c.state == DOWN for c in self.cameras) and not self._stop.is_set():
-                self.error = AllCamerasDownError(
-                    "no camera is running: " + "; ".join(f"{c.name}: {c.reason}" for c in self.cameras)
-                )
+                    results, error = None, e
+                self._complete(number, [frame for frame, _ in round_], results, error)
         except BaseException as e:  # pylint: disable=broad-exception-caught
             log.exception("inference thread crashed")
             self.error = e
+            self.stop()
         finally:
+            self._worker_done()
+
+    def _complete(
+        self, number: int, frames: list[Frame], results: list[Any] | None, error: EdgeVisionError | None
+    ) -> None:
+        """Hand round `number`'s results (or error) over; publish every round now due, in round order."""
+        with self._order_lock:
+            self._finished[number] = (frames, results, error)
+            while self._next_to_publish in self._finished and not self._stop.is_set():
+                frames, results, error = self._finished.pop(self._next_to_publish)
+                self._next_to_publish += 1
+                self._publish(frames, results, error)
+
+    def _publish(self, frames: list[Frame], results: list[Any] | None, error: EdgeVisionError | None) -> None:
+        """One round's outcome, in order (the order lock held): statistics, the consumers, the error budget."""
+        if error is not None or results is None:
+            self._consecutive_errors += 1
+            self.stats.count_error()
+            log.error("frames of %s failed: %s", ", ".join(f.camera for f in frames), error)
+            if self._consecutive_errors >= self.options.max_consecutive_errors:
+                self.error = error
+                self.stop()
+            return
+        self._consecutive_errors = 0
+        now = time.monotonic()
+        for frame, result in zip(frames, results):
+            camera = self._camera(frame.camera)
+            for stats in (self.stats, camera.stats):
+                stats.add_latency("preprocess", result.preprocess_ms)
+                stats.add_latency("inference", result.inference_ms)
+                stats.add_latency("postprocess", result.postprocess_ms)
+                stats.add_latency("end_to_end", (now - frame.timestamp) * 1000)
+                stats.count_result(now)
+            self._fanout.publish(frame, result)
+            self._produced += 1
+        if self.options.max_results and self._produced >= self.options.max_results:
+            self.stop()
+
+    def _worker_done(self) -> None:
+        """The last inference thread to end stops the capture threads and lets `wait` return (a thread that ran
+        out of rounds leaves the other to publish the round it holds)."""
+        with self._order_lock:
+            self._workers_left -= 1
+            last = self._workers_left <= 0
+        if last:
             self.stop()
             self._done.set()
+
+    def _note_all_down(self) -> None:
+        """The rounds ran out: when no one asked to stop and every camera failed, that is the pipeline's error."""
+        with self._cond:
+            if self.error is None and not self._stop.is_set() and all(c.state == DOWN for c in self.cameras):
+                self.error = AllCamerasDownError(
+                    "no camera is running: " + "; ".join(f"{c.name}: {c.reason}" for c in self.cameras)
+                )
 
     def _camera(self, name: str) -> Camera:
         return next(camera for camera in self.cameras if camera.name == name)
