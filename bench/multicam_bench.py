@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from edgevision.config import available_cpus
+from edgevision.config import available_cpus, concurrent_call_threads
 from edgevision.frames import Frame, SourceOptions, open_source
 from edgevision.models import ModelRepository
 from edgevision.pipeline import BaseConsumer, MultiCameraOptions, MultiCameraPipeline
@@ -223,7 +223,7 @@ def bench_video(
         batch = min(cameras, args.max_batch)
         if batch not in engine:
             engine[batch] = engine_alone(tasks, video, batch, args.engine_seconds, available_cpus())
-        row = run_cameras_in_own_process(args, video, cameras, args.threads or available_cpus())
+        row = run_cameras_in_own_process(args, video, cameras, args.threads or concurrent_call_threads())
         row["rss_own_process"] = True
         row["engine_alone_best_fps"] = engine[batch]["best_fps"]
         row["ratio_to_engine_best"] = round(row["aggregate_fps"] / engine[batch]["best_fps"], 3)
@@ -244,7 +244,9 @@ def main(argv: list[str]) -> int:  # pylint: disable=too-many-locals  # the run'
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per configuration")
     parser.add_argument("--engine-seconds", type=float, default=3.0, help="seconds per engine-alone figure")
     parser.add_argument("--max-batch", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=0, help="pipeline intra-op threads; 0 = every CPU")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="pipeline intra-op threads; 0: the classifier's default for files"
+    )
     parser.add_argument(
         "--inference-workers",
         type=int,
@@ -263,7 +265,7 @@ def main(argv: list[str]) -> int:  # pylint: disable=too-many-locals  # the run'
     cpus = available_cpus()
     model = ModelRepository(MODELS).load(args.model)
     top_batch = min(max(counts), args.max_batch)
-    pipeline_threads = args.threads or cpus
+    pipeline_threads = args.threads or concurrent_call_threads()
     tasks = {t: build_task(model, threads=t, max_batch=top_batch) for t in range(1, cpus + 1)}
     report: dict[str, Any] = {
         "model": model.ref,

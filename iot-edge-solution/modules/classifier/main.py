@@ -169,6 +169,22 @@ def build_pipeline(
     return Pipeline(source, manager, build_consumers(settings, connection, stats, manager, served), options, stats)
 
 
+def log_inference(
+    settings: ClassifierSettings, manager: ModelManager, pipeline: Pipeline | MultiCameraPipeline
+) -> None:
+    """How many inferences run at once and on how many threads each (chosen from INTRA_OP_THREADS and the
+    sources: see VisionSettings.concurrent_engine_threads)."""
+    current = manager.current
+    if current is not None:
+        log.info(
+            "inference: %d at once on %s, %d intra-op thread(s) each (INTRA_OP_THREADS=%d)",
+            pipeline.inference_workers,
+            current.task.engine.name,
+            manager.threads_for(current.model),
+            settings.intra_op_threads,
+        )
+
+
 def main() -> int:
     """Run until the source ends, SIGTERM or Ctrl-C; the exit status says why it ended."""
     settings = module_settings(ClassifierSettings, "classifier")
@@ -189,6 +205,7 @@ def main() -> int:
     scoring = None
     try:
         pipeline.start()
+        log_inference(settings, manager, pipeline)
         scoring = start_scoring(settings, manager, pipeline)
         served.scoring = scoring
         connection.start()

@@ -36,6 +36,11 @@ def resolve_threads(requested: int) -> int:
     return requested or available_cpus()
 
 
+def concurrent_call_threads() -> int:
+    """Intra-op threads for each of two inferences at once: half the available CPUs, at least one."""
+    return max(1, available_cpus() // 2)
+
+
 class SettingsError(EdgeVisionError):
     """One or more environment variables hold values the module cannot start with."""
 
@@ -183,6 +188,25 @@ class VisionSettings(ModuleSettings):
     def resolved_threads(self) -> int:
         """INTRA_OP_THREADS, with 0 meaning every available CPU."""
         return resolve_threads(self.intra_op_threads)
+
+    def concurrent_engine_threads(self) -> int | None:
+        """With INTRA_OP_THREADS=0 and every camera a file read unpaced (VIDEO_REALTIME=False,
+        PROCESS_EVERY_FRAME=True), the pipeline runs two frames (or rounds) in inference at once on an engine that
+        takes concurrent calls: each then gets half the CPUs (at least one), the engine alone's best on every
+        machine measured (`bench/pipeline_bench.py`: one thread per call, two calls, on 2 CPUs). None otherwise:
+        the engine keeps `resolved_threads()`."""
+        if self.intra_op_threads or self.video_realtime or not self.process_every_frame:
+            return None
+        from edgevision.frames.camera_path import (  # pylint: disable=import-outside-toplevel
+            SourceKind,
+            parse_camera_path,
+        )
+
+        try:
+            files = all(parse_camera_path(spec.source).kind is SourceKind.FILE for spec in self.camera_specs())
+        except EdgeVisionError:  # an unusable source is reported when it is opened
+            return None
+        return concurrent_call_threads() if files else None
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

@@ -18,12 +18,12 @@ import cv2
 import numpy as np
 
 from edgevision.config import VisionSettings
-from edgevision.engines.selection import choose_backend
+from edgevision.engines.selection import ONNXRUNTIME, choose_backend
 from edgevision.errors import EdgeVisionError
 from edgevision.models import LoadedModel
 from edgevision.models.errors import ModelError
 from edgevision.tasks import Geometry, Task, TaskResult
-from edgevision.vision import build_task
+from edgevision.vision import backend_for_model, build_task
 
 log = logging.getLogger(__name__)
 
@@ -210,10 +210,14 @@ class ModelManager:
         cache_dir: Path | None = None,
         sample_image: Path | np.ndarray | None = None,
         max_batch: int = 1,
+        concurrent_threads: int | None = None,
     ) -> None:
         self.backend = backend
         self.max_batch = max_batch
         self.threads = threads
+        # intra-op threads of an ONNX Runtime engine when the pipeline runs two inferences at once (see
+        # VisionSettings.concurrent_engine_threads); None: `threads` for every engine
+        self.concurrent_threads = concurrent_threads
         self.cache_dir = cache_dir
         self._sample_source = sample_image
         self._sample: np.ndarray | None = None
@@ -241,7 +245,21 @@ class ModelManager:
         backend = choose_backend(settings.use_tensor_rt, settings.tensorrt_fallback)
         # one camera never batches: the TensorRT profile then stays at batch 1 (a smaller, faster plan)
         max_batch = settings.max_batch if len(settings.camera_specs()) > 1 else 1
-        return cls(backend, settings.resolved_threads(), settings.engine_cache_dir, sample, max_batch)
+        return cls(
+            backend,
+            settings.resolved_threads(),
+            settings.engine_cache_dir,
+            sample,
+            max_batch,
+            settings.concurrent_engine_threads(),
+        )
+
+    def threads_for(self, model: LoadedModel) -> int:
+        """The intra-op threads `model`'s engine gets: `concurrent_threads` where it runs on ONNX Runtime (which
+        takes concurrent calls), else `threads`."""
+        if self.concurrent_threads and backend_for_model(model, self.backend) == ONNXRUNTIME:
+            return self.concurrent_threads
+        return self.threads
 
     # -- building --------------------------------------------------------------------------------------------
     def sample(self) -> np.ndarray:
@@ -263,7 +281,7 @@ class ModelManager:
         """A new engine for `model`, warmed up and validated; not in service yet. Raises an EdgeVisionError
         (EngineLoadError, ModelValidationError, ...) and leaves nothing open when the model is unusable."""
         with self._build_lock:  # one model at a time is built (memory); serving goes on meanwhile
-            task = build_task(model, self.backend, self.threads, self.cache_dir, max_batch=self.max_batch)
+            task = build_task(model, self.backend, self.threads_for(model), self.cache_dir, max_batch=self.max_batch)
             served = ServedModel(task)
             try:
                 self.warm_up(served)

@@ -274,3 +274,20 @@ def test_engines_that_cannot_run_concurrently_are_serialised(model_version, medi
     else:
         assert probe.most == 1
     served.retire()
+
+
+def test_concurrent_threads_go_to_onnx_runtime_engines_only(media, models_dir) -> None:
+    """Two inferences at once get `concurrent_threads` each on ONNX Runtime (concurrent calls); LiteRT, which
+    takes one call at a time, keeps `threads`. Real engines on the bundled models."""
+    manager = ModelManager(threads=2, concurrent_threads=1, sample_image=media.path("squirrel_cls.jpg"))
+    repository = ModelRepository(models_dir)
+    try:
+        onnx = manager.build(repository.load("efficientnet-lite0"))
+        assert onnx.task.engine.name == "onnxruntime" and onnx.task.engine.config.intra_op_threads == 1
+        onnx.retire()
+        tflite = manager.build(repository.load("nanodet-m-416-tflite"))
+        assert tflite.task.engine.name == "tflite" and tflite.task.engine.config.intra_op_threads == 2
+        tflite.retire()
+        assert ModelManager(threads=2).threads_for(repository.load("efficientnet-lite0")) == 2
+    finally:
+        manager.close()

@@ -142,3 +142,30 @@ def test_default_threads_are_every_available_cpu(monkeypatch: pytest.MonkeyPatch
     assert resolve_threads(0) == available_cpus() and resolve_threads(3) == 3
     with pytest.raises(ValueError, match="threads must be >= 0"):
         resolve_threads(-3)
+
+
+@pytest.mark.parametrize(
+    "env, halved",
+    [
+        ({"CAMERA_PATH": "video.mp4", "VIDEO_REALTIME": "False"}, True),  # every frame of a file, unpaced
+        ({"CAMERAS": "a=one.mp4;b=two.avi", "VIDEO_REALTIME": "False"}, True),
+        ({"CAMERA_PATH": "video.mp4", "VIDEO_REALTIME": "True"}, False),  # paced: the file's own frame rate
+        ({"CAMERA_PATH": "video.mp4", "VIDEO_REALTIME": "False", "PROCESS_EVERY_FRAME": "False"}, False),
+        ({"CAMERA_PATH": "video.mp4", "VIDEO_REALTIME": "False", "INTRA_OP_THREADS": "2"}, False),  # the user's
+        ({"CAMERA_PATH": "/dev/video0", "VIDEO_REALTIME": "False"}, False),  # a live camera: one inference
+        ({"CAMERA_PATH": "rtsp://10.0.0.5/stream", "VIDEO_REALTIME": "False"}, False),
+        ({"CAMERAS": "a=one.mp4;b=/dev/video0", "VIDEO_REALTIME": "False"}, False),  # not every camera a file
+    ],
+)
+def test_two_inferences_at_once_get_half_the_cpus_each(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], halved: bool
+) -> None:
+    """INTRA_OP_THREADS=0 on unpaced files, where the pipeline runs two inferences at once: half the CPUs each
+    (at least one); anything else keeps every CPU (or the user's INTRA_OP_THREADS) for the one inference."""
+    monkeypatch.delenv("CAMERAS", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings(VisionSettings)
+    expected = max(1, available_cpus() // 2) if halved else None
+    assert settings.concurrent_engine_threads() == expected
+    assert settings.resolved_threads() == (int(env.get("INTRA_OP_THREADS", "0")) or available_cpus())
