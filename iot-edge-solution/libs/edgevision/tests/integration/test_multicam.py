@@ -95,7 +95,12 @@ def test_four_cameras_one_ends_one_never_opens_the_others_run_on(task, media, tm
     # fair: a camera whose frames decode more slowly still gets (nearly) every round
     counts = sorted(len(grouped[name]) for name in ("lobby", "street"))
     assert counts[0] >= 0.8 * counts[1], grouped.keys()
-    assert status["lobby"]["results"] == len(grouped["lobby"])
+    # every result counted reached the recorder, but for those the fan-out dropped because it lagged (a loaded
+    # machine): a consumer never holds up the engine
+    dropped = pipeline.consumer_stats["recorder"]["dropped"]
+    counted = sum(camera["results"] for camera in status.values())
+    assert counted == len(recorder.seen) + dropped, (counted, len(recorder.seen), dropped)
+    assert len(grouped["lobby"]) <= status["lobby"]["results"] <= len(grouped["lobby"]) + dropped
     # real content: the demo video shows a cat, vtest.avi people in a street (not a cat)
     assert "cat" in grouped["lobby"][0][1].top.label
     assert pipeline.error is None
@@ -112,7 +117,10 @@ def test_batched_results_equal_frame_by_frame_results(task, media, tmp_path: Pat
         recorder = Recorder()
         cameras = [(name, open_source(str(path), SourceOptions(loop=False))) for name, path in videos.items()]
         pipeline = MultiCameraPipeline(
-            cameras, task, [recorder], MultiCameraOptions(max_batch=max_batch, inference_workers=workers)
+            cameras,
+            task,
+            [recorder],
+            MultiCameraOptions(max_batch=max_batch, inference_workers=workers, consumer_queue_size=64),
         )
         pipeline.run()
         assert pipeline.inference_workers == workers
@@ -147,7 +155,8 @@ def test_file_cameras_are_pre_processed_on_their_capture_threads(models_dir, med
     recorder = Recorder()
     cameras = [(name, open_source(str(video), SourceOptions(loop=False))) for name in ("a", "b")]
     try:
-        MultiCameraPipeline(cameras, task, [recorder], MultiCameraOptions(max_batch=2)).run()
+        # a queue that holds every result: the recorder must see all of them, however loaded the machine
+        MultiCameraPipeline(cameras, task, [recorder], MultiCameraOptions(max_batch=2, consumer_queue_size=64)).run()
         assert sorted((camera, index) for camera, index, _ in recorder.seen) == [
             (name, i) for name in ("a", "b") for i in range(6)
         ]
