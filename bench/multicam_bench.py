@@ -143,7 +143,6 @@ def run_cameras(  # pylint: disable=too-many-locals,too-many-arguments,too-many-
     options = MultiCameraOptions(max_batch=min(cameras, max_batch), inference_workers=workers)
     pipeline = MultiCameraPipeline(sources, task, [meter], options)
     pipeline.start()
-    workers = pipeline.inference_workers
     try:
         time.sleep(max(1.5, seconds / 4))  # warm-up: open, first batches
         meter.begin()
@@ -163,7 +162,7 @@ def run_cameras(  # pylint: disable=too-many-locals,too-many-arguments,too-many-
     return {
         "cameras": cameras,
         "batch": min(cameras, max_batch),
-        "inference_workers": workers,
+        "inference_workers": pipeline.inference_workers,  # as started: 1 unless the engine takes concurrent calls
         "aggregate_fps": round(total / elapsed, 2),
         "per_camera_fps_min": round(min(per_camera), 2),
         "per_camera_fps_max": round(max(per_camera), 2),

@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -87,7 +87,7 @@ class _InOrder:
     input_ended: threading.Event = field(default_factory=threading.Event)
     taken: int = 0
     next_to_publish: int = 0
-    finished: dict[int, tuple[Frame, Any, EdgeVisionError | None]] = field(default_factory=dict)
+    finished: dict[int, tuple[Any, ...]] = field(default_factory=dict)  # each the arguments of `_publish`
     produced: int = 0
     consecutive_errors: int = 0
     workers: int = 1  # inference threads started
@@ -95,12 +95,19 @@ class _InOrder:
 
 
 class PipelineRunner:
-    """What the one-camera and the multi-camera pipelines share: run to the end, and their consumers' statistics.
-    A subclass has start, wait, close, error, stats and a Fanout in `_fanout`."""
+    """What the one-camera and the multi-camera pipelines share: run to the end, their consumers' statistics, and
+    inference threads whose results are published in the order their work was taken. A subclass has start, wait,
+    close, error, stats, its model manager in `models`, a Fanout in `_fanout`, `_stop` and `_done` events and an
+    `_InOrder` in `_order`, and publishes one unit of work's outcome in `_publish`."""
 
     error: BaseException | None
     stats: PipelineStats
+    models: ModelManager
     _fanout: Fanout
+    _stop: threading.Event
+    _done: threading.Event
+    _order: _InOrder
+    _publish: Callable[..., None]  # one work item's outcome, in order (the order lock held)
 
     def start(self) -> None:
         """Start capture and inference."""
@@ -130,6 +137,45 @@ class PipelineRunner:
     def consumer_stats(self) -> dict[str, dict[str, int]]:
         """Per consumer: dropped results and failures."""
         return self._fanout.stats()
+
+    @property
+    def inference_workers(self) -> int:
+        """How many inference threads run (known once started)."""
+        return self._order.workers
+
+    def stop(self) -> None:
+        """Ask every thread to finish."""
+        raise NotImplementedError
+
+    def _engine_takes_concurrent_calls(self) -> bool:
+        """Whether the model in service runs concurrent calls (ONNX Runtime), so two inferences may overlap."""
+        current = self.models.current
+        return current is not None and bool(getattr(current.task.engine, "concurrent_infer", False))
+
+    def _complete(self, number: int, outcome: tuple[Any, ...]) -> bool:
+        """Hand work item `number`'s outcome (the arguments of `_publish`) over; publish every outcome now due, in
+        the order the work was taken. False once the pipeline is to stop (max_results, the error budget spent)."""
+        with self._order.lock:
+            self._order.finished[number] = outcome
+            while self._order.next_to_publish in self._order.finished and not self._stop.is_set():
+                due = self._order.finished.pop(self._order.next_to_publish)
+                self._order.next_to_publish += 1
+                self._publish(*due)
+            return not self._stop.is_set()
+
+    def _worker_done(self) -> None:
+        """The last inference thread to end stops the pipeline, lets go of what is still queued and lets `wait`
+        return (a thread that ran out of work leaves the others to publish what they hold)."""
+        with self._order.lock:
+            self._order.workers_left -= 1
+            last = self._order.workers_left <= 0
+        if last:
+            self.stop()
+            self._release_queued()
+            self._done.set()
+
+    def _release_queued(self) -> None:
+        """Let go of what waits for inference (nothing, unless a subclass queues frames holding a model)."""
 
 
 class Pipeline(PipelineRunner):
@@ -161,11 +207,6 @@ class Pipeline(PipelineRunner):
         self._order = _InOrder()
 
     @property
-    def inference_workers(self) -> int:
-        """How many inference threads run (known once started)."""
-        return self._order.workers
-
-    @property
     def task(self) -> Task:
         """The task in service now."""
         current = self.models.current
@@ -176,9 +217,7 @@ class Pipeline(PipelineRunner):
     # -- control ---------------------------------------------------------------------------------------------
     def _worker_count(self) -> int:
         """`inference_workers` for every frame of a file on an engine that takes concurrent calls, else 1."""
-        current = self.models.current
-        concurrent = current is not None and bool(getattr(current.task.engine, "concurrent_infer", False))
-        if not self.every_frame or not concurrent:
+        if not self.every_frame or not self._engine_takes_concurrent_calls():
             return 1
         return max(1, self.options.inference_workers)
 
@@ -350,7 +389,7 @@ class Pipeline(PipelineRunner):
                     result, error = self._infer(prepared), None
                 except EdgeVisionError as e:
                     result, error = None, e
-                if not self._complete(number, frame, result, error):
+                if not self._complete(number, (frame, result, error)):
                     break
                 idle_since = time.perf_counter()
         except BaseException as e:  # pylint: disable=broad-exception-caught
@@ -359,17 +398,6 @@ class Pipeline(PipelineRunner):
             self._stop.set()
         finally:
             self._worker_done()
-
-    def _complete(self, number: int, frame: Frame, result: Any, error: EdgeVisionError | None) -> bool:
-        """Hand frame `number`'s result (or error) over; publish every result now due, in frame order. False once
-        the pipeline is to stop (max_results reached, the error budget spent)."""
-        with self._order.lock:
-            self._order.finished[number] = (frame, result, error)
-            while self._order.next_to_publish in self._order.finished and not self._stop.is_set():
-                frame, result, error = self._order.finished.pop(self._order.next_to_publish)
-                self._order.next_to_publish += 1
-                self._publish(frame, result, error)
-            return not self._stop.is_set()
 
     def _publish(self, frame: Frame, result: Any, error: EdgeVisionError | None) -> None:
         """One frame's outcome, in order (the order lock held)."""
@@ -391,16 +419,6 @@ class Pipeline(PipelineRunner):
         self._order.produced += 1
         if self.options.max_results and self._order.produced >= self.options.max_results:
             self._stop.set()
-
-    def _worker_done(self) -> None:
-        """The last inference thread to end stops the pipeline and lets go of what is still queued."""
-        with self._order.lock:
-            self._order.workers_left -= 1
-            last = self._order.workers_left <= 0
-        if last:
-            self._stop.set()
-            self._release_queued()
-            self._done.set()
 
     @staticmethod
     def _infer(prepared: _Prepared):

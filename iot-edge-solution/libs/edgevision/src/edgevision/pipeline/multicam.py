@@ -25,7 +25,7 @@ import cv2
 from edgevision.errors import EdgeVisionError
 from edgevision.frames import EndOfStreamError, Frame, FrameSource, FrameSourceError
 from edgevision.manager import ModelManager, ServedModel
-from edgevision.pipeline.core import PipelineRunner
+from edgevision.pipeline.core import PipelineRunner, _InOrder
 from edgevision.pipeline.fanout import Consumer, Fanout
 from edgevision.pipeline.stats import PipelineStats
 from edgevision.tasks import Geometry, Task
@@ -125,27 +125,14 @@ class MultiCameraPipeline(PipelineRunner):  # pylint: disable=too-many-instance-
         self._stop = threading.Event()
         self._done = threading.Event()
         self._next = 0  # the camera served first in the next round
-        self._rounds_taken = 0  # rounds are numbered as they are taken (under _cond) ...
-        self._order_lock = threading.Lock()  # ... and published in that order (under this lock)
-        self._next_to_publish = 0
-        self._finished: dict[int, tuple[list[Frame], list[Any] | None, EdgeVisionError | None]] = {}
-        self._produced = 0
-        self._consecutive_errors = 0
-        self._workers_left = 0
+        self._order = _InOrder()  # rounds are numbered as they are taken (under _cond), published in that order
         self._inference: list[threading.Thread] = []
 
     # -- control ---------------------------------------------------------------------------------------------
-    @property
-    def inference_workers(self) -> int:
-        """How many inference threads run (known once started)."""
-        return len(self._inference)
-
     def _worker_count(self) -> int:
         """`inference_workers` when every camera is a file read unpaced and the engine takes concurrent calls."""
-        current = self.models.current
-        concurrent = current is not None and bool(getattr(current.task.engine, "concurrent_infer", False))
         unpaced = all(not c.source.live and not getattr(c.source.options, "realtime", False) for c in self.cameras)
-        return max(1, self.options.inference_workers) if concurrent and unpaced else 1
+        return max(1, self.options.inference_workers) if unpaced and self._engine_takes_concurrent_calls() else 1
 
     def start(self) -> None:
         """Start a capture thread per camera (each opens its own source) and the inference threads."""
@@ -157,11 +144,10 @@ class MultiCameraPipeline(PipelineRunner):  # pylint: disable=too-many-instance-
                 target=self._capture_loop, args=(camera,), name=f"capture-{camera.name}", daemon=True
             )
             camera.thread.start()
-        workers = self._worker_count()
-        self._workers_left = workers
+        self._order.workers = self._order.workers_left = self._worker_count()
         self._inference = [
             threading.Thread(target=self._inference_loop, name=f"inference-{i}" if i else "inference", daemon=True)
-            for i in range(workers)
+            for i in range(self._order.workers)
         ]
         for thread in self._inference:
             thread.start()
@@ -301,8 +287,8 @@ class MultiCameraPipeline(PipelineRunner):  # pylint: disable=too-many-instance-
                 self._next = (self.cameras.index(camera) + 1) % count
                 if len(taken) >= self.options.max_batch:
                     break
-            number = self._rounds_taken
-            self._rounds_taken += 1
+            number = self._order.taken
+            self._order.taken += 1
             self._cond.notify_all()
             return number, taken
 
@@ -331,7 +317,7 @@ class MultiCameraPipeline(PipelineRunner):  # pylint: disable=too-many-instance-
                     results, error = self._infer_round(round_), None
                 except EdgeVisionError as e:
                     results, error = None, e
-                self._complete(number, [frame for frame, _ in round_], results, error)
+                self._complete(number, ([frame for frame, _ in round_], results, error))
         except BaseException as e:  # pylint: disable=broad-exception-caught
             log.exception("inference thread crashed")
             self.error = e
@@ -339,28 +325,17 @@ class MultiCameraPipeline(PipelineRunner):  # pylint: disable=too-many-instance-
         finally:
             self._worker_done()
 
-    def _complete(
-        self, number: int, frames: list[Frame], results: list[Any] | None, error: EdgeVisionError | None
-    ) -> None:
-        """Hand round `number`'s results (or error) over; publish every round now due, in round order."""
-        with self._order_lock:
-            self._finished[number] = (frames, results, error)
-            while self._next_to_publish in self._finished and not self._stop.is_set():
-                frames, results, error = self._finished.pop(self._next_to_publish)
-                self._next_to_publish += 1
-                self._publish(frames, results, error)
-
     def _publish(self, frames: list[Frame], results: list[Any] | None, error: EdgeVisionError | None) -> None:
         """One round's outcome, in order (the order lock held): statistics, the consumers, the error budget."""
         if error is not None or results is None:
-            self._consecutive_errors += 1
+            self._order.consecutive_errors += 1
             self.stats.count_error()
             log.error("frames of %s failed: %s", ", ".join(f.camera for f in frames), error)
-            if self._consecutive_errors >= self.options.max_consecutive_errors:
+            if self._order.consecutive_errors >= self.options.max_consecutive_errors:
                 self.error = error
                 self.stop()
             return
-        self._consecutive_errors = 0
+        self._order.consecutive_errors = 0
         now = time.monotonic()
         for frame, result in zip(frames, results):
             camera = self._camera(frame.camera)
@@ -371,19 +346,9 @@ class MultiCameraPipeline(PipelineRunner):  # pylint: disable=too-many-instance-
                 stats.add_latency("end_to_end", (now - frame.timestamp) * 1000)
                 stats.count_result(now)
             self._fanout.publish(frame, result)
-            self._produced += 1
-        if self.options.max_results and self._produced >= self.options.max_results:
+            self._order.produced += 1
+        if self.options.max_results and self._order.produced >= self.options.max_results:
             self.stop()
-
-    def _worker_done(self) -> None:
-        """The last inference thread to end stops the capture threads and lets `wait` return (a thread that ran
-        out of rounds leaves the other to publish the round it holds)."""
-        with self._order_lock:
-            self._workers_left -= 1
-            last = self._workers_left <= 0
-        if last:
-            self.stop()
-            self._done.set()
 
     def _note_all_down(self) -> None:
         """The rounds ran out: when no one asked to stop and every camera failed, that is the pipeline's error."""
