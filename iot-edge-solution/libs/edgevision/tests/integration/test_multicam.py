@@ -78,7 +78,10 @@ def test_four_cameras_one_ends_one_never_opens_the_others_run_on(task, media, tm
         ("street", open_source(str(media.path("vtest.avi")), looping)),
     ]
     recorder = Recorder()
-    pipeline = MultiCameraPipeline(cameras, task, [recorder], MultiCameraOptions(max_batch=4, max_results=90))
+    # the recorder's queue holds every result (90): the test checks each camera's frames, not the fan-out's
+    # dropping for a lagging consumer (test_pipeline.py has that), which a loaded CI machine can set off
+    options = MultiCameraOptions(max_batch=4, max_results=90, consumer_queue_size=128)
+    pipeline = MultiCameraPipeline(cameras, task, [recorder], options)
     pipeline.run()
 
     status = pipeline.camera_status()
@@ -95,12 +98,12 @@ def test_four_cameras_one_ends_one_never_opens_the_others_run_on(task, media, tm
     # fair: a camera whose frames decode more slowly still gets (nearly) every round
     counts = sorted(len(grouped[name]) for name in ("lobby", "street"))
     assert counts[0] >= 0.8 * counts[1], grouped.keys()
-    # every result counted reached the recorder, but for those the fan-out dropped because it lagged (a loaded
-    # machine): a consumer never holds up the engine
-    dropped = pipeline.consumer_stats["recorder"]["dropped"]
+    # every result counted reached the recorder, and each camera's count is what the recorder saw of it
+    assert pipeline.consumer_stats["recorder"]["dropped"] == 0
     counted = sum(camera["results"] for camera in status.values())
-    assert counted == len(recorder.seen) + dropped, (counted, len(recorder.seen), dropped)
-    assert len(grouped["lobby"]) <= status["lobby"]["results"] <= len(grouped["lobby"]) + dropped
+    assert counted == len(recorder.seen), (counted, len(recorder.seen))
+    for name in ("lobby", "door", "street"):
+        assert status[name]["results"] == len(grouped[name]), name
     # real content: the demo video shows a cat, vtest.avi people in a street (not a cat)
     assert "cat" in grouped["lobby"][0][1].top.label
     assert pipeline.error is None

@@ -102,7 +102,9 @@ class InMemoryCamera(FrameSource):
 def test_every_frame_of_a_file_in_order(task, make_video) -> None:
     video = make_video(gradient_frames(12))
     collector = Collector()
-    pipeline = Pipeline(open_source(str(video), SourceOptions(loop=False)), task, [collector])
+    # a queue that holds every result: a loaded machine must not make the fan-out drop any for the collector
+    options = PipelineOptions(consumer_queue_size=16)
+    pipeline = Pipeline(open_source(str(video), SourceOptions(loop=False)), task, [collector], options)
     stats = pipeline.run()
     assert collector.indexes == list(range(12))
     assert collector.events == ["start", "close"]
@@ -177,7 +179,8 @@ def test_frame_parallel_inference_gives_the_one_worker_results_in_order(task, me
     for workers in (1, 2):
         collector = ResultCollector()
         source = open_source(str(media.path("demo.mp4")), SourceOptions(loop=False))
-        pipeline = Pipeline(source, task, [collector], PipelineOptions(max_results=60, inference_workers=workers))
+        options = PipelineOptions(max_results=60, inference_workers=workers, consumer_queue_size=64)
+        pipeline = Pipeline(source, task, [collector], options)
         pipeline.run()
         assert pipeline.inference_workers == workers
         runs[workers] = collector.results
@@ -197,7 +200,10 @@ def test_max_results_stops_a_looping_file(task, make_video) -> None:
     video = make_video(gradient_frames(5))
     collector = Collector()
     pipeline = Pipeline(
-        open_source(str(video), SourceOptions(loop=True)), task, [collector], PipelineOptions(max_results=13)
+        open_source(str(video), SourceOptions(loop=True)),
+        task,
+        [collector],
+        PipelineOptions(max_results=13, consumer_queue_size=16),
     )
     pipeline.run()
     assert collector.indexes == list(range(13))  # indexes keep counting across loops
