@@ -110,7 +110,7 @@ def test_swaps_during_a_run_lose_no_frame_and_never_mix_models(manager, model_ve
         open_source(str(make_video(frames)), SourceOptions(loop=False)),
         manager,
         [recorder],
-        PipelineOptions(queue_size=4),
+        PipelineOptions(queue_size=4, consumer_queue_size=128),  # the recorder's queue holds every result
     )
     pipeline.start()
     for version in versions:

@@ -233,7 +233,7 @@ def test_slow_and_failing_consumers_do_not_stall_the_pipeline(task, make_video) 
 def test_live_source_always_gets_the_newest_frame(task) -> None:
     collector = Collector()
     camera = InMemoryCamera(gradient_frames(4))
-    pipeline = Pipeline(camera, task, [collector], PipelineOptions(max_results=15))
+    pipeline = Pipeline(camera, task, [collector], PipelineOptions(max_results=15, consumer_queue_size=16))
     assert pipeline.every_frame is False
     pipeline.run()
     assert len(collector.indexes) == 15
