@@ -104,8 +104,17 @@ def utc_now() -> str:
 
 
 def definition_key(raw: dict[str, Any]) -> str:
-    """What makes a module's container: everything but `status` (a status-only change only starts or stops)."""
-    return json.dumps({k: v for k, v in raw.items() if k != "status"}, sort_keys=True)
+    """What makes a module's container: everything but `status` (a status-only change only starts or stops).
+    `settings.createOptions` compares as JSON, as IoT Edge's agent compares it: the same options written with other
+    spacing or key order are no change."""
+    definition = {k: v for k, v in raw.items() if k != "status"}
+    settings = definition.get("settings")
+    if isinstance(settings, dict) and isinstance(settings.get("createOptions"), str):
+        try:
+            definition["settings"] = {**settings, "createOptions": json.loads(settings["createOptions"])}
+        except ValueError:
+            pass  # not JSON: compared as written
+    return json.dumps(definition, sort_keys=True)
 
 
 @dataclass
@@ -127,6 +136,7 @@ class ModuleProcess:  # pylint: disable=too-many-instance-attributes  # one modu
     last_exit: str | None = None
     last_restart: str | None = None
     started_at: float = 0.0
+    starts: int = 0
 
     @property
     def startup_order(self) -> int:
@@ -253,6 +263,10 @@ class LocalEdgeAgent:  # pylint: disable=too-many-instance-attributes  # the age
         self.env_overrides = env_overrides
         self.modules: dict[str, ModuleProcess] = {}
         self.desired_version: int | None = None
+        # The modules the desired version being applied starts; its lastDesiredStatus is reported once each has
+        # started or failed to (IoT Edge's agent reports it when its plan has run, not when it reads the twin).
+        self._plan: dict[str, int] = {}  # module name: its start count when the version came
+        self._plan_pending = False
         self._report_due = True
         self._width = 0
         self.pid_dir = config.state_dir / "agent" / self.device_id
@@ -321,6 +335,7 @@ class LocalEdgeAgent:  # pylint: disable=too-many-instance-attributes  # the age
             self._report({"lastDesiredVersion": version, "lastDesiredStatus": {"code": 400, "description": str(e)}})
             return True
         raw = desired.get("modules") or {}
+        plan: set[str] = set()
         for name in [n for n in self.modules if n not in specs]:
             logger.info("%s: module %s removed from the deployment; stopping it", self.device_id, name)
             self._stop_one(self.modules.pop(name))
@@ -332,23 +347,50 @@ class LocalEdgeAgent:  # pylint: disable=too-many-instance-attributes  # the age
             if current is None:
                 logger.info("%s: module %s added", self.device_id, name)
                 self.modules[name] = fresh
+                plan.add(name)
             elif definition_key(current.raw) != definition_key(fresh.raw):
                 logger.info("%s: module %s changed; recreating it", self.device_id, name)
                 self._stop_one(current)
                 self.modules[name] = fresh
+                plan.add(name)
             elif current.spec.status != spec.status:
                 logger.info("%s: module %s desired status %s", self.device_id, name, spec.status)
                 current.spec, current.raw, current.finished = spec, fresh.raw, False
                 current.restarts, current.next_start = 0, 0.0
                 if not current.wanted:
                     self._stop_one(current)
+                plan.add(name)
             # otherwise untouched: it keeps running
         for module in self.modules.values():
             if not module.wanted and module.process is None:
                 module.runtime_status = "stopped"
         self._width = max([self._width, *(len(self._prefix(n)) for n in self.modules)])
-        self._report({"lastDesiredVersion": version, "lastDesiredStatus": {"code": 200, "description": ""}})
+        self._plan = {name: self.modules[name].starts for name in plan if self.modules[name].wanted}
+        self._plan_pending = True
+        self._finish_plan()
         return True
+
+    def _finish_plan(self) -> None:
+        """Report the desired version applied once every module it starts has started (200), or failed to start
+        (500, naming them); until then the reported lastDesiredVersion stays the one before."""
+        if not self._plan_pending:
+            return
+        failed, waiting = [], False
+        for name, starts in sorted(self._plan.items()):
+            module = self.modules.get(name)
+            if module is None or not module.wanted or module.starts > starts:
+                continue  # gone, no longer wanted, or started (it may have exited since: that is run time)
+            if module.finished:
+                failed.append(f"module {name}: {module.status_description}")
+            else:
+                waiting = True
+        if waiting:
+            return
+        self._plan_pending = False
+        status = {"code": 500, "description": "; ".join(failed)} if failed else {"code": 200, "description": ""}
+        if failed:
+            logger.error("%s: desired version %s failed: %s", self.device_id, self.desired_version, "; ".join(failed))
+        self._report({"lastDesiredVersion": self.desired_version, "lastDesiredStatus": status})
 
     def _report(self, patch: dict[str, Any]) -> None:
         """Patch `$edgeAgent` reported properties, with every module's state."""
@@ -422,6 +464,7 @@ class LocalEdgeAgent:  # pylint: disable=too-many-instance-attributes  # the age
         module.readers = [reader]
         module.runtime_status, module.status_description = "running", "running"
         module.last_start, module.started_at = utc_now(), time.monotonic()
+        module.starts += 1
         self._report_due = True
         logger.info("module %s started (pid %d)", self._prefix(module.spec.name), module.process.pid)
 
@@ -487,6 +530,7 @@ class LocalEdgeAgent:  # pylint: disable=too-many-instance-attributes  # the age
             code = module.process.poll()
             if code is not None:
                 self._exited(module, code, now)
+        self._finish_plan()
         if self._report_due:
             self._report({})
 
