@@ -67,7 +67,8 @@ EMULATOR_STATE ?= $(STATE)/edgehub-emulator
 # where earlier versions kept local state, and where a bare `edgehub-emulator up` (without make) keeps the
 # modules' state (.env_template's paths, relative to the module folders): `make clean` and `make reset` remove it
 OLD_STATE := .edgehub-emulator .model-store $(SOLUTION)/modules/classifier/.model-store \
-	$(SOLUTION)/modules/alert/alert-queue $(SOLUTION)/model-store $(SOLUTION)/engine-cache $(SOLUTION)/alert-queue
+	$(SOLUTION)/modules/alert/alert-queue $(SOLUTION)/model-store $(SOLUTION)/engine-cache $(SOLUTION)/alert-queue \
+	$(SOLUTION)/authrequest-state
 MODULE ?= classifier
 
 help:

@@ -110,7 +110,10 @@ LOCAL_STATE_PATHS = {
 }
 # Of those, the ones a device's modules keep (the front-end is not on a device): in a fleet (`--device`, `--fleet`)
 # each device gets its own, under LOCAL_STATE/devices/<device-id>/ (edgehub-emulator up --device-state).
-DEVICE_STATE_PATHS = {name: LOCAL_STATE_PATHS[name] for name in ("MODEL_STORE", "ENGINE_CACHE_DIR", "ALERT_QUEUE_DIR")}
+DEVICE_STATE_PATHS = {
+    name: LOCAL_STATE_PATHS[name]
+    for name in ("MODEL_STORE", "ENGINE_CACHE_DIR", "ALERT_QUEUE_DIR", "AUTHREQUEST_STATE_DIR")
+}
 
 
 def fleet_state_options(command: Sequence[str], local_state: Path) -> list[str]:

@@ -39,6 +39,7 @@ DEVICE_PATHS = {
     "MODEL_STORE": "classifier/model-store",
     "ENGINE_CACHE_DIR": "classifier/engine-cache",
     "ALERT_QUEUE_DIR": "alert/alert-queue",
+    "AUTHREQUEST_STATE_DIR": "authrequest/state",
 }
 
 

@@ -260,6 +260,24 @@ def test_default_camera_path_resolves_locally_and_in_the_image(module: str) -> N
 
 
 @pytest.mark.parametrize("kind", TEMPLATES)
+def test_authrequest_keeps_the_requests_it_follows_up_in_a_volume(kind: str) -> None:
+    authrequest = agent(load(kind))["modules"]["authrequest"]
+    assert authrequest["env"]["AUTHREQUEST_STATE_DIR"]["value"] == "$AUTHREQUEST_STATE_DIR"
+    mounts = authrequest["settings"]["createOptions"]["HostConfig"]["Mounts"]
+    assert {"Type": "volume", "Source": "authrequest-state", "Target": "/app/authrequest-state"} in mounts
+    # the documented default is that volume, seen from the module's working folder
+    lines = (ROOT / ".env_template").read_text(encoding="utf-8").splitlines()
+    default = dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+    default = default["AUTHREQUEST_STATE_DIR"]
+    for dockerfile in (SOLUTION / "modules" / "authrequest").glob("Dockerfile.*"):
+        text = dockerfile.read_text(encoding="utf-8")
+        assert "AUTHREQUEST_STATE_DIR=/app/authrequest-state" in text, dockerfile.name
+        assert "chown moduleuser:moduleuser /app/authrequest-state" in text, dockerfile.name
+        workdir = re.findall(r"^WORKDIR (\S+)$", text, flags=re.MULTILINE)[-1]
+        assert os.path.normpath(os.path.join(workdir, default)) == "/app/authrequest-state", dockerfile.name
+
+
+@pytest.mark.parametrize("kind", TEMPLATES)
 def test_alert_module_env_routes_and_queue_volume(kind: str) -> None:
     manifest = load(kind)
     alert = agent(manifest)["modules"]["alert"]

@@ -355,6 +355,7 @@ def test_a_fleet_gives_each_device_its_own_module_state(tmp_path: Path, command:
         "MODEL_STORE": "classifier/model-store",
         "ENGINE_CACHE_DIR": "classifier/engine-cache",
         "ALERT_QUEUE_DIR": "alert/alert-queue",
+        "AUTHREQUEST_STATE_DIR": "authrequest/state",
     }
     assert "FRONTEND_DATABASE" not in paths  # the front-end is not on a device
 

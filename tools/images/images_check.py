@@ -47,7 +47,11 @@ CLASSIFIER_BUDGET_MB = 600
 NOT_LOCKED = {"pip", "setuptools", "wheel", "edgevision"}
 MARKER = "PROBE_RESULT:"
 # The folders (named by the image's environment) a module writes to at run time: volumes in createOptions.
-WRITABLE = {"classifier": ("ENGINE_CACHE_DIR", "MODEL_STORE"), "alert": ("ALERT_QUEUE_DIR",)}
+WRITABLE = {
+    "classifier": ("ENGINE_CACHE_DIR", "MODEL_STORE"),
+    "alert": ("ALERT_QUEUE_DIR",),
+    "authrequest": ("AUTHREQUEST_STATE_DIR",),
+}
 
 
 # What a terminal in the dev container needs before `make setup`: each must run as its user.
