@@ -63,6 +63,7 @@ def manifest(webhook_port: int) -> dict[str, Any]:
         "ALERT_QUEUE_DIR": "../../shared-alert-queue",
         "MODEL_STORE": "../../shared-model-store",
         "ENGINE_CACHE_DIR": "../../shared-engine-cache",
+        "AUTHREQUEST_STATE_DIR": "../../shared-authrequest-state",
     }
     image = "example.azurecr.io/{}:1.0-amd64"
     mounts = {"HostConfig": {"Mounts": [{"Type": "volume", "Source": "alert-queue", "Target": "/app/alert-queue"}]}}
