@@ -93,7 +93,8 @@ help:
 	@echo "make iotedgedev-setup  iotedgedev in its own environment, $(IOTEDGEDEV_VENV)"
 	@echo "make genconfig [PLATFORM=amd64|amd64.gpu|arm64v8]  expand both deployment templates into iot-edge-solution/config/"
 	@echo "make deploy DEVICE=id | TARGET_CONDITION=\"tags.site='lobby'\" [PRIORITY= LAYERED=1 DEPLOYMENT_ID= LABELS=\"k=v ...\""
-	@echo "            WAIT=1 TIMEOUT= MANIFEST= PLATFORM=]  deploy to IOTHUB_CONNECTION_STRING (default: the local emulator)"
+	@echo "            METRICS=\"name=SELECT ...;name2=SELECT ...\" WAIT=1 TIMEOUT= MANIFEST= PLATFORM=]"
+	@echo "            deploy to IOTHUB_CONNECTION_STRING (default: the local emulator)"
 	@echo "make deployments   list the hub's deployments with their system metrics"
 	@echo "make lock      resolve requirements/lock.txt and the images' iot-edge-solution/requirements/*.txt again (uv)"
 	@echo "make images-check  build and run every module's amd64 image and the dev container with buildah (no Docker)"
@@ -248,15 +249,22 @@ PRIORITY ?=
 LAYERED ?=
 DEPLOYMENT_ID ?=
 LABELS ?=
+# custom metrics of an at-scale deployment: NAME=QUERY items separated by `;`, taken as written (a `$edgeAgent` in a
+# query stays as it is: neither make nor the shell expands it)
+METRICS ?=
 WAIT ?=
 TIMEOUT ?=
+# No emulator state (it never ran, or was reset): `edgehub-emulator env` says so, and that one error ends the command.
 DEPLOY_HUB_ENV = set -a; if [ -f .env ]; then . ./.env; fi; set +a; \
 	if [ -z "$$IOTHUB_CONNECTION_STRING" ]; then \
-	eval "$$($(VENV)/bin/edgehub-emulator env --state $(EMULATOR_STATE) --format shell)"; fi
+	hub_env="$$($(VENV)/bin/edgehub-emulator env --state $(EMULATOR_STATE) --format shell)" || exit 2; \
+	eval "$$hub_env"; fi
+# METRICS as one single-quoted --metric per `;`-separated item (its own single quotes escaped for the shell)
+METRIC_ARGS = $(if $(value METRICS),--metric '$(subst ;,' --metric ',$(subst ','\'',$(value METRICS)))')
 DEPLOY_ARGS = $(if $(MANIFEST),--manifest "$(MANIFEST)") $(if $(PLATFORM),--platform $(PLATFORM)) \
 	$(if $(DEVICE),--device "$(DEVICE)") $(if $(TARGET_CONDITION),--target-condition "$(TARGET_CONDITION)") \
 	$(if $(PRIORITY),--priority $(PRIORITY)) $(if $(LAYERED),--layered) $(if $(DEPLOYMENT_ID),--id "$(DEPLOYMENT_ID)") \
-	$(foreach label,$(LABELS),--label "$(label)") $(if $(WAIT),--wait) $(if $(TIMEOUT),--timeout $(TIMEOUT))
+	$(foreach label,$(LABELS),--label "$(label)") $(METRIC_ARGS) $(if $(WAIT),--wait) $(if $(TIMEOUT),--timeout $(TIMEOUT))
 
 .PHONY: deploy deployments
 deploy: setup

@@ -10,7 +10,8 @@ Memory per added device: the proportional set size (PSS) of one device's module 
 modules and, with --solution, for the solution's real modules (classifier, authrequest, alert: `up` on
 deployment.template.json with two devices, Azurite started by tools/solution_up.py).
 Needs port 8883 free: unshare --net bash -c 'ip link set lo up; .venv/bin/python bench/deploy_bench.py'
-Usage: python bench/deploy_bench.py [--rounds N] [--solution] [--settle SECONDS]
+Usage: python bench/deploy_bench.py [--rounds N] [--solution] [--settle SECONDS] [--json PATH]
+(--json also writes the figures to PATH, e.g. bench/results/<date>-quiet/deploy.json)
 """
 
 from __future__ import annotations
@@ -157,19 +158,31 @@ def solution_memory(settle: float, work: Path) -> dict[str, Any]:
             os.killpg(process.pid, signal.SIGKILL)
 
 
-def main() -> None:
+def write_figures(figures: dict[str, Any], json_path: Path | None) -> str:
+    """The figures as JSON text, also written to json_path (its folder made) when given."""
+    text = json.dumps(figures, indent=2)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(text + "\n", encoding="utf-8")
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and print its JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="deployments in a row (default 3)")
     parser.add_argument("--solution", action="store_true", help="also the real modules' memory per device")
     parser.add_argument("--settle", type=float, default=60.0, help="seconds the real modules run before measuring")
-    args = parser.parse_args()
+    parser.add_argument("--json", type=Path, help="also write the figures to this file (e.g. under bench/results/)")
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     with tempfile.TemporaryDirectory(prefix="deploy-bench-") as folder:
         work = Path(folder)
         figures: dict[str, Any] = {"light_fleet": light_fleet(args.rounds, work)}
         if args.solution:
             figures["solution_memory"] = solution_memory(args.settle, work)
-    print(json.dumps(figures, indent=2))
+    print(write_figures(figures, args.json))
 
 
 if __name__ == "__main__":

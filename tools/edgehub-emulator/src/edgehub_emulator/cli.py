@@ -172,7 +172,9 @@ def cmd_up(args: argparse.Namespace) -> int:  # pylint: disable=too-many-locals,
         served = {
             name: local_ports(module.spec, device.index, args.port_step) for name, module in agent.modules.items()
         }
-        hub.emulator.store.put_meta(f"ports:{device.device_id}", json.dumps(served))
+        # what `status` maps each module's bindings with, from the device's desired modules of the moment
+        plan = {"index": device.index, "step": args.port_step}
+        hub.emulator.store.put_meta(f"port-plan:{device.device_id}", json.dumps(plan))
         own = str(device_state.resolve() / device.device_id) if device_state else ""
         hub.emulator.store.put_meta(f"state:{device.device_id}", own)
         shown = ", ".join(

@@ -136,9 +136,13 @@ class Deployments:  # pylint: disable=too-many-public-methods  # the registry an
         self._connected = connected
 
     # registry
-    def ensure_edge_device(self, device_id: str, tags: dict[str, Any] | None = None) -> None:
-        """The device as an edge device with its system modules (created when absent); tags merged when given."""
-        if self.store.get_device(device_id) is None:
+    def ensure_edge_device(self, device_id: str, tags: dict[str, Any] | None = None) -> bool:
+        """The device as an edge device with its system modules (created when absent). `tags` (a fleet file's) are
+        merged into its twin when the device is created and when they differ from the ones given at the last
+        start; otherwise its twin keeps the tags it has, those set through the service API included. True when
+        its tags changed."""
+        created = self.store.get_device(device_id) is None
+        if created:
             now = utc_now()
             self.store.put_device(device_id, {"iotEdge": True, "status": "enabled", "created": now, "version": 1})
         self._ensure_identity(device_id, "")
@@ -146,12 +150,18 @@ class Deployments:  # pylint: disable=too-many-public-methods  # the registry an
             self.store.put_twin(device_id, "", Twin())
         for system in SYSTEM_MODULES:
             self._ensure_identity(device_id, system)
-        if tags:
-            twin = self.store.get_twin(device_id, "") or Twin()
-            if any(twin.tags.get(k) != v for k, v in tags.items()):
-                twin.tags = {**twin.tags, **tags}
-                twin.version += 1
-                self.store.put_twin(device_id, "", twin)
+        given = json.dumps(tags or {}, sort_keys=True)
+        if not tags or (not created and self.store.get_meta(f"fleet-tags:{device_id}") == given):
+            return False
+        self.store.put_meta(f"fleet-tags:{device_id}", given)
+        twin = self.store.get_twin(device_id, "") or Twin()
+        if all(twin.tags.get(k) == v for k, v in tags.items()):
+            return False
+        logger.info("device %s: tags %s from the fleet file", device_id, given)
+        twin.tags = {**twin.tags, **tags}
+        twin.version += 1
+        self.store.put_twin(device_id, "", twin)
+        return True
 
     def _device_record(self, device_id: str) -> dict[str, Any]:
         record = self.store.get_device(device_id)

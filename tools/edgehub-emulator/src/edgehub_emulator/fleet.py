@@ -8,7 +8,8 @@ Module processes of different devices share this machine's ports, where containe
 not collide. The n-th device (from 0) serves each port binding of a module's createOptions
 (`HostConfig.PortBindings`, e.g. `"80/tcp": [{"HostPort": "8080"}]`) on HostPort + n * port_step, and an env value
 of that module equal to the binding's container or host port is given that local port, so the process listens
-where the banner and `edgehub-emulator status` say.
+where the banner and `edgehub-emulator status` say. Status maps the modules the device's `$edgeAgent` desired
+properties hold now, so a deployment that adds a module or changes its bindings shows at once.
 
 On a device, what a module keeps on disk lives in a volume of its own device (createOptions `HostConfig.Mounts`).
 Module processes of different devices share this machine's disk, so `--device-state DIR` with
@@ -25,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgehub_emulator.errors import ConfigError
-from edgehub_emulator.manifest import ModuleSpec
+from edgehub_emulator.errors import ConfigError, ManifestError
+from edgehub_emulator.manifest import ModuleSpec, module_specs
 
 DEFAULT_PORT_STEP = 100
 _DEVICE_RE = re.compile(r"^[A-Za-z0-9\-.:+%_#*?!(),=@;$']{1,128}$")
@@ -129,3 +130,13 @@ def port_environment(spec: ModuleSpec, index: int, step: int = DEFAULT_PORT_STEP
             if value in sides:
                 mapped[name] = str(local)
     return mapped
+
+
+def served_ports(agent_desired: dict[str, Any], index: int, step: int = DEFAULT_PORT_STEP) -> dict[str, dict[str, int]]:
+    """Where the n-th device serves each module of its `$edgeAgent` desired properties (what its agent runs):
+    `{"classifier": {"8080/tcp": 8180}, "alert": {}}`; empty when they hold no valid modules."""
+    try:
+        specs = module_specs(agent_desired)
+    except ManifestError:
+        return {}
+    return {name: local_ports(spec, index, step) for name, spec in specs.items()}

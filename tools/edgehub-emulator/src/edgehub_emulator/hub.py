@@ -80,6 +80,9 @@ class Hub:
         for device_id in [config.device_id, *(d for d in fleet or {} if d != config.device_id)]:
             if manifest:
                 self._apply_manifest(device_id, manifest)
+        # Tags a fleet file changed since the last start may retarget devices: choose their deployments again
+        # (an unchanged device's twins are not written again).
+        self.deployments.reevaluate()
         for device_id in store.list_devices():
             self.refresh_routes(device_id)
 

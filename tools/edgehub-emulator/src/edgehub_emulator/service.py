@@ -22,6 +22,7 @@ from edgehub_emulator.errors import (
     PreconditionFailedError,
     UnsupportedMediaTypeError,
 )
+from edgehub_emulator.fleet import served_ports
 from edgehub_emulator.hub import Hub
 from edgehub_emulator.twins import require_etag
 from edgehub_emulator.identity import sign
@@ -310,6 +311,14 @@ class ServiceApi:
         self.hub.deliver_input(module_id, input_name, message)
         return Response.json(202, {"queued": True, "module": module_id, "input": input_name})
 
+    def _served_ports(self, device_id: str, agent_desired: dict[str, Any]) -> dict[str, dict[str, int]]:
+        """The ports the device's modules serve, from its desired modules now (a deployment changes them); none
+        for a device whose modules no `up` runs."""
+        plan = json.loads(self.hub.store.get_meta(f"port-plan:{device_id}") or "null")
+        if not isinstance(plan, dict):
+            return {}
+        return served_ports(agent_desired, int(plan.get("index", 0)), int(plan.get("step", 0)))
+
     async def _status(self, _request: Request) -> Response:
         devices = {}
         for device_id in self.hub.store.list_devices():
@@ -321,7 +330,7 @@ class ServiceApi:
                 "modules": {
                     name: (state or {}).get("runtimeStatus") for name, state in (reported.get("modules") or {}).items()
                 },
-                "ports": json.loads(self.hub.store.get_meta(f"ports:{device_id}") or "{}"),
+                "ports": self._served_ports(device_id, agent.desired if agent else {}),
                 "state": self.hub.store.get_meta(f"state:{device_id}") or None,
             }
         return Response.json(

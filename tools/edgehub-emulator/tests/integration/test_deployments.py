@@ -4,18 +4,21 @@ errors a hub gives."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import requests
 from azure.iot.hub import IoTHubConfigurationManager, IoTHubRegistryManager
 from azure.iot.hub.models import Configuration, ConfigurationContent, QuerySpecification, Twin
 from msrest.exceptions import HttpOperationError
 
+from edgehub_emulator.identity import parse_connection_string
 from edgehub_emulator.process import EmulatorProcess
 
-from .conftest import emulator_process
+from .conftest import emulator_process, service_token
 
 FLEET = {"lobby": "lobby", "garage": "garage", "attic": "attic"}
 
@@ -323,3 +326,47 @@ def test_deleting_a_device_removes_its_twins(clients: Any) -> None:
     with pytest.raises(HttpOperationError):
         registry.get_module_twin("bench", "$edgeAgent")
     assert "bench" not in {d.device_id for d in registry.get_devices()}
+
+
+@pytest.mark.parametrize("api_version", ["2020-03-13", "2020-09-30", "2021-04-12", "2024-03-31"])
+def test_other_api_versions_are_served_alike(hub: EmulatorProcess, clients: Any, api_version: str) -> None:
+    """The SDKs send api-versions from 2020-03-01 to 2024-03-31 (the Python SDK 2021-04-12): raw requests with
+    others get the same answers."""
+    registry, _ = clients
+    env = hub.service_env("receiver")
+    host = parse_connection_string(env["IOTHUB_CONNECTION_STRING"])["HostName"]
+    config_id = f"api-{api_version}"
+    device = f"api-device-{api_version}"
+    registry.create_device_with_sas(device, None, None, "enabled", iot_edge=True)
+    token = service_token(hub)
+
+    def call(method: str, path: str, body: Any = None, **headers: str) -> requests.Response:
+        return requests.request(
+            method,
+            f"https://{host}{path}?api-version={api_version}",
+            data=None if body is None else json.dumps(body),
+            headers={"Authorization": token, "Content-Type": "application/json", **headers},
+            verify=env["REQUESTS_CA_BUNDLE"],
+            timeout=10,
+        )
+
+    created = call(
+        "PUT",
+        f"/configurations/{config_id}",
+        {"id": config_id, "content": {"modulesContent": base_content("echo")}, "targetCondition": "tags.site='none'"},
+    )
+    assert created.status_code in (200, 201), created.text
+    fetched = call("GET", f"/configurations/{config_id}")
+    assert fetched.status_code == 200 and fetched.json()["id"] == config_id
+    assert fetched.json()["systemMetrics"]["results"]["targetedCount"] == 0
+    applied = call(
+        "POST",
+        f"/devices/{device}/applyConfigurationContent",
+        {"modulesContent": base_content("echo", env=api_version)},
+    )
+    assert applied.status_code == 204, applied.text
+    twin = call("GET", f"/twins/{device}/modules/$edgeAgent")
+    assert twin.status_code == 200, twin.text
+    assert twin.json()["properties"]["desired"]["modules"]["echo"]["env"]["GREETING"]["value"] == api_version
+    deleted = call("DELETE", f"/configurations/{config_id}", **{"If-Match": "*"})
+    assert deleted.status_code == 204, deleted.text

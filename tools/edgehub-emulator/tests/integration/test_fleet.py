@@ -234,3 +234,28 @@ def test_a_priority_conflict_runs_the_winners_modules_and_deleting_it_falls_back
     configs.delete_configuration("garage-first")
     wait_for(lambda: fleet.starts("garage", "extra")[-1][0] != extra["garage"], 60)
     wait_for(lambda: configs.get_configuration("two-sites").system_metrics.results["appliedCount"] == 3, 60)
+
+
+def test_status_shows_the_ports_a_deployment_added(fleet: FleetUp, service: Any) -> None:
+    """`status` maps the modules each device's `$edgeAgent` desires now, not the ones `up` started with."""
+    registry, configs = service
+    web = copy.deepcopy(manifest_content(fleet)["$edgeAgent"]["properties.desired"]["modules"]["steady"])
+    web["settings"]["createOptions"] = {"HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "9500"}]}}}
+    web["env"]["GREETING"]["value"] = "web"
+    configs.create_configuration(
+        Configuration(
+            id="web-layer",
+            content=ConfigurationContent(modules_content={"$edgeAgent": {"properties.desired.modules.web": web}}),
+            target_condition="tags.site='garage'",  # garage and attic (which carries site=garage now)
+            priority=30,
+        )
+    )
+    wait_for(lambda: fleet.starts("garage", "web") and fleet.starts("attic", "web"), 60)
+    assert fleet.starts("garage", "web")[-1][2] == "9600"  # the process serves where status says
+    assert fleet.starts("attic", "web")[-1][2] == "9700"
+    status = json.loads(fleet.cli("status").stdout)["devices"]
+    assert status["garage"]["ports"]["web"] == {"80/tcp": 9600}
+    assert status["attic"]["ports"]["web"] == {"80/tcp": 9700}
+    assert status["garage"]["ports"]["steady"] == {"80/tcp": 9180}  # the others as before
+    assert "web" not in status["lobby"]["ports"]
+    wait_for(lambda: "web" in reported(registry, "garage").get("modules", {}), 30)

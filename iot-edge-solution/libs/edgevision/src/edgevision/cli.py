@@ -152,6 +152,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:  # pylint: disable=too-many-loc
         apply_to_device,
         content_id,
         default_manifest,
+        failed_devices,
         load_modules_content,
         wait_at_scale,
         wait_device,
@@ -200,7 +201,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:  # pylint: disable=too-many-loc
     if args.wait:
         summary["systemMetrics"] = wait_at_scale(hub, config.id, args.timeout, progress)
         if summary["systemMetrics"].get("reportedFailedCount"):  # type: ignore[union-attr]
+            failed, count = failed_devices(hub, config.id)
+            summary["failedDevices"] = failed
             print(json.dumps(summary), flush=True)
+            named = "; ".join(f"{device}: {status}" for device, status in failed.items())
+            more = f" and {count - len(failed)} more" if count > len(failed) else ""
+            print(f"edgevision: error: {config.id} failed on {count} device(s): {named}{more}", file=sys.stderr)
             return 1
     print(json.dumps(summary), flush=True)
     return 0
@@ -303,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `edgevision` console script."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if logging.getLogger().level > logging.DEBUG:
+        # its retry warnings would come before the one-line error that says the hub cannot be reached
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
     for name in ("frames", "rounds"):
         if getattr(args, name, 1) <= 0:
             print(f"edgevision: error: --{name} must be > 0", file=sys.stderr)

@@ -528,3 +528,28 @@ def wait_device(
                 f"{device}: its edgeAgent did not report version {version} within {timeout:g} s (offline?)"
             )
         time.sleep(interval)
+
+
+def failed_devices(hub: HubClient, config_id: str, limit: int = 10) -> tuple[dict[str, str], int]:
+    """The devices whose edgeAgent reported the deployment with a status other than 200, found with the
+    deployment's own `reportedFailedCount` query: ({device: "code description"} of the first `limit` of them,
+    how many there are)."""
+    # pylint: disable=import-outside-toplevel
+    from azure.iot.hub.models import QuerySpecification
+
+    config = hub.call(f"deployment {config_id!r}", lambda: hub.configs.get_configuration(config_id))
+    queries = (config.system_metrics.queries if config.system_metrics else None) or {}
+    query = queries.get("reportedFailedCount")
+    if not query:
+        return {}, 0
+    found = hub.call(
+        f"deployment {config_id!r}: its failed devices",
+        lambda: hub.registry.query_iot_hub(QuerySpecification(query=query)),
+    )
+    devices = sorted({twin.device_id for twin in found.items or [] if twin.device_id})
+    named = {}
+    for device in devices[:limit]:
+        twin = hub.call(f"device {device!r}", lambda d=device: hub.registry.get_module_twin(d, "$edgeAgent"))
+        status = (twin.properties.reported or {}).get("lastDesiredStatus") or {}
+        named[device] = f"{status.get('code')} {status.get('description') or ''}".strip()
+    return named, len(devices)
