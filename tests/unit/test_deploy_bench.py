@@ -3,7 +3,6 @@ fleet and minutes, so it is not run here)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,17 +10,14 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from solution_testkit import load_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "deploy_bench.py"
 
 
 def load() -> ModuleType:
     """The script as a module."""
-    spec = importlib.util.spec_from_file_location("deploy_bench", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "deploy_bench")
 
 
 def test_help_names_the_json_option() -> None:

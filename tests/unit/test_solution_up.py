@@ -4,7 +4,6 @@ children of `make run` (--frontend), their stop, and its banner."""
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import os
 import re
@@ -17,18 +16,14 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from solution_testkit import wait_for
+from solution_testkit import load_script, wait_for
 
 SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "solution_up.py"
 
 
 def load() -> ModuleType:
     """The script as a module."""
-    spec = importlib.util.spec_from_file_location("solution_up", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "solution_up")
 
 
 MANIFEST = {

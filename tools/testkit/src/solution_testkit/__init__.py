@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
 
 import pytest
 
 from edgehub_emulator.process import free_port, port_free
 
-__all__ = ["free_port", "in_ci", "port_free", "require_part", "wait_for"]
+__all__ = ["free_port", "in_ci", "load_script", "port_free", "require_part", "wait_for"]
 
 
 def in_ci() -> bool:
@@ -39,3 +42,13 @@ def wait_for(
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """A script that is no package's module (tools/*.py, bench/*.py) loaded as module `name`, to test its
+    functions."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None, f"cannot load {path}"
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
