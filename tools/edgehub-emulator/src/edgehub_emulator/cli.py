@@ -352,6 +352,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         for item in batch:
             print(json.dumps(item if args.raw else readable_message(item)), flush=True)
             after = item["seq"]
+        if args.once and batch:  # --once prints every stored message: the service answers a batch at a time
+            continue
         if args.once or (deadline and time.monotonic() > deadline):
             return 0
         if not batch:

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "active.json"
 OUTPUT_NAME = "DLModelOutput"
+# a package whose update the module never finished (killed, or a power loss) this many times is not tried again:
+# it is reported failed instead (a package that kills the module must not do so on every start)
+MAX_INTERRUPTED_ATTEMPTS = 3
 
 
 class ModelUpdateSettings(ModuleSettings):
@@ -141,6 +144,18 @@ class ModelStore:
         temporary.write_text(json.dumps(state, indent=2), encoding="utf-8")
         temporary.replace(self.root / STATE_FILE)
 
+    def discard_leftovers(self) -> list[str]:
+        """Remove what an update cut short left (its `.incoming-*` scratch folder: a partial download or a half
+        unpacked model; a version folder only ever appears whole, by one rename), each with a warning; their names."""
+        removed = []
+        for leftover in sorted(self.root.glob(".incoming-*")) if self.root.is_dir() else []:
+            shutil.rmtree(leftover, ignore_errors=True)
+            log.warning(
+                "removed %s from MODEL_STORE, left by a model update cut short (never installed)", leftover.name
+            )
+            removed.append(leftover.name)
+        return removed
+
     def load(self, name: str, version: str) -> LoadedModel:
         """An installed version, validated (SHA-256 included)."""
         if not self.root.is_dir():
@@ -211,7 +226,8 @@ class ModelUpdater:
     # -- start-up --------------------------------------------------------------------------------------------
     def initial_model(self, default: Callable[[], LoadedModel], model_name: str | None = None) -> LoadedModel:
         """The version active before a restart when MODEL_STORE has it (and it is a version of `model_name`, when
-        given: a changed MODEL_NAME wins), else `default()`."""
+        given: a changed MODEL_NAME wins), else `default()`. What an update cut short left is removed first."""
+        self.store.discard_leftovers()
         state = self.store.state()
         name, version = state.get("name"), state.get("version")
         if model_name is not None and name is not None and name != model_name:
@@ -278,13 +294,43 @@ class ModelUpdater:
             self._report_failure(e)
             request = None
         if request is not None and request.key != state.get("package"):
-            self.store.save(package=request.key)
-            self.apply_package(request)
+            self._apply_package_once(request, state)
         version = desired.get("modelVersion")
         if version is not None and str(version) != state.get("versionRequest"):
             self.store.save(versionRequest=str(version))
             self.switch_version(str(version))
         self.handled += 1
+
+    def _apply_package_once(self, request: UpdateRequest, state: dict[str, Any]) -> None:
+        """apply_package, recorded as handled once it ends (active or failed). A module killed during it finds the
+        request in progress at its next start and applies it again (it was marked handled before it began, and a
+        kill during the download left the old model `active` with the update never tried again); after
+        MAX_INTERRUPTED_ATTEMPTS starts that never finished it, it is reported failed."""
+        attempts = int(state.get("packageAttempts") or 0) if state.get("packageInProgress") == request.key else 0
+        if attempts >= MAX_INTERRUPTED_ATTEMPTS:
+            self.store.save(package=request.key, packageInProgress=None, packageAttempts=None)
+            self._report_failure(
+                PackageError(
+                    "applying",
+                    f"{request.file_name}: the module stopped during this update {attempts} "
+                    "times; not tried again (publish it again to retry)",
+                )
+            )
+            return
+        if attempts:
+            log.warning(
+                "the update to %s was cut short %d time(s) (the module stopped during it); applying it again",
+                request.file_name,
+                attempts,
+            )
+        self.store.save(packageInProgress=request.key, packageAttempts=attempts + 1)
+        handled = {"package": request.key, "packageInProgress": None, "packageAttempts": None}
+        try:
+            self.apply_package(request)
+        except Exception:  # an unexpected error ends it too; a stop (SIGTERM, SIGKILL) does not
+            self.store.save(**handled)
+            raise
+        self.store.save(**handled)
 
     def apply_package(self, request: UpdateRequest) -> ServedModel | None:
         """Download ... activate one package; None (status failed, old model serving) when any step fails."""

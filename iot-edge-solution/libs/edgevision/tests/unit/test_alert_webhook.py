@@ -170,6 +170,26 @@ def test_unreadable_queue_files_are_moved_aside_not_lost(tmp_path: Path) -> None
     assert not list(queue.folder.glob("*.tmp"))
 
 
+def test_what_a_crash_or_a_damaged_disk_leaves_in_the_queue_is_reported_never_dropped_silently(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """tools/chaos.py's `corrupt alert` fault: the .tmp of a write cut short (never accepted) is removed with a
+    warning naming it, a truncated record is moved to rejected/ with a warning naming it (it was deleted without a
+    word before)."""
+    folder = tmp_path / "q"
+    folder.mkdir()
+    (folder / "00000000000000000001-000000-chaos.json").write_text('{"id": "chaos-1", "eventTy', encoding="utf-8")
+    (folder / "00000000000000000002-000000-chaos.tmp").write_text('{"id": "cha', encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="edgevision.alerts.webhook"):
+        queue = DiskQueue(folder, 10)
+        assert queue.peek() is None
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("00000000000000000002-000000-chaos.tmp" in m and "cut short" in m for m in messages), messages
+    assert any("00000000000000000001-000000-chaos.json is unreadable" in m for m in messages), messages
+    assert [p.name for p in queue.rejected.iterdir()] == ["00000000000000000001-000000-chaos.json"]
+    assert not list(folder.glob("*.tmp"))
+
+
 def test_signature_of_the_url_never_reaches_the_log(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     url = "http://127.0.0.1:9/hooks/alert?sp=%2Ftriggers&sig=SECRET"
     assert redact_url(url) == "http://127.0.0.1:9/hooks/alert"

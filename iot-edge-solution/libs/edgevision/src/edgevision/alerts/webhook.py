@@ -61,8 +61,10 @@ class DiskQueue:
         self._seq = 0
         self.dropped = 0
         self.folder.mkdir(parents=True, exist_ok=True)
-        for leftover in self.folder.glob("*.tmp"):
-            leftover.unlink(missing_ok=True)  # a write cut short by a crash: never became an item
+        for leftover in sorted(self.folder.glob("*.tmp")):
+            # a write cut short by a crash: never became an item (an alert is accepted once its .json is in place)
+            leftover.unlink(missing_ok=True)
+            log.warning("alert queue: removed %s, an alert write cut short by a crash (never accepted)", leftover.name)
 
     def _items(self) -> list[Path]:
         return sorted(self.folder.glob("*.json"))
@@ -119,7 +121,8 @@ class DiskQueue:
         self.rejected.mkdir(exist_ok=True)
         try:
             os.replace(path, self.rejected / path.name)
-        except OSError:
+        except OSError as e:  # never silently: the item leaves the queue either way
+            log.error("alert queue: cannot move %s to %s (%s); deleted it", path.name, self.rejected, e)
             path.unlink(missing_ok=True)
 
 
