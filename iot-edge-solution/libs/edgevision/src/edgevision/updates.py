@@ -294,39 +294,46 @@ class ModelUpdater:
             self._report_failure(e)
             request = None
         if request is not None and request.key != state.get("package"):
-            self._apply_package_once(request, state)
+            self._once(
+                "package", request.key, f"the update to {request.file_name}", lambda: self.apply_package(request), state
+            )
+            state = self.store.state()
         version = desired.get("modelVersion")
         if version is not None and str(version) != state.get("versionRequest"):
-            self.store.save(versionRequest=str(version))
-            self.switch_version(str(version))
+            self._once(
+                "version",
+                str(version),
+                f"the switch to version {version}",
+                lambda: self.switch_version(str(version)),
+                state,
+            )
         self.handled += 1
 
-    def _apply_package_once(self, request: UpdateRequest, state: dict[str, Any]) -> None:
-        """apply_package, recorded as handled once it ends (active or failed). A module killed during it finds the
-        request in progress at its next start and applies it again (it was marked handled before it began, and a
-        kill during the download left the old model `active` with the update never tried again); after
-        MAX_INTERRUPTED_ATTEMPTS starts that never finished it, it is reported failed."""
-        attempts = int(state.get("packageAttempts") or 0) if state.get("packageInProgress") == request.key else 0
+    def _once(self, kind: str, key: str, what: str, action: Callable[[], Any], state: dict[str, Any]) -> None:
+        """Run `action` (a package update, or a version switch), recorded as handled once it ends (active or
+        failed) under `package`/`versionRequest`. A module killed during it finds the request in progress
+        (`<kind>InProgress`) at its next start and runs it again (it used to be marked handled before it began, so
+        a kill during the download or the engine build left the old model `active` with the request never tried
+        again); after MAX_INTERRUPTED_ATTEMPTS starts that never finished it, it is reported failed."""
+        done = "package" if kind == "package" else "versionRequest"
+        in_progress, attempts_key = f"{kind}InProgress", f"{kind}Attempts"
+        attempts = int(state.get(attempts_key) or 0) if state.get(in_progress) == key else 0
+        handled = {done: key, in_progress: None, attempts_key: None}
         if attempts >= MAX_INTERRUPTED_ATTEMPTS:
-            self.store.save(package=request.key, packageInProgress=None, packageAttempts=None)
+            self.store.save(**handled)
             self._report_failure(
                 PackageError(
                     "applying",
-                    f"{request.file_name}: the module stopped during this update {attempts} "
-                    "times; not tried again (publish it again to retry)",
+                    f"{what}: the module stopped during it {attempts} times; not tried again (publish it again "
+                    "to retry)",
                 )
             )
             return
         if attempts:
-            log.warning(
-                "the update to %s was cut short %d time(s) (the module stopped during it); applying it again",
-                request.file_name,
-                attempts,
-            )
-        self.store.save(packageInProgress=request.key, packageAttempts=attempts + 1)
-        handled = {"package": request.key, "packageInProgress": None, "packageAttempts": None}
+            log.warning("%s was cut short %d time(s) (the module stopped during it); applying it again", what, attempts)
+        self.store.save(**{in_progress: key, attempts_key: attempts + 1})
         try:
-            self.apply_package(request)
+            action()
         except Exception:  # an unexpected error ends it too; a stop (SIGTERM, SIGKILL) does not
             self.store.save(**handled)
             raise
