@@ -249,8 +249,8 @@ PRIORITY ?=
 LAYERED ?=
 DEPLOYMENT_ID ?=
 LABELS ?=
-# custom metrics of an at-scale deployment: NAME=QUERY items separated by `;`, taken as written (a `$edgeAgent` in a
-# query stays as it is: neither make nor the shell expands it)
+# custom metrics of an at-scale deployment: NAME=QUERY items separated by `;`; these and TARGET_CONDITION are taken
+# as written (a `$edgeAgent` in them stays as it is: neither make nor the shell expands it)
 METRICS ?=
 WAIT ?=
 TIMEOUT ?=
@@ -259,10 +259,13 @@ DEPLOY_HUB_ENV = set -a; if [ -f .env ]; then . ./.env; fi; set +a; \
 	if [ -z "$$IOTHUB_CONNECTION_STRING" ]; then \
 	hub_env="$$($(VENV)/bin/edgehub-emulator env --state $(EMULATOR_STATE) --format shell)" || exit 2; \
 	eval "$$hub_env"; fi
-# METRICS as one single-quoted --metric per `;`-separated item (its own single quotes escaped for the shell)
-METRIC_ARGS = $(if $(value METRICS),--metric '$(subst ;,' --metric ',$(subst ','\'',$(value METRICS)))')
+# a variable's value as written (no `$` expanded by make), single-quoted for the shell (its own single quotes escaped)
+AS_WRITTEN = '$(subst ','\'',$(value $(1)))'
+# METRICS as one single-quoted --metric per `;`-separated item
+METRIC_ARGS = $(if $(value METRICS),--metric $(subst ;,' --metric ',$(call AS_WRITTEN,METRICS)))
 DEPLOY_ARGS = $(if $(MANIFEST),--manifest "$(MANIFEST)") $(if $(PLATFORM),--platform $(PLATFORM)) \
-	$(if $(DEVICE),--device "$(DEVICE)") $(if $(TARGET_CONDITION),--target-condition "$(TARGET_CONDITION)") \
+	$(if $(DEVICE),--device "$(DEVICE)") \
+	$(if $(value TARGET_CONDITION),--target-condition $(call AS_WRITTEN,TARGET_CONDITION)) \
 	$(if $(PRIORITY),--priority $(PRIORITY)) $(if $(LAYERED),--layered) $(if $(DEPLOYMENT_ID),--id "$(DEPLOYMENT_ID)") \
 	$(foreach label,$(LABELS),--label "$(label)") $(METRIC_ARGS) $(if $(WAIT),--wait) $(if $(TIMEOUT),--timeout $(TIMEOUT))
 

@@ -173,8 +173,11 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "error" in line.lower() and not line.startswith("make")]
 
 
-def test_make_deploy_passes_metrics_as_written(fleet: FleetProcess, solution: Path, service: Any) -> None:
+def test_make_deploy_passes_metrics_and_the_condition_as_written(
+    fleet: FleetProcess, solution: Path, service: Any
+) -> None:
     _, configs = service
+    condition = "tags.site = 'lobby' OR tags.site = '$edgeAgent'"  # a `$` make or the shell would expand
     ok = (
         "SELECT deviceId FROM devices.modules WHERE moduleId = '$edgeAgent' "
         "AND properties.reported.lastDesiredStatus.code = 200"
@@ -184,7 +187,7 @@ def test_make_deploy_passes_metrics_as_written(fleet: FleetProcess, solution: Pa
         fleet,
         "deploy",
         f"MANIFEST={solution / 'deployment.json'}",
-        "TARGET_CONDITION=tags.site='lobby'",
+        f"TARGET_CONDITION={condition}",
         "PRIORITY=1",  # below the at-scale test's 5: lobby keeps running that one
         "DEPLOYMENT_ID=with-metrics",
         f"METRICS=ok={ok};lobby={lobby}",
@@ -192,6 +195,7 @@ def test_make_deploy_passes_metrics_as_written(fleet: FleetProcess, solution: Pa
     assert result.returncode == 0, result.stderr + result.stdout
     config = configs.get_configuration("with-metrics")
     assert config.metrics.queries == {"ok": ok, "lobby": lobby}  # `$edgeAgent` and the quotes intact
+    assert config.target_condition == condition
     assert config.metrics.results["lobby"] == 1 and config.metrics.results["ok"] >= 1
 
 
